@@ -1,0 +1,178 @@
+"""Type stubs for the Rust extension module ``hologram._core``."""
+
+from collections.abc import Iterator, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class HologramError(Exception): ...
+class ModelLoadError(HologramError, ValueError): ...
+class GGUFError(ModelLoadError): ...
+class UnsupportedModelError(ModelLoadError): ...
+class ContextOverflowError(HologramError, ValueError): ...
+class KVCacheFullError(HologramError): ...
+class InvalidArgumentError(HologramError, ValueError): ...
+
+class TopLogprob:
+    token: int
+    text: str
+    bytes: bytes
+    logprob: float
+
+class Step:
+    """One generated token."""
+
+    token: int
+    #: Text this step releases (may be "" while a UTF-8 character or stop string is pending,
+    #: or hold text of earlier tokens released late).
+    text: str
+    #: The token's own bytes, as the vocabulary has them.
+    token_bytes: bytes
+    #: log-probability of the chosen token under the model's (unmodified) distribution;
+    #: None unless logprobs were asked for.
+    logprob: float | None
+    top_logprobs: list[TopLogprob]
+
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    steps: list[Step]  # filled only when logprobs was set
+
+class Stream:
+    """An in-progress generation. Iterating yields text pieces; ``next_step`` gives one token at a
+    time with its logprobs. Closing (or dropping) it frees the sequence's KV blocks."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    #: None while running; "stop" or "length" when finished.
+    finish_reason: str | None
+    token_ids: list[int]
+    def __iter__(self) -> Iterator[str]: ...
+    def __next__(self) -> str: ...
+    def next_step(self) -> Step | None:
+        """Decode one token (GIL released). None when the generation has finished; the
+        remaining held-back text, if any, is flushed by the last Step."""
+    def close(self) -> None: ...
+    def __enter__(self) -> Stream: ...
+    def __exit__(self, *args: object) -> None: ...
+
+class Engine:
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_seq_max: int = 4,
+    ) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def architecture(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_ctx_train(self) -> int: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def n_embd(self) -> int: ...
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def n_seq_max(self) -> int: ...
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """GGUF metadata (large arrays such as the vocabulary are summarised)."""
+    @property
+    def chat_template(self) -> str | None: ...
+    @property
+    def bos_token(self) -> str | None: ...
+    @property
+    def eos_token(self) -> str | None: ...
+    @property
+    def bos_id(self) -> int | None: ...
+    @property
+    def eos_id(self) -> int | None: ...
+    @property
+    def add_bos(self) -> bool: ...
+    @property
+    def is_embedding_model(self) -> bool: ...
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]: ...
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+    def token_to_bytes(self, id: int) -> bytes: ...
+    def is_eog(self, id: int) -> bool: ...
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        logprobs: int | None = None,
+        add_special: bool = True,
+        parse_special: bool = True,
+        ignore_eos: bool = False,
+    ) -> GenerationResult:
+        """Generate from ``prompt`` (text, tokenized with ``add_special``/``parse_special``, or
+        token ids fed as given). temperature 0 is greedy. ``logprobs=k`` fills
+        ``GenerationResult.steps`` with each token's logprob and the top k alternatives.
+        Raises ContextOverflowError when the prompt does not fit in n_ctx."""
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        logprobs: int | None = None,
+        add_special: bool = True,
+        parse_special: bool = True,
+        ignore_eos: bool = False,
+    ) -> Stream:
+        """Like generate, but returns a Stream; the prompt is evaluated on the first step."""
+    def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Logits for every position of ``ids`` (fresh sequence), shape (len(ids), n_vocab)."""
+    def embed(
+        self, ids: Sequence[int], pooling: str = "mean", normalize: bool = True
+    ) -> npt.NDArray[np.float32]:
+        """One embedding vector for ``ids``: final hidden states (after the output norm) pooled
+        with ``pooling`` ("mean" | "cls" | "last" | "none" -> (n, n_embd))."""
+
+def dequantize(ggml_type: int, data: bytes, n: int, isa: str | None = None) -> npt.NDArray[np.float32]:
+    """Dequantize ``n`` values of GGML type ``ggml_type`` from ``data`` with the kernel path
+    ``isa`` ("scalar" | "avx2" | "avx512" | "neon"; None = the active one)."""
+
+def vec_dot(ggml_type: int, w: bytes, x: npt.NDArray[np.float32], isa: str | None = None) -> float:
+    """Dot product of one quantized row ``w`` with f32 ``x`` through the production path (x is
+    quantized to the type's activation format first, as in matmul)."""
+
+def available_isas() -> list[str]: ...
+def active_isa() -> str: ...

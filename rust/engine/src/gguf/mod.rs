@@ -1,0 +1,1 @@
+//! GGUF container reader (owned by the gguf work; placeholder).
