@@ -7,3 +7,8 @@ pub mod sample;
 pub mod tokenizer;
 
 pub use error::{EngineError, Result};
+pub mod engine;
+pub mod kv;
+pub mod model;
+
+pub use engine::{Engine, EngineOptions, FinishReason, GenParams, Generation, StepOut};

@@ -1,1 +1,691 @@
-//! hologram._core (placeholder)
+//! `hologram._core`: the Python face of the engine. This crate does no math: it converts
+//! arguments into owned Rust values, releases the GIL around every engine call
+//! (`Python::allow_threads`), and maps `EngineError` to Python exceptions (`errors.rs`).
+//!
+//! Concurrency: one `Engine` is shared by every `Stream` it creates through an
+//! `Arc<Mutex<Engine>>`. Each generation step takes the lock once, so concurrent streams
+//! interleave token by token. Tokenizing does not take the lock.
+
+mod errors;
+mod kernels;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hologram_engine::gguf::{Array, Value};
+use hologram_engine::sample::SamplingParams;
+use hologram_engine::tokenizer::Tokenizer;
+use hologram_engine::{Engine, EngineError, EngineOptions, GenParams, Generation, StepOut};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+type Shared = Arc<Mutex<Engine>>;
+
+fn lock(e: &Shared) -> MutexGuard<'_, Engine> {
+    // A panic while holding the lock is a bug that already surfaced as PanicException; the
+    // engine's state is still consistent enough to serve the next call.
+    e.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn err(e: EngineError) -> PyErr {
+    errors::to_py(e, false)
+}
+
+/// One alternative token with its log-probability.
+#[pyclass(module = "hologram._core", frozen, get_all)]
+struct TopLogprob {
+    token: u32,
+    text: String,
+    bytes: Py<PyBytes>,
+    logprob: f32,
+}
+
+#[pymethods]
+impl TopLogprob {
+    fn __repr__(&self) -> String {
+        format!("TopLogprob(token={}, text={:?}, logprob={:.4})", self.token, self.text, self.logprob)
+    }
+}
+
+/// One generated token.
+#[pyclass(module = "hologram._core", frozen, get_all)]
+struct Step {
+    token: u32,
+    text: String,
+    token_bytes: Py<PyBytes>,
+    logprob: Option<f32>,
+    top_logprobs: Vec<Py<TopLogprob>>,
+}
+
+#[pymethods]
+impl Step {
+    fn __repr__(&self) -> String {
+        format!("Step(token={}, text={:?}, logprob={:?})", self.token, self.text, self.logprob)
+    }
+}
+
+fn make_step(py: Python<'_>, tok: &Tokenizer, s: StepOut, with_logprobs: bool) -> PyResult<Step> {
+    let mut top = Vec::with_capacity(s.top.len());
+    for &(id, lp) in &s.top {
+        let b = tok.token_bytes(id);
+        top.push(Py::new(
+            py,
+            TopLogprob {
+                token: id,
+                text: String::from_utf8_lossy(b).into_owned(),
+                bytes: PyBytes::new(py, b).unbind(),
+                logprob: lp,
+            },
+        )?);
+    }
+    Ok(Step {
+        token: s.token,
+        text: s.text,
+        token_bytes: PyBytes::new(py, tok.token_bytes(s.token)).unbind(),
+        logprob: if with_logprobs { s.logprob } else { None },
+        top_logprobs: top,
+    })
+}
+
+/// The result of `Engine.generate`.
+#[pyclass(module = "hologram._core", frozen, get_all)]
+struct GenerationResult {
+    text: String,
+    token_ids: Vec<u32>,
+    finish_reason: String,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    steps: Vec<Py<Step>>,
+}
+
+#[pymethods]
+impl GenerationResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "GenerationResult(text={:?}, finish_reason={:?}, prompt_tokens={}, completion_tokens={})",
+            self.text, self.finish_reason, self.prompt_tokens, self.completion_tokens
+        )
+    }
+}
+
+/// A generation in progress (see `Engine.stream`).
+#[pyclass(module = "hologram._core")]
+struct Stream {
+    engine: Shared,
+    tokenizer: Arc<Tokenizer>,
+    gen: Option<Generation>,
+    logprobs: bool,
+    prompt_tokens: usize,
+}
+
+impl Stream {
+    fn step(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
+        let Some(gen) = self.gen.as_mut() else { return Ok(None) };
+        let engine = &self.engine;
+        let out = py.allow_threads(|| {
+            let mut e = lock(engine);
+            gen.step(&mut e)
+        });
+        match out {
+            Ok(Some(s)) => Ok(Some(make_step(py, &self.tokenizer, s, self.logprobs)?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn release(&mut self, py: Python<'_>) {
+        if let Some(gen) = self.gen.as_mut() {
+            let engine = &self.engine;
+            py.allow_threads(|| gen.release(&mut lock(engine)));
+        }
+    }
+}
+
+#[pymethods]
+impl Stream {
+    #[getter]
+    fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+    #[getter]
+    fn completion_tokens(&self) -> usize {
+        self.gen.as_ref().map_or(0, |g| g.completion_tokens())
+    }
+    #[getter]
+    fn finish_reason(&self) -> Option<&'static str> {
+        self.gen.as_ref().and_then(|g| g.finish_reason()).map(|f| f.as_str())
+    }
+    #[getter]
+    fn token_ids(&self) -> Vec<u32> {
+        self.gen.as_ref().map_or_else(Vec::new, |g| g.generated().to_vec())
+    }
+
+    /// Decode one token (GIL released). None when the generation has finished.
+    fn next_step(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
+        self.step(py)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<String> {
+        loop {
+            match self.step(py)? {
+                Some(s) if s.text.is_empty() => continue,
+                Some(s) => return Ok(s.text),
+                None => return Err(PyStopIteration::new_err(())),
+            }
+        }
+    }
+
+    /// Stop generating and free the sequence's KV blocks.
+    fn close(&mut self, py: Python<'_>) {
+        self.release(py);
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&mut self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        self.release(py);
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(gen) = self.gen.as_mut() {
+            gen.release(&mut lock(&self.engine));
+        }
+    }
+}
+
+/// A prompt: text, or token ids fed as given.
+#[derive(FromPyObject)]
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+#[derive(FromPyObject)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A model loaded for inference.
+#[pyclass(name = "Engine", module = "hologram._core", frozen)]
+struct PyEngine {
+    engine: Shared,
+    tokenizer: Arc<Tokenizer>,
+    path: String,
+    architecture: String,
+    name: String,
+    n_ctx: usize,
+    n_ctx_train: usize,
+    n_vocab: usize,
+    n_embd: usize,
+    n_threads: usize,
+    n_seq_max: usize,
+    chat_template: Option<String>,
+    metadata: Py<PyDict>,
+}
+
+fn value_to_py(py: Python<'_>, v: &Value) -> PyResult<PyObject> {
+    const MAX_ARRAY: usize = 64;
+    Ok(match v {
+        Value::U8(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::I8(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::U16(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::I16(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::U32(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::I32(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::U64(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::I64(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::F32(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::F64(x) => x.into_pyobject(py)?.into_any().unbind(),
+        Value::Bool(x) => pyo3::types::PyBool::new(py, *x).to_owned().into_any().unbind(),
+        Value::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
+        Value::Array(a) => {
+            let n = a.len();
+            if n > MAX_ARRAY {
+                return Ok(format!("<array of {n} {}>", a.elem_type_name())
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind());
+            }
+            let list = match a {
+                Array::U8(v) => PyList::new(py, v)?,
+                Array::I8(v) => PyList::new(py, v)?,
+                Array::U16(v) => PyList::new(py, v)?,
+                Array::I16(v) => PyList::new(py, v)?,
+                Array::U32(v) => PyList::new(py, v)?,
+                Array::I32(v) => PyList::new(py, v)?,
+                Array::U64(v) => PyList::new(py, v)?,
+                Array::I64(v) => PyList::new(py, v)?,
+                Array::F32(v) => PyList::new(py, v)?,
+                Array::F64(v) => PyList::new(py, v)?,
+                Array::Bool(v) => PyList::new(py, v)?,
+                Array::Str(v) => PyList::new(py, v)?,
+            };
+            list.into_any().unbind()
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gen_params(
+    max_tokens: i64,
+    temperature: f32,
+    top_p: f32,
+    top_k: i64,
+    min_p: f32,
+    repeat_penalty: f32,
+    repeat_last_n: i64,
+    presence_penalty: f32,
+    frequency_penalty: f32,
+    logit_bias: Option<std::collections::HashMap<u32, f32>>,
+    stop: Option<Stop>,
+    seed: Option<u64>,
+    logprobs: Option<i64>,
+    ignore_eos: bool,
+) -> PyResult<GenParams> {
+    if max_tokens < 0 {
+        return Err(errors::invalid(format!("max_tokens must be >= 0, got {max_tokens}")));
+    }
+    if top_k < 0 || repeat_last_n < 0 {
+        return Err(errors::invalid("top_k and repeat_last_n must be >= 0"));
+    }
+    let logprobs = match logprobs {
+        None => None,
+        Some(k) if (0..=100).contains(&k) => Some(k as usize),
+        Some(k) => return Err(errors::invalid(format!("logprobs must be in [0, 100], got {k}"))),
+    };
+    Ok(GenParams {
+        max_tokens: max_tokens as usize,
+        sampling: SamplingParams {
+            temperature,
+            top_k: top_k as usize,
+            top_p,
+            min_p,
+            repeat_penalty,
+            repeat_last_n: repeat_last_n as usize,
+            presence_penalty,
+            frequency_penalty,
+            logit_bias: logit_bias.map(|m| m.into_iter().collect()).unwrap_or_default(),
+            seed,
+        },
+        stop: match stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect(),
+        logprobs,
+        ignore_eos,
+    })
+}
+
+impl PyEngine {
+    fn prompt_ids(&self, py: Python<'_>, prompt: Prompt, add_special: bool, parse_special: bool) -> Vec<u32> {
+        match prompt {
+            Prompt::Ids(ids) => ids,
+            Prompt::Text(t) => {
+                let tok = &self.tokenizer;
+                py.allow_threads(|| tok.encode(&t, add_special, parse_special))
+            }
+        }
+    }
+
+    fn start(&self, py: Python<'_>, prompt: Vec<u32>, params: GenParams) -> PyResult<Stream> {
+        let logprobs = params.logprobs.is_some();
+        let n = prompt.len();
+        let engine = &self.engine;
+        let gen = py.allow_threads(|| Generation::new(&mut lock(engine), prompt, params)).map_err(err)?;
+        Ok(Stream {
+            engine: self.engine.clone(),
+            tokenizer: self.tokenizer.clone(),
+            gen: Some(gen),
+            logprobs,
+            prompt_tokens: n,
+        })
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (path, n_ctx=2048, n_threads=None, n_batch=512, n_seq_max=4))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        n_ctx: i64,
+        n_threads: Option<i64>,
+        n_batch: i64,
+        n_seq_max: i64,
+    ) -> PyResult<Self> {
+        let pos = |name: &str, v: i64| -> PyResult<usize> {
+            if v <= 0 {
+                Err(errors::invalid(format!("{name} must be positive, got {v}")))
+            } else {
+                Ok(v as usize)
+            }
+        };
+        let opts = EngineOptions {
+            n_ctx: pos("n_ctx", n_ctx)?,
+            n_threads: n_threads.map(|t| pos("n_threads", t)).transpose()?,
+            n_batch: pos("n_batch", n_batch)?,
+            n_seq_max: pos("n_seq_max", n_seq_max)?,
+        };
+        let engine = py.allow_threads(|| Engine::load(&path, opts)).map_err(|e| errors::to_py(e, true))?;
+        let metadata = PyDict::new(py);
+        for (k, v) in engine.gguf().metadata() {
+            metadata.set_item(k, value_to_py(py, v)?)?;
+        }
+        let c = engine.config();
+        Ok(PyEngine {
+            tokenizer: engine.tokenizer().clone(),
+            path: engine.path().to_string(),
+            architecture: c.arch.name().to_string(),
+            name: c.name.clone(),
+            n_ctx: engine.options().n_ctx,
+            n_ctx_train: c.n_ctx_train,
+            n_vocab: c.n_vocab,
+            n_embd: c.n_embd,
+            n_threads: engine.n_threads(),
+            n_seq_max: engine.options().n_seq_max,
+            chat_template: engine.chat_template().map(str::to_string),
+            metadata: metadata.unbind(),
+            engine: Arc::new(Mutex::new(engine)),
+        })
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+    #[getter]
+    fn architecture(&self) -> &str {
+        &self.architecture
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+    #[getter]
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    #[getter]
+    fn n_ctx_train(&self) -> usize {
+        self.n_ctx_train
+    }
+    #[getter]
+    fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+    #[getter]
+    fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+    #[getter]
+    fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+    #[getter]
+    fn n_seq_max(&self) -> usize {
+        self.n_seq_max
+    }
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.metadata.bind(py).copy()
+    }
+    #[getter]
+    fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+    #[getter]
+    fn bos_id(&self) -> Option<u32> {
+        self.tokenizer.bos()
+    }
+    #[getter]
+    fn eos_id(&self) -> Option<u32> {
+        self.tokenizer.eos()
+    }
+    #[getter]
+    fn bos_token(&self) -> Option<String> {
+        self.tokenizer.bos().map(|t| self.tokenizer.token_text(t).to_string())
+    }
+    #[getter]
+    fn eos_token(&self) -> Option<String> {
+        self.tokenizer.eos().map(|t| self.tokenizer.token_text(t).to_string())
+    }
+    #[getter]
+    fn add_bos(&self) -> bool {
+        self.tokenizer.add_bos()
+    }
+    #[getter]
+    fn is_embedding_model(&self) -> bool {
+        false
+    }
+
+    #[pyo3(signature = (text, add_special=true, parse_special=false))]
+    fn tokenize(&self, py: Python<'_>, text: String, add_special: bool, parse_special: bool) -> Vec<u32> {
+        let tok = &self.tokenizer;
+        py.allow_threads(|| tok.encode(&text, add_special, parse_special))
+    }
+
+    fn detokenize(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<String> {
+        if let Some(t) = ids.iter().find(|&&t| t as usize >= self.n_vocab) {
+            return Err(errors::invalid(format!("token id {t} is out of range (n_vocab {})", self.n_vocab)));
+        }
+        let tok = &self.tokenizer;
+        Ok(py.allow_threads(|| tok.decode(&ids, false)))
+    }
+
+    fn token_to_bytes<'py>(&self, py: Python<'py>, id: u32) -> PyResult<Bound<'py, PyBytes>> {
+        if id as usize >= self.n_vocab {
+            return Err(errors::invalid(format!("token id {id} is out of range (n_vocab {})", self.n_vocab)));
+        }
+        Ok(PyBytes::new(py, self.tokenizer.token_bytes(id)))
+    }
+
+    fn is_eog(&self, id: u32) -> bool {
+        self.tokenizer.is_eog(id)
+    }
+
+    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_p=0.95, top_k=40, min_p=0.05,
+        repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0,
+        logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
+        ignore_eos=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt,
+        max_tokens: i64,
+        temperature: f32,
+        top_p: f32,
+        top_k: i64,
+        min_p: f32,
+        repeat_penalty: f32,
+        repeat_last_n: i64,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        logit_bias: Option<std::collections::HashMap<u32, f32>>,
+        stop: Option<Stop>,
+        seed: Option<u64>,
+        logprobs: Option<i64>,
+        add_special: bool,
+        parse_special: bool,
+        ignore_eos: bool,
+    ) -> PyResult<GenerationResult> {
+        let params = gen_params(
+            max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, repeat_last_n,
+            presence_penalty, frequency_penalty, logit_bias, stop, seed, logprobs, ignore_eos,
+        )?;
+        let ids = self.prompt_ids(py, prompt, add_special, parse_special);
+        let mut stream = self.start(py, ids, params)?;
+        let mut text = String::new();
+        let mut steps = Vec::new();
+        while let Some(s) = stream.step(py)? {
+            text.push_str(&s.text);
+            if stream.logprobs {
+                steps.push(Py::new(py, s)?);
+            }
+        }
+        let gen = stream.gen.as_ref();
+        Ok(GenerationResult {
+            text,
+            token_ids: gen.map_or_else(Vec::new, |g| g.generated().to_vec()),
+            finish_reason: gen.and_then(|g| g.finish_reason()).map_or("stop", |f| f.as_str()).to_string(),
+            prompt_tokens: stream.prompt_tokens,
+            completion_tokens: gen.map_or(0, |g| g.completion_tokens()),
+            steps,
+        })
+    }
+
+    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_p=0.95, top_k=40, min_p=0.05,
+        repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0,
+        logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
+        ignore_eos=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt,
+        max_tokens: i64,
+        temperature: f32,
+        top_p: f32,
+        top_k: i64,
+        min_p: f32,
+        repeat_penalty: f32,
+        repeat_last_n: i64,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        logit_bias: Option<std::collections::HashMap<u32, f32>>,
+        stop: Option<Stop>,
+        seed: Option<u64>,
+        logprobs: Option<i64>,
+        add_special: bool,
+        parse_special: bool,
+        ignore_eos: bool,
+    ) -> PyResult<Stream> {
+        let params = gen_params(
+            max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, repeat_last_n,
+            presence_penalty, frequency_penalty, logit_bias, stop, seed, logprobs, ignore_eos,
+        )?;
+        let ids = self.prompt_ids(py, prompt, add_special, parse_special);
+        self.start(py, ids, params)
+    }
+
+    /// Logits for every position of `ids`: float32 array (len(ids), n_vocab).
+    fn logits<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let nv = self.n_vocab;
+        let engine = &self.engine;
+        let n = ids.len();
+        let buf = py
+            .allow_threads(|| {
+                let mut out = vec![0f32; n * nv];
+                lock(engine).logits_all(&ids, &mut out).map(|_| out)
+            })
+            .map_err(err)?;
+        PyArray1::from_vec(py, buf).reshape([n, nv])
+    }
+
+    /// Pooled final hidden state of `ids` (see the stub for `pooling`).
+    #[pyo3(signature = (ids, pooling="mean", normalize=true))]
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<u32>,
+        pooling: &str,
+        normalize: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if ids.is_empty() {
+            return Err(errors::invalid("cannot embed an empty input"));
+        }
+        if ids.len() > self.n_ctx {
+            return Err(errors::to_py(
+                EngineError::ContextOverflow(format!(
+                    "the input has {} tokens; the context holds {}",
+                    ids.len(),
+                    self.n_ctx
+                )),
+                false,
+            ));
+        }
+        let e = self.n_embd;
+        let n = ids.len();
+        let engine = &self.engine;
+        let hidden = py
+            .allow_threads(|| {
+                let mut out = vec![0f32; n * e];
+                lock(engine).hidden_all(&ids, &mut out).map(|_| out)
+            })
+            .map_err(err)?;
+        let pooled: Vec<f32> = match pooling {
+            "none" => {
+                let mut h = hidden;
+                if normalize {
+                    h.chunks_mut(e).for_each(l2_normalize);
+                }
+                return Ok(PyArray1::from_vec(py, h).reshape([n, e])?.into_any());
+            }
+            "mean" => {
+                let mut acc = vec![0f32; e];
+                for row in hidden.chunks(e) {
+                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                }
+                acc.iter_mut().for_each(|a| *a /= n as f32);
+                acc
+            }
+            "cls" | "first" => hidden[..e].to_vec(),
+            "last" => hidden[(n - 1) * e..].to_vec(),
+            other => {
+                return Err(errors::invalid(format!(
+                    "pooling must be one of mean, cls, last, none; got {other:?}"
+                )))
+            }
+        };
+        let mut pooled = pooled;
+        if normalize {
+            l2_normalize(&mut pooled);
+        }
+        Ok(PyArray1::from_vec(py, pooled).into_any())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Engine(path={:?}, architecture={:?}, n_ctx={}, n_threads={})",
+            self.path, self.architecture, self.n_ctx, self.n_threads
+        )
+    }
+}
+
+fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    m.add_class::<PyEngine>()?;
+    m.add_class::<Stream>()?;
+    m.add_class::<Step>()?;
+    m.add_class::<TopLogprob>()?;
+    m.add_class::<GenerationResult>()?;
+    kernels::register(m)?;
+    Ok(())
+}

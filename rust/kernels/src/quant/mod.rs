@@ -1,5 +1,29 @@
 //! Tensor element formats: GGML type ids, block sizes and byte sizes, in one table.
 //! Mirrors ggml's `type_traits` (ggml/src/ggml.c) for the types hologram knows.
+//!
+//! One file per format below holds its `#[repr(C)]` block (ggml field names, size asserted at
+//! compile time), the scalar reference `dequantize` and the scalar reference `vec_dot` against
+//! the format's activation type ([`QuantType::vec_dot_type`]). These references are kept forever;
+//! every SIMD path in `crate::simd` is tested against them. K-quants slot in as more files here
+//! plus arms in `crate::simd` dispatch.
+
+pub mod bf16;
+pub mod fp16;
+pub mod fp32;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q8_0;
+pub mod q8_1;
+
+/// Iterate the blocks of type `B` in `src` (read unaligned: GGUF rows need not be 2-aligned
+/// when they come from Python buffers). A trailing partial block is ignored.
+#[inline]
+pub(crate) fn blocks<B: bytemuck::Pod>(src: &[u8]) -> impl Iterator<Item = B> + '_ {
+    src.chunks_exact(std::mem::size_of::<B>())
+        .map(bytemuck::pod_read_unaligned::<B>)
+}
 
 /// A GGML tensor type. Discriminants are the GGUF/GGML type ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +99,22 @@ impl QuantType {
         }
     }
 
+    /// The format activations are converted to before a dot product with a row of this type
+    /// (ggml `type_traits_cpu[t].vec_dot_type`), except that F16/BF16 dot against f32.
+    pub fn vec_dot_type(self) -> QuantType {
+        match self {
+            QuantType::F32 | QuantType::F16 | QuantType::BF16 => QuantType::F32,
+            QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => QuantType::Q8_0,
+            QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q8_1 => QuantType::Q8_1,
+            QuantType::Q2_K
+            | QuantType::Q3_K
+            | QuantType::Q4_K
+            | QuantType::Q5_K
+            | QuantType::Q6_K
+            | QuantType::Q8_K => QuantType::Q8_K,
+        }
+    }
+
     /// Elements per block.
     pub fn block_size(self) -> usize {
         match self {
@@ -117,7 +157,7 @@ impl QuantType {
     /// Bytes of a row of `n` elements, or None if `n` is not a whole number of blocks or the
     /// size overflows.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())

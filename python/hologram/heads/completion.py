@@ -1,0 +1,390 @@
+"""Completion head: prompt text, token ids or chat messages in; text or a stream of deltas out.
+
+Everything here is blocking and thread-safe per object (the engine serialises compute); front
+ends that run an event loop call it from worker threads. A :class:`CompletionStream` may be
+closed from any thread while another thread is stepping it: the close waits for the step in
+progress, then frees the sequence's KV blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hologram import _core
+from hologram.heads.base import (
+    ContextLengthError,
+    InvalidInputError,
+    translate_engine_error,
+)
+from hologram.heads.chat_template import ChatTemplate
+
+__all__ = [
+    "ChatMessage",
+    "Completion",
+    "CompletionHead",
+    "CompletionStream",
+    "Delta",
+    "Prompt",
+    "SamplingParams",
+    "TokenInfo",
+    "TopToken",
+]
+
+#: Characters per context token beyond which a text prompt is refused before tokenizing.
+MAX_CHARS_PER_CTX_TOKEN = 256
+CHAT_ROLES = ("system", "developer", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Generation settings. ``max_tokens`` None means "until end of text or context full"."""
+
+    max_tokens: int | None = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    #: None: no logprobs; k >= 0: each token's logprob plus its k most likely alternatives.
+    logprobs: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class TopToken:
+    token: str
+    bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One token with, when asked for, its log-probability and the top alternatives."""
+
+    id: int
+    token: str
+    bytes: bytes
+    logprob: float | None
+    top: tuple[TopToken, ...] = ()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one decode step releases: ``text`` may be "" (held back) and ``token`` is the
+    sampled token (always present: a step is one token)."""
+
+    text: str
+    token: TokenInfo
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A tokenized prompt. ``text`` is the prompt as text (for ``echo``)."""
+
+    ids: list[int]
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+    name: str | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: list[TokenInfo] = field(default_factory=list)
+
+
+def _token_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+class CompletionStream:
+    """An in-progress generation, one token per :meth:`next_delta`."""
+
+    def __init__(self, raw: _core.Stream, prompt_tokens: int, want_logprobs: bool) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+        self._closed = False
+        self._done = False
+        self._want_logprobs = want_logprobs
+        self.prompt_tokens = prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return int(self._raw.completion_tokens)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._raw.finish_reason
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next_delta(self) -> Delta | None:
+        """Decode one token (blocking). None once the generation has finished or was closed."""
+        with self._lock:
+            if self._closed or self._done:
+                return None
+            try:
+                step = self._raw.next_step()
+            except _core.HologramError as exc:
+                self._done = True
+                raise translate_engine_error(exc) from None
+            if step is None:
+                self._done = True
+                return None
+            return Delta(text=step.text, token=self._token_info(step))
+
+    def _token_info(self, step: _core.Step) -> TokenInfo:
+        data = bytes(step.token_bytes)
+        top: tuple[TopToken, ...] = ()
+        if self._want_logprobs:
+            top = tuple(
+                TopToken(token=t.text, bytes=bytes(t.bytes), logprob=float(t.logprob))
+                for t in step.top_logprobs
+            )
+        logprob = None if step.logprob is None else float(step.logprob)
+        return TokenInfo(id=int(step.token), token=_token_text(data), bytes=data,
+                         logprob=logprob, top=top)
+
+    def __iter__(self) -> Iterator[Delta]:
+        while True:
+            delta = self.next_delta()
+            if delta is None:
+                return
+            yield delta
+
+    def close(self) -> None:
+        """Stop the generation and free its KV blocks. Safe from any thread, idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._raw.close()
+
+    def __enter__(self) -> CompletionStream:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.close()
+
+
+class CompletionHead:
+    """Text and chat completion over one :class:`hologram.Engine`."""
+
+    def __init__(self, engine: _core.Engine, template_timeout_s: float = 2.0) -> None:
+        self.engine = engine
+        self.n_ctx = int(engine.n_ctx)
+        self.n_vocab = int(engine.n_vocab)
+        self.template = ChatTemplate(
+            engine.chat_template,
+            bos_token=engine.bos_token,
+            eos_token=engine.eos_token,
+            timeout_s=template_timeout_s,
+        )
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def check_token_ids(self, ids: Sequence[int], param: str = "prompt") -> list[int]:
+        out: list[int] = []
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.n_vocab:
+                raise InvalidInputError(
+                    f"token id {t!r} is not in the vocabulary (0..{self.n_vocab - 1})",
+                    param,
+                    "invalid_token",
+                )
+            out.append(int(t))
+        return out
+
+    def _check_text_length(self, text: str, param: str) -> None:
+        limit = self.n_ctx * MAX_CHARS_PER_CTX_TOKEN
+        if len(text) > limit:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.n_ctx} tokens; the {param} is "
+                f"{len(text)} characters, far more than can fit.",
+                param,
+            )
+
+    def encode_prompt(self, prompt: str | Sequence[int], param: str = "prompt") -> Prompt:
+        """Tokenize a text prompt (special-token text is parsed, BOS added as the model asks),
+        or validate a token-id prompt."""
+        if isinstance(prompt, str):
+            self._check_text_length(prompt, param)
+            try:
+                ids = list(self.engine.tokenize(prompt, add_special=True, parse_special=True))
+            except _core.HologramError as exc:
+                raise translate_engine_error(exc, param) from None
+            text = prompt
+        else:
+            ids = self.check_token_ids(prompt, param)
+            text = self.engine.detokenize(ids) if ids else ""
+        if not ids:
+            raise InvalidInputError(f"the {param} is empty: it must contain at least one token",
+                                    param, "empty_prompt")
+        return Prompt(ids=ids, text=text)
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        """Render messages with the model's chat template (ChatML when it has none)."""
+        if not messages:
+            raise InvalidInputError("messages must contain at least one message", "messages")
+        rendered: list[dict[str, Any]] = []
+        for i, m in enumerate(messages):
+            if m.role not in CHAT_ROLES:
+                raise InvalidInputError(
+                    f"messages[{i}].role {m.role!r} is not supported; use one of "
+                    + ", ".join(CHAT_ROLES),
+                    f"messages.{i}.role",
+                )
+            role = "system" if m.role == "developer" else m.role
+            item: dict[str, Any] = {"role": role, "content": m.content}
+            if m.name is not None:
+                item["name"] = m.name
+            rendered.append(item)
+        return self.template.render(rendered, add_generation_prompt=add_generation_prompt)
+
+    def encode_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
+        text = self.render_chat(messages)
+        self._check_text_length(text, "messages")
+        bos = self.engine.bos_token
+        add_special = not (bos and text.startswith(bos))
+        try:
+            ids = list(self.engine.tokenize(text, add_special=add_special, parse_special=True))
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, "messages") from None
+        if not ids:
+            raise InvalidInputError("the rendered chat prompt is empty", "messages")
+        return Prompt(ids=ids, text=text)
+
+    def resolve_max_tokens(
+        self,
+        n_prompt: int,
+        max_tokens: int | None,
+        param: str = "max_tokens",
+        prompt_param: str = "prompt",
+    ) -> int:
+        """The number of tokens to allow; raises ContextLengthError (with the numbers) when
+        the prompt plus ``max_tokens`` does not fit."""
+        if max_tokens is None:
+            room = self.n_ctx - n_prompt
+            if room < 1:
+                raise ContextLengthError(
+                    f"This model's maximum context length is {self.n_ctx} tokens. However, "
+                    f"your prompt is {n_prompt} tokens, which leaves no room for a completion.",
+                    prompt_param,
+                )
+            return room
+        if n_prompt + max_tokens > self.n_ctx:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, you "
+                f"requested {n_prompt + max_tokens} tokens ({n_prompt} in the prompt, "
+                f"{max_tokens} for the completion). Please reduce the prompt or {param}.",
+                param,
+            )
+        return max_tokens
+
+    # -- generation ------------------------------------------------------------------------
+
+    def start(self, prompt: Prompt, params: SamplingParams) -> CompletionStream:
+        """Begin generating (the prompt is evaluated on the first step)."""
+        max_tokens = self.resolve_max_tokens(len(prompt.ids), params.max_tokens)
+        try:
+            raw = self.engine.stream(
+                prompt.ids,
+                max_tokens=max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                min_p=params.min_p,
+                repeat_penalty=params.repeat_penalty,
+                repeat_last_n=params.repeat_last_n,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                logit_bias=dict(params.logit_bias) if params.logit_bias else None,
+                stop=list(params.stop) if params.stop else None,
+                seed=params.seed,
+                logprobs=params.logprobs,
+                ignore_eos=params.ignore_eos,
+            )
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc) from None
+        return CompletionStream(raw, len(prompt.ids), params.logprobs is not None)
+
+    def complete(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """Generate to the end (blocking). When ``cancel`` is set the generation stops after
+        the current token and the result so far is returned."""
+        texts: list[str] = []
+        tokens: list[TokenInfo] = []
+        with self.start(prompt, params) as stream:
+            for delta in stream:
+                texts.append(delta.text)
+                if params.logprobs is not None:
+                    tokens.append(delta.token)
+                if cancel is not None and cancel.is_set():
+                    break
+            return Completion(
+                text="".join(texts),
+                finish_reason=stream.finish_reason or "stop",
+                prompt_tokens=stream.prompt_tokens,
+                completion_tokens=stream.completion_tokens,
+                tokens=tokens,
+            )
+
+    def prompt_logprobs(self, ids: Sequence[int], top: int) -> list[TokenInfo]:
+        """Logprob of each prompt token given the ones before it (the first has None)."""
+        try:
+            logits = np.asarray(self.engine.logits(list(ids)), dtype=np.float64)
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, "prompt") from None
+        out: list[TokenInfo] = []
+        for i, t in enumerate(ids):
+            data = bytes(self.engine.token_to_bytes(t))
+            if i == 0:
+                out.append(TokenInfo(id=t, token=_token_text(data), bytes=data, logprob=None))
+                continue
+            row = logits[i - 1]
+            m = float(row.max())
+            lse = m + math.log(float(np.exp(row - m).sum()))
+            alts: tuple[TopToken, ...] = ()
+            if top > 0:
+                best = np.argsort(-row)[:top]
+                alts = tuple(
+                    TopToken(
+                        token=_token_text(b := bytes(self.engine.token_to_bytes(int(j)))),
+                        bytes=b,
+                        logprob=float(row[j]) - lse,
+                    )
+                    for j in best
+                )
+            out.append(
+                TokenInfo(id=t, token=_token_text(data), bytes=data,
+                          logprob=float(row[t]) - lse, top=alts)
+            )
+        return out

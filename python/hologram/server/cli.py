@@ -1,0 +1,193 @@
+"""``hologram-serve``: serve GGUF models over an OpenAI-compatible HTTP API.
+
+Start-up failures (missing model file, unreadable GGUF, port in use) print one line to stderr
+and exit non-zero. SIGTERM/SIGINT stop accepting connections, let in-flight requests finish
+(up to ``--shutdown-timeout`` seconds), and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config
+from hypercorn.utils import wrap_app
+
+from hologram.heads import default_model_paths
+from hologram.server.app import create_app
+from hologram.server.metrics import Metrics
+from hologram.server.serving import Service
+from hologram.server.settings import ModelSpec, ServerSettings
+
+__all__ = ["build_parser", "main"]
+
+PROG = "hologram-serve"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve GGUF models with an OpenAI-compatible API (/v1/completions, "
+        "/v1/chat/completions, /v1/embeddings, /v1/models, /health, /metrics, /v1/ws).",
+    )
+    p.add_argument("-m", "--model", action="append", metavar="PATH", default=None,
+                   help="GGUF model file to serve; repeat to serve several. Default: the "
+                   "default chat model (SmolLM2-135M-Instruct), plus the default embedding "
+                   "model when one is installed.")
+    p.add_argument("--alias", action="append", metavar="NAME", default=None,
+                   help="public model id for the -m of the same position (default: the file "
+                   "name without .gguf); repeatable.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1). Binding to another address "
+                   "without --api-key prints a warning.")
+    p.add_argument("--port", type=_non_negative, default=8000,
+                   help="TCP port (default 8000; 0 picks a free port)")
+    p.add_argument("--ctx", type=_positive, default=2048, metavar="N",
+                   help="context window per model in tokens (default 2048)")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="compute threads per model (default: the engine's choice)")
+    p.add_argument("--parallel", type=_positive, default=4, metavar="N",
+                   help="generations running at once per model, i.e. the engine's n_seq_max "
+                   "(default 4); more requests wait in the queue")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (or X-Api-Key) on every route "
+                   "but /health; comma-separate several keys. Default: $HOLOGRAM_API_KEY.")
+    p.add_argument("--rate-limit", type=_positive, default=None, metavar="N",
+                   help="at most N requests per minute per API key (or per client address "
+                   "without a key); excess requests get 429 with Retry-After. Default: off.")
+    p.add_argument("--max-queue", type=_non_negative, default=64, metavar="N",
+                   help="requests allowed to wait for a generation slot per model (default "
+                   "64); beyond that the server answers 503")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long in-flight requests may take to finish "
+                   "(default 30)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="logging level (default info); one JSON access line per request at info")
+    return p
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    if args.model:
+        paths = [Path(m) for m in args.model]
+    else:
+        paths = default_model_paths()
+    aliases = list(args.alias or [])
+    if len(aliases) > len(paths):
+        raise ValueError(f"{len(aliases)} --alias given for {len(paths)} model(s)")
+    specs = [ModelSpec(path, aliases[i] if i < len(aliases) else None)
+             for i, path in enumerate(paths)]
+    key_text = args.api_key if args.api_key is not None else os.environ.get("HOLOGRAM_API_KEY")
+    keys = [k.strip() for k in (key_text or "").split(",") if k.strip()]
+    return ServerSettings(
+        models=specs, host=args.host, port=args.port, n_ctx=args.ctx, n_threads=args.threads,
+        parallel=args.parallel, api_keys=keys, rate_limit=args.rate_limit,
+        max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
+    )
+
+
+async def _serve(settings: ServerSettings, config: Config, sockets: object) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    exit_code = 0
+
+    def on_signal() -> None:
+        log = logging.getLogger("hologram.server")
+        if not stop.is_set():
+            log.info("shutting down: finishing in-flight requests (up to %.0f s)",
+                     settings.shutdown_timeout)
+        service.state = "shutting_down"
+        stop.set()
+
+    def on_fatal(message: str) -> None:
+        nonlocal exit_code
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+        exit_code = 1
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    service = Service(settings, Metrics())
+    service.on_fatal = on_fatal
+    app = create_app(settings, service)
+    await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config,
+                       sockets=sockets,  # type: ignore[arg-type]
+                       shutdown_trigger=stop.wait)
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = _settings_from_args(args)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), 2)
+    for spec in settings.models:
+        if not spec.path.is_file():
+            return _fail(f"model file not found: {spec.path}", 2)
+    ids = [s.model_id for s in settings.models]
+    if len(set(ids)) != len(ids):
+        return _fail(f"model ids must be unique (use --alias): {ids}", 2)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
+        logging.getLogger("hologram.server").warning(
+            "binding to %s without --api-key: anyone who can reach this address can use the "
+            "server", settings.host)
+
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.graceful_timeout = settings.shutdown_timeout
+    config.accesslog = None
+    hypercorn_log = logging.getLogger("hypercorn.error")
+    if args.log_level != "debug":
+        hypercorn_log.setLevel(logging.WARNING)
+    config.errorlog = hypercorn_log
+    config.keep_alive_timeout = 5
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {reason}")
+    for sock in sockets.insecure_sockets:
+        addr = sock.getsockname()
+        logging.getLogger("hologram.server").info(
+            "listening on http://%s:%s", settings.host, addr[1])
+    try:
+        return asyncio.run(_serve(settings, config, sockets))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

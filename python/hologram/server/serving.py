@@ -1,0 +1,787 @@
+"""The server's logic between protocol models and heads: model registry, request planning
+(validation, tokenization, sampling settings), execution under admission control, and the
+assembly of responses and stream chunks. Shared by the HTTP routes and the WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from hologram.heads import (
+    Cancelled,
+    ChatMessage,
+    CompletionHead,
+    Delta,
+    HeadError,
+    LoadedModel,
+    Prompt,
+    SamplingParams,
+    TokenInfo,
+    load_model,
+)
+from hologram.server.errors import APIError, from_head_error
+from hologram.server.metrics import Metrics
+from hologram.server.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessageOut,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    TokenLogprobOut,
+    TopLogprobOut,
+    Usage,
+)
+from hologram.server.scheduler import Admission, QueueFull, run_in_thread_events
+from hologram.server.settings import ServerSettings
+
+__all__ = ["Plan", "RequestLog", "ServedModel", "Service"]
+
+log = logging.getLogger("hologram.server")
+
+MAX_TOTAL_CHOICES = 128
+SYSTEM_FINGERPRINT = "fp_hologram"
+
+
+@dataclass
+class RequestLog:
+    """What the access log line reports about one request."""
+
+    request_id: str
+    method: str
+    path: str
+    client: str
+    started: float = field(default_factory=time.monotonic)
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: int | None = None
+    error: str | None = None
+    cancelled: bool = False
+    stream: bool = False
+
+
+@dataclass
+class ServedModel:
+    id: str
+    loaded: LoadedModel
+    admission: Admission
+
+
+# -- events from the worker thread ------------------------------------------------------------
+
+
+@dataclass
+class _PromptLogprobs:
+    index: int
+    tokens: list[TokenInfo]
+
+
+@dataclass
+class _DeltaEvent:
+    index: int
+    delta: Delta
+
+
+@dataclass
+class _Finish:
+    index: int
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class _Error:
+    error: BaseException
+
+
+@dataclass
+class _Job:
+    index: int
+    prompt_index: int
+    prompt: Prompt
+    params: SamplingParams
+    echo: bool = False
+    prompt_logprobs: int | None = None
+
+
+@dataclass
+class Plan:
+    kind: Literal["completion", "chat"]
+    served: ServedModel
+    head: CompletionHead
+    jobs: list[_Job]
+    stream: bool
+    include_usage: bool
+    logprobs: int | None
+    id: str
+    created: int
+    arrival: float
+    log: RequestLog
+
+
+def _finish_reason(reason: str | None) -> Literal["stop", "length"]:
+    return "length" if reason == "length" else "stop"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class Service:
+    """Everything the routes need: models, executors, admission, metrics."""
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.models: dict[str, ServedModel] = {}
+        self.state: Literal["loading", "ready", "failed", "shutting_down"] = "loading"
+        self.load_error: str | None = None
+        n_slots = max(1, settings.parallel) * max(1, len(settings.models))
+        self.compute = ThreadPoolExecutor(max_workers=n_slots, thread_name_prefix="hologram-gen")
+        self.aux = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hologram-aux")
+        self.on_fatal: Callable[[str], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def load_models(self) -> None:
+        """Load every configured model (in a worker thread); the server answers 503 meanwhile."""
+        loop = asyncio.get_running_loop()
+        ids = [spec.model_id for spec in self.settings.models]
+        try:
+            if len(set(ids)) != len(ids):
+                raise HeadError(f"model ids must be unique, got {ids}")
+            for spec in self.settings.models:
+                t0 = time.monotonic()
+                loaded = await loop.run_in_executor(
+                    self.aux,
+                    lambda spec=spec: load_model(  # type: ignore[misc]
+                        spec.path,
+                        n_ctx=self.settings.n_ctx,
+                        n_threads=self.settings.n_threads,
+                        n_batch=self.settings.n_batch,
+                        n_seq_max=self.settings.parallel,
+                        template_timeout_s=self.settings.template_timeout_s,
+                    ),
+                )
+                mid = spec.model_id
+                self.models[mid] = ServedModel(
+                    id=mid,
+                    loaded=loaded,
+                    admission=Admission(
+                        loaded.info.n_seq_max,
+                        self.settings.max_queue,
+                        self._gauge_updater(mid),
+                    ),
+                )
+                self._gauge_updater(mid)(0, 0)
+                log.info(
+                    "loaded model %s (%s, %s, n_ctx=%d, slots=%d) in %.2f s",
+                    mid, os.path.basename(loaded.info.path), loaded.info.architecture,
+                    loaded.info.n_ctx, loaded.info.n_seq_max, time.monotonic() - t0,
+                )
+        except HeadError as exc:
+            self.state = "failed"
+            self.load_error = exc.message
+            if self.on_fatal is not None:
+                self.on_fatal(exc.message)
+            else:
+                log.error("%s", exc.message)
+            return
+        if self.state == "loading":
+            self.state = "ready"
+
+    def _gauge_updater(self, model_id: str) -> Callable[[int, int], None]:
+        def update(running: int, waiting: int) -> None:
+            self.metrics.in_flight.labels(model_id).set(running)
+            self.metrics.queue_depth.labels(model_id).set(waiting)
+
+        return update
+
+    def shutdown(self) -> None:
+        self.compute.shutdown(wait=False, cancel_futures=True)
+        self.aux.shutdown(wait=False, cancel_futures=True)
+
+    # -- models ------------------------------------------------------------------------------
+
+    def model_list(self) -> ModelList:
+        return ModelList(data=[self.model_card(m) for m in self.models.values()])
+
+    def model_card(self, served: ServedModel) -> ModelCard:
+        info = served.loaded.info
+        caps = ["embeddings"] if info.is_embedding_model else [
+            "completions", "chat.completions", "embeddings"]
+        return ModelCard(
+            id=served.id,
+            created=info.created,
+            owned_by="hologram",
+            meta={
+                "file": os.path.basename(info.path),
+                "architecture": info.architecture,
+                "n_ctx": info.n_ctx,
+                "n_ctx_train": info.n_ctx_train,
+                "n_vocab": info.n_vocab,
+                "n_embd": info.n_embd,
+                "n_seq_max": info.n_seq_max,
+                "capabilities": caps,
+                "chat_template": "gguf" if info.has_chat_template else "chatml-fallback",
+            },
+        )
+
+    def get_model(self, model_id: str) -> ServedModel:
+        served = self.models.get(model_id)
+        if served is None:
+            raise APIError(404, f"The model '{model_id}' does not exist",
+                           "invalid_request_error", "model", "model_not_found")
+        return served
+
+    def resolve(self, name: str | None, capability: Literal["generate", "embed"]) -> ServedModel:
+        if name is not None:
+            served = self.get_model(name)
+            if capability == "generate" and served.loaded.completion is None:
+                raise APIError(400, f"The model '{name}' is an embedding model; it cannot "
+                               "generate text", "invalid_request_error", "model",
+                               "model_not_supported")
+            return served
+        if capability == "generate":
+            choices = [m for m in self.models.values() if m.loaded.completion is not None]
+        else:
+            choices = [m for m in self.models.values() if m.loaded.info.is_embedding_model]
+            if not choices:
+                choices = list(self.models.values())
+        if len(choices) == 1:
+            return choices[0]
+        if not choices:
+            raise APIError(400, "no loaded model can serve this request",
+                           "invalid_request_error", "model", "model_not_found")
+        names = ", ".join(repr(m.id) for m in choices)
+        raise APIError(400, f"'model' is required when several models are loaded; choose one "
+                       f"of: {names}", "invalid_request_error", "model", "model_required")
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _sampling(
+        self, req: SamplingFields, head: CompletionHead, max_tokens: int | None,
+        logprobs: int | None,
+    ) -> SamplingParams:
+        bias: dict[int, float] = {}
+        for key, value in (req.logit_bias or {}).items():
+            try:
+                tok = int(key)
+            except ValueError:
+                raise APIError(400, f"logit_bias keys must be token ids, got {key!r}",
+                               param="logit_bias") from None
+            if not 0 <= tok < head.n_vocab:
+                raise APIError(400, f"logit_bias token id {tok} is not in the vocabulary "
+                               f"(0..{head.n_vocab - 1})", param="logit_bias")
+            bias[tok] = float(value)
+        stop: tuple[str, ...] = ()
+        if isinstance(req.stop, str):
+            stop = (req.stop,) if req.stop else ()
+        elif req.stop:
+            stop = tuple(s for s in req.stop if s)
+        top_k = req.top_k if req.top_k is not None else 40
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=float(req.temperature) if req.temperature is not None else 1.0,
+            top_p=float(req.top_p) if req.top_p is not None else 1.0,
+            top_k=max(0, top_k),
+            min_p=float(req.min_p) if req.min_p is not None else 0.05,
+            repeat_penalty=float(req.repeat_penalty) if req.repeat_penalty is not None else 1.0,
+            presence_penalty=float(req.presence_penalty or 0.0),
+            frequency_penalty=float(req.frequency_penalty or 0.0),
+            logit_bias=bias or None,
+            stop=stop,
+            seed=req.seed,
+            logprobs=logprobs,
+            ignore_eos=bool(req.ignore_eos),
+        )
+
+    async def _off_loop(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.aux, fn)
+        except HeadError as exc:
+            raise from_head_error(exc) from None
+
+    def _check_ready(self) -> None:
+        if self.state == "loading":
+            raise APIError(503, "the model is still loading", "server_error", None,
+                           "model_loading", {"Retry-After": "1"})
+        if self.state == "failed":
+            raise APIError(503, f"no model is available: {self.load_error}", "server_error",
+                           None, "model_unavailable")
+
+    async def plan_completion(self, req: CompletionRequest, rlog: RequestLog) -> Plan:
+        self._check_ready()
+        served = self.resolve(req.model, "generate")
+        rlog.model = served.id
+        head = served.loaded.completion
+        assert head is not None
+        if req.suffix:
+            raise APIError(400, "suffix (fill-in-the-middle) is not supported", param="suffix")
+        n = req.n or 1
+        if req.best_of not in (None, 0, 1, n):
+            raise APIError(400, "best_of other than n is not supported", param="best_of")
+        raw = req.prompt
+        prompts: list[str | list[int]]
+        if isinstance(raw, str):
+            prompts = [raw]
+        elif raw and isinstance(raw[0], int):
+            prompts = [list(raw)]
+        else:
+            prompts = list(raw)  # type: ignore[arg-type]
+        if not prompts:
+            raise APIError(400, "prompt must not be an empty list", param="prompt")
+        if len(prompts) * n > MAX_TOTAL_CHOICES:
+            raise APIError(400, f"{len(prompts)} prompts x n={n} asks for more than "
+                           f"{MAX_TOTAL_CHOICES} choices", param="n")
+        max_tokens = req.max_tokens if req.max_tokens is not None else 16
+
+        def prepare() -> list[_Job]:
+            jobs: list[_Job] = []
+            for p_i, p in enumerate(prompts):
+                param = "prompt" if len(prompts) == 1 else f"prompt.{p_i}"
+                prompt = head.encode_prompt(p, param)
+                head.resolve_max_tokens(len(prompt.ids), max_tokens)
+                for j in range(n):
+                    params = self._sampling(req, head, max_tokens, req.logprobs)
+                    if req.seed is not None and j:
+                        params = _replace_seed(params, req.seed + j)
+                    jobs.append(_Job(
+                        index=p_i * n + j, prompt_index=p_i, prompt=prompt, params=params,
+                        echo=bool(req.echo),
+                        prompt_logprobs=req.logprobs if req.echo and req.logprobs is not None
+                        else None,
+                    ))
+            return jobs
+
+        jobs = await self._off_loop(prepare)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return Plan("completion", served, head, jobs, bool(req.stream), include_usage,
+                    req.logprobs, _new_id("cmpl"), int(time.time()), rlog.started, rlog)
+
+    async def plan_chat(self, req: ChatCompletionRequest, rlog: RequestLog) -> Plan:
+        self._check_ready()
+        served = self.resolve(req.model, "generate")
+        rlog.model = served.id
+        head = served.loaded.completion
+        assert head is not None
+        if req.response_format is not None and req.response_format.type != "text":
+            raise APIError(400, f"response_format type '{req.response_format.type}' is not "
+                           "supported; only 'text' is", param="response_format",
+                           code="unsupported_value")
+        if req.tools:
+            raise APIError(400, "tools (function calling) are not supported", param="tools",
+                           code="unsupported_value")
+        if req.tool_choice not in (None, "none"):
+            raise APIError(400, "tool_choice is not supported", param="tool_choice",
+                           code="unsupported_value")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs to be true",
+                           param="top_logprobs")
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        messages: list[ChatMessage] = []
+        for i, m in enumerate(req.messages):
+            if m.content is None:
+                if m.role != "assistant":
+                    raise APIError(400, f"messages[{i}].content is required",
+                                   param=f"messages.{i}.content")
+                content = ""
+            elif isinstance(m.content, str):
+                content = m.content
+            else:
+                parts: list[str] = []
+                for k, part in enumerate(m.content):
+                    if part.type != "text" or part.text is None:
+                        raise APIError(400, f"messages[{i}].content[{k}] has type "
+                                       f"'{part.type}'; only text parts are supported",
+                                       param=f"messages.{i}.content.{k}",
+                                       code="unsupported_value")
+                    parts.append(part.text)
+                content = "\n".join(parts)
+            messages.append(ChatMessage(role=m.role, content=content, name=m.name))
+        n = req.n or 1
+        max_param = "max_completion_tokens" if req.max_completion_tokens is not None \
+            else "max_tokens"
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
+            else req.max_tokens
+
+        def prepare() -> list[_Job]:
+            prompt = head.encode_chat(messages)
+            resolved = head.resolve_max_tokens(len(prompt.ids), max_tokens, max_param, "messages")
+            jobs: list[_Job] = []
+            for j in range(n):
+                params = self._sampling(req, head, resolved, logprobs)
+                if req.seed is not None and j:
+                    params = _replace_seed(params, req.seed + j)
+                jobs.append(_Job(index=j, prompt_index=0, prompt=prompt, params=params))
+            return jobs
+
+        jobs = await self._off_loop(prepare)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return Plan("chat", served, head, jobs, bool(req.stream), include_usage, logprobs,
+                    _new_id("chatcmpl"), int(time.time()), rlog.started, rlog)
+
+    def check_capacity(self, served: ServedModel) -> None:
+        """Refuse now (503) if the request could not even queue."""
+        if served.admission.would_queue_overflow():
+            self.metrics.rejected.labels("queue_full").inc()
+            raise _queue_full(served)
+
+    # -- execution ---------------------------------------------------------------------------
+
+    async def _admit(self, served: ServedModel) -> Any:
+        t0 = time.monotonic()
+        try:
+            ticket = await served.admission.acquire()
+        except QueueFull:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise _queue_full(served) from None
+        self.metrics.queue_time.labels(served.id).observe(time.monotonic() - t0)
+        return ticket
+
+    async def events(self, plan: Plan) -> AsyncGenerator[Any, None]:
+        """Run the plan's jobs under admission control; yield worker events in order."""
+        served = plan.served
+        head = plan.head
+        ticket = await self._admit(served)
+        metrics = self.metrics
+        mid = served.id
+
+        def producer(emit: Callable[[Any], None], cancel: threading.Event) -> None:
+            try:
+                for job in plan.jobs:
+                    if cancel.is_set():
+                        return
+                    if job.prompt_logprobs is not None:
+                        emit(_PromptLogprobs(job.index,
+                                             head.prompt_logprobs(job.prompt.ids,
+                                                                  job.prompt_logprobs)))
+                    with head.start(job.prompt, job.params) as stream:
+                        while True:
+                            if cancel.is_set():
+                                return
+                            delta = stream.next_delta()
+                            if delta is None:
+                                break
+                            emit(_DeltaEvent(job.index, delta))
+                        emit(_Finish(job.index, _finish_reason(stream.finish_reason),
+                                     stream.prompt_tokens, stream.completion_tokens))
+            except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+                emit(_Error(exc))
+
+        first = True
+        last_token_at: float | None = None
+        current = -1
+        try:
+            async with contextlib.aclosing(
+                run_in_thread_events(self.compute, producer, ticket.release)
+            ) as stream:
+                async for ev in stream:
+                    if isinstance(ev, _DeltaEvent):
+                        now = time.monotonic()
+                        if first:
+                            metrics.ttft.labels(mid).observe(now - plan.arrival)
+                            first = False
+                        elif last_token_at is not None and ev.index == current:
+                            metrics.itl.labels(mid).observe(now - last_token_at)
+                        current = ev.index
+                        last_token_at = now
+                        metrics.generation_tokens.labels(mid).inc()
+                    elif isinstance(ev, _Finish):
+                        last_token_at = None
+                    elif isinstance(ev, _Error):
+                        exc = ev.error
+                        if isinstance(exc, HeadError):
+                            raise from_head_error(exc)
+                        log.error("generation failed: %r", exc)
+                        raise APIError(500, "internal error during generation",
+                                       "server_error", None, "engine_error")
+                    yield ev
+        except (asyncio.CancelledError, GeneratorExit):
+            plan.log.cancelled = True
+            metrics.cancelled.labels(mid).inc()
+            raise
+
+    def _count_prompt_tokens(self, plan: Plan, prompt_tokens: dict[int, int]) -> int:
+        total = sum(prompt_tokens.values())
+        self.metrics.prompt_tokens.labels(plan.served.id).inc(total)
+        plan.log.prompt_tokens = total
+        return total
+
+    # -- completions -------------------------------------------------------------------------
+
+    def _completion_logprobs(
+        self, tokens: list[TokenInfo], offset: int
+    ) -> tuple[CompletionLogprobs, int]:
+        lp = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+        for t in tokens:
+            lp.tokens.append(t.token)
+            lp.token_logprobs.append(t.logprob)
+            lp.top_logprobs.append({a.token: a.logprob for a in t.top} if t.logprob is not None
+                                   else None)
+            lp.text_offset.append(offset)
+            offset += len(t.token)
+        return lp, offset
+
+    async def completion_response(self, plan: Plan) -> dict[str, Any]:
+        texts: dict[int, list[str]] = {j.index: [] for j in plan.jobs}
+        tokens: dict[int, list[TokenInfo]] = {j.index: [] for j in plan.jobs}
+        finish: dict[int, str] = {}
+        prompt_tokens: dict[int, int] = {}
+        completion_tokens = 0
+        jobs = {j.index: j for j in plan.jobs}
+        async with contextlib.aclosing(self.events(plan)) as evs:
+            async for ev in evs:
+                if isinstance(ev, _PromptLogprobs):
+                    tokens[ev.index].extend(ev.tokens)
+                elif isinstance(ev, _DeltaEvent):
+                    texts[ev.index].append(ev.delta.text)
+                    if plan.logprobs is not None:
+                        tokens[ev.index].append(ev.delta.token)
+                elif isinstance(ev, _Finish):
+                    finish[ev.index] = ev.finish_reason
+                    prompt_tokens[jobs[ev.index].prompt_index] = ev.prompt_tokens
+                    completion_tokens += ev.completion_tokens
+        choices = []
+        for job in plan.jobs:
+            text = "".join(texts[job.index])
+            if job.echo:
+                text = job.prompt.text + text
+            logprobs = None
+            if plan.logprobs is not None:
+                logprobs, _ = self._completion_logprobs(tokens[job.index], 0)
+            choices.append(CompletionChoice(index=job.index, text=text, logprobs=logprobs,
+                                            finish_reason=_finish_reason(finish.get(job.index))))
+        n_prompt = self._count_prompt_tokens(plan, prompt_tokens)
+        plan.log.completion_tokens = completion_tokens
+        return CompletionResponse(
+            id=plan.id, created=plan.created, model=plan.served.id,
+            system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
+            usage=Usage(prompt_tokens=n_prompt, completion_tokens=completion_tokens,
+                        total_tokens=n_prompt + completion_tokens),
+        ).dump()
+
+    async def completion_chunks(self, plan: Plan) -> AsyncGenerator[dict[str, Any], None]:
+        def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> dict[str, Any]:
+            return CompletionResponse(id=plan.id, created=plan.created, model=plan.served.id,
+                                      system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
+                                      usage=usage).dump()
+
+        jobs = {j.index: j for j in plan.jobs}
+        offsets: dict[int, int] = {j.index: 0 for j in plan.jobs}
+        prompt_tokens: dict[int, int] = {}
+        completion_tokens = 0
+        for job in plan.jobs:
+            if job.echo and job.prompt_logprobs is None:
+                offsets[job.index] = len(job.prompt.text)
+                yield chunk([CompletionChoice(index=job.index, text=job.prompt.text,
+                                              logprobs=None, finish_reason=None)])
+        async with contextlib.aclosing(self.events(plan)) as evs:
+            async for ev in evs:
+                if isinstance(ev, _PromptLogprobs):
+                    lp, offsets[ev.index] = self._completion_logprobs(ev.tokens, 0)
+                    yield chunk([CompletionChoice(index=ev.index, text=jobs[ev.index].prompt.text,
+                                                  logprobs=lp, finish_reason=None)])
+                elif isinstance(ev, _DeltaEvent):
+                    plan.log.completion_tokens += 1
+                    lp = None
+                    if plan.logprobs is not None:
+                        lp, offsets[ev.index] = self._completion_logprobs(
+                            [ev.delta.token], offsets[ev.index])
+                    elif not ev.delta.text:
+                        continue
+                    yield chunk([CompletionChoice(index=ev.index, text=ev.delta.text,
+                                                  logprobs=lp, finish_reason=None)])
+                elif isinstance(ev, _Finish):
+                    prompt_tokens[jobs[ev.index].prompt_index] = ev.prompt_tokens
+                    completion_tokens += ev.completion_tokens
+                    yield chunk([CompletionChoice(index=ev.index, text="", logprobs=None,
+                                                  finish_reason=_finish_reason(ev.finish_reason))])
+        n_prompt = self._count_prompt_tokens(plan, prompt_tokens)
+        plan.log.completion_tokens = completion_tokens
+        if plan.include_usage:
+            yield chunk([], Usage(prompt_tokens=n_prompt, completion_tokens=completion_tokens,
+                                  total_tokens=n_prompt + completion_tokens))
+
+    # -- chat --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _chat_logprob(t: TokenInfo) -> TokenLogprobOut:
+        return TokenLogprobOut(
+            token=t.token,
+            logprob=t.logprob if t.logprob is not None else -9999.0,
+            bytes=list(t.bytes),
+            top_logprobs=[TopLogprobOut(token=a.token, logprob=a.logprob, bytes=list(a.bytes))
+                          for a in t.top],
+        )
+
+    async def chat_response(self, plan: Plan) -> dict[str, Any]:
+        texts: dict[int, list[str]] = {j.index: [] for j in plan.jobs}
+        tokens: dict[int, list[TokenInfo]] = {j.index: [] for j in plan.jobs}
+        finish: dict[int, str] = {}
+        prompt_tokens: dict[int, int] = {}
+        completion_tokens = 0
+        async with contextlib.aclosing(self.events(plan)) as evs:
+            async for ev in evs:
+                if isinstance(ev, _DeltaEvent):
+                    texts[ev.index].append(ev.delta.text)
+                    if plan.logprobs is not None:
+                        tokens[ev.index].append(ev.delta.token)
+                elif isinstance(ev, _Finish):
+                    finish[ev.index] = ev.finish_reason
+                    prompt_tokens[0] = ev.prompt_tokens
+                    completion_tokens += ev.completion_tokens
+        choices = [
+            ChatChoice(
+                index=job.index,
+                message=ChatMessageOut(content="".join(texts[job.index]), refusal=None),
+                logprobs=ChoiceLogprobs(content=[self._chat_logprob(t)
+                                                 for t in tokens[job.index]], refusal=None)
+                if plan.logprobs is not None else None,
+                finish_reason=_finish_reason(finish.get(job.index)),
+            )
+            for job in plan.jobs
+        ]
+        n_prompt = self._count_prompt_tokens(plan, prompt_tokens)
+        plan.log.completion_tokens = completion_tokens
+        return ChatCompletionResponse(
+            id=plan.id, created=plan.created, model=plan.served.id,
+            system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
+            usage=Usage(prompt_tokens=n_prompt, completion_tokens=completion_tokens,
+                        total_tokens=n_prompt + completion_tokens),
+        ).dump()
+
+    async def chat_chunks(self, plan: Plan) -> AsyncGenerator[dict[str, Any], None]:
+        def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> dict[str, Any]:
+            return ChatCompletionChunk(id=plan.id, created=plan.created, model=plan.served.id,
+                                       system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
+                                       usage=usage, include_usage=plan.include_usage).dump()
+
+        for job in plan.jobs:
+            yield chunk([ChatChunkChoice(index=job.index,
+                                         delta=ChatDelta(role="assistant", content=""),
+                                         logprobs=None, finish_reason=None)])
+        prompt_tokens: dict[int, int] = {}
+        completion_tokens = 0
+        async with contextlib.aclosing(self.events(plan)) as evs:
+            async for ev in evs:
+                if isinstance(ev, _DeltaEvent):
+                    plan.log.completion_tokens += 1
+                    lp = None
+                    if plan.logprobs is not None:
+                        lp = ChoiceLogprobs(content=[self._chat_logprob(ev.delta.token)],
+                                            refusal=None)
+                    elif not ev.delta.text:
+                        continue
+                    yield chunk([ChatChunkChoice(index=ev.index,
+                                                 delta=ChatDelta(content=ev.delta.text),
+                                                 logprobs=lp, finish_reason=None)])
+                elif isinstance(ev, _Finish):
+                    prompt_tokens[0] = ev.prompt_tokens
+                    completion_tokens += ev.completion_tokens
+                    yield chunk([ChatChunkChoice(index=ev.index, delta=ChatDelta(),
+                                                 logprobs=None,
+                                                 finish_reason=_finish_reason(ev.finish_reason))])
+        n_prompt = self._count_prompt_tokens(plan, prompt_tokens)
+        plan.log.completion_tokens = completion_tokens
+        if plan.include_usage:
+            yield chunk([], Usage(prompt_tokens=n_prompt, completion_tokens=completion_tokens,
+                                  total_tokens=n_prompt + completion_tokens))
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    async def embeddings(self, req: EmbeddingRequest, rlog: RequestLog) -> dict[str, Any]:
+        self._check_ready()
+        served = self.resolve(req.model, "embed")
+        rlog.model = served.id
+        head = served.loaded.embedding
+        raw = req.input
+        inputs: list[str | list[int]]
+        if isinstance(raw, str):
+            inputs = [raw]
+        elif raw and isinstance(raw[0], int):
+            inputs = [list(raw)]
+        else:
+            inputs = list(raw)  # type: ignore[arg-type]
+        try:
+            head.check_dimensions(req.dimensions)
+        except HeadError as exc:
+            raise from_head_error(exc) from None
+        ticket = await self._admit(served)
+        result: list[Any] = []
+
+        def producer(emit: Callable[[Any], None], cancel: threading.Event) -> None:
+            try:
+                emit(head.embed(inputs, req.dimensions, cancel))
+            except BaseException as exc:  # noqa: BLE001
+                emit(_Error(exc))
+
+        async with contextlib.aclosing(
+            run_in_thread_events(self.compute, producer, ticket.release)
+        ) as stream:
+            async for item in stream:
+                result.append(item)
+        out = result[0] if result else _Error(Cancelled("cancelled"))
+        if isinstance(out, _Error):
+            if isinstance(out.error, HeadError):
+                raise from_head_error(out.error)
+            log.error("embedding failed: %r", out.error)
+            raise APIError(500, "internal error during embedding", "server_error", None,
+                           "engine_error")
+        data = []
+        for i, vec in enumerate(out.vectors):
+            emb: list[float] | str
+            if req.encoding_format == "base64":
+                emb = base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode("ascii")
+            else:
+                emb = [float(x) for x in vec]
+            data.append(EmbeddingData(index=i, embedding=emb))
+        rlog.prompt_tokens = out.prompt_tokens
+        self.metrics.prompt_tokens.labels(served.id).inc(out.prompt_tokens)
+        return EmbeddingResponse(
+            data=data, model=served.id,
+            usage=EmbeddingUsage(prompt_tokens=out.prompt_tokens,
+                                 total_tokens=out.prompt_tokens),
+        ).dump()
+
+
+def _replace_seed(params: SamplingParams, seed: int) -> SamplingParams:
+    return dataclasses.replace(params, seed=seed)
+
+
+def _queue_full(served: ServedModel) -> APIError:
+    return APIError(
+        503,
+        f"server busy: {served.admission.running} requests running and "
+        f"{served.admission.waiting} waiting for model '{served.id}' (max queue "
+        f"{served.admission.max_queue}); retry later",
+        "server_error", None, "server_busy", {"Retry-After": "1"},
+    )

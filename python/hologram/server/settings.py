@@ -1,0 +1,43 @@
+"""Server configuration (filled by the CLI, or directly by code embedding the app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ModelSpec", "ServerSettings"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: Path
+    alias: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        """The public id: the alias, else the file name without ``.gguf``."""
+        if self.alias:
+            return self.alias
+        name = self.path.name
+        return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+
+
+@dataclass
+class ServerSettings:
+    models: list[ModelSpec]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_batch: int = 512
+    #: Generation slots per model (the engine's n_seq_max).
+    parallel: int = 4
+    api_keys: list[str] = field(default_factory=list)
+    #: Requests per minute per API key (or client address without a key); None = unlimited.
+    rate_limit: int | None = None
+    #: Requests allowed to wait for a slot, per model, before 503.
+    max_queue: int = 64
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Seconds in-flight requests get to finish after SIGTERM.
+    shutdown_timeout: float = 30.0
+    template_timeout_s: float = 2.0

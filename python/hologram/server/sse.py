@@ -1,0 +1,17 @@
+"""Server-Sent Events framing: one ``data: {json}`` event per chunk, ``data: [DONE]`` last."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["DONE", "encode_event"]
+
+DONE = b"data: [DONE]\n\n"
+
+
+def encode_event(payload: dict[str, Any]) -> bytes:
+    """One SSE event carrying ``payload`` as compact JSON (JSON escapes any newline)."""
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    ) + b"\n\n"

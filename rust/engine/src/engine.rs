@@ -1,0 +1,474 @@
+//! The engine facade: load a GGUF model, tokenize, run sequences through the model over the KV
+//! block pool, and generate. This is the crate's public surface; the Python bindings and any
+//! other front end call only this.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::kv::{KvPool, SeqId};
+use crate::model::{DecoderModel, ModelConfig, Output, Row, Scratch};
+use crate::sample::{log_softmax_top, Sampler, SamplingParams, StopMatcher};
+use crate::tokenizer::{StreamDecoder, Tokenizer, Vocab};
+use hologram_kernels::Pool;
+
+/// Options fixed at load.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Maximum tokens of one sequence (prompt + generated).
+    pub n_ctx: usize,
+    /// Compute threads; None = all available cores.
+    pub n_threads: Option<usize>,
+    /// Maximum rows of one forward pass (prompt chunks larger than this are split).
+    pub n_batch: usize,
+    /// Sequences that can be alive at once (the KV pool holds n_ctx * n_seq_max tokens).
+    pub n_seq_max: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { n_ctx: 2048, n_threads: None, n_batch: 512, n_seq_max: 4 }
+    }
+}
+
+pub struct Engine {
+    path: String,
+    file: GgufFile,
+    model: DecoderModel,
+    tokenizer: Arc<Tokenizer>,
+    kv: KvPool,
+    scratch: Scratch,
+    pool: Pool,
+    opts: EngineOptions,
+    chat_template: Option<String>,
+}
+
+fn opt_id(f: &GgufFile, k: &str) -> Result<Option<u32>> {
+    match f.get_u64(k)? {
+        None => Ok(None),
+        Some(v) => u32::try_from(v)
+            .map(Some)
+            .map_err(|_| EngineError::invalid_model(format!("{k} = {v} is not a valid token id"))),
+    }
+}
+
+/// The tokenizer description stored in a GGUF file (`tokenizer.ggml.*`).
+pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
+    let model = f
+        .get_str("tokenizer.ggml.model")?
+        .ok_or_else(|| EngineError::invalid_model("missing required key tokenizer.ggml.model"))?
+        .to_string();
+    let tokens = f
+        .get_str_array("tokenizer.ggml.tokens")?
+        .ok_or_else(|| EngineError::invalid_model("missing required key tokenizer.ggml.tokens"))?
+        .to_vec();
+    let scores = f.get_f32_array("tokenizer.ggml.scores")?.map(|s| s.to_vec()).unwrap_or_default();
+    let token_types =
+        f.get_i32_array("tokenizer.ggml.token_type")?.map(|s| s.to_vec()).unwrap_or_default();
+    let merges = f.get_str_array("tokenizer.ggml.merges")?.map(|s| s.to_vec()).unwrap_or_default();
+    let is_spm = model == "llama";
+    Ok(Vocab {
+        pre: f.get_str("tokenizer.ggml.pre")?.map(str::to_string),
+        tokens,
+        token_types,
+        scores,
+        merges,
+        bos: opt_id(f, "tokenizer.ggml.bos_token_id")?,
+        eos: opt_id(f, "tokenizer.ggml.eos_token_id")?,
+        eot: opt_id(f, "tokenizer.ggml.eot_token_id")?,
+        eom: opt_id(f, "tokenizer.ggml.eom_token_id")?,
+        unk: opt_id(f, "tokenizer.ggml.unknown_token_id")?,
+        pad: opt_id(f, "tokenizer.ggml.padding_token_id")?,
+        sep: opt_id(f, "tokenizer.ggml.seperator_token_id")?,
+        cls: opt_id(f, "tokenizer.ggml.cls_token_id")?,
+        mask: opt_id(f, "tokenizer.ggml.mask_token_id")?,
+        // llama.cpp defaults: SentencePiece adds BOS, BPE does not, unless the file says.
+        add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(is_spm),
+        add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+        add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(is_spm),
+        model,
+    })
+}
+
+impl Engine {
+    pub fn load(path: &Path, opts: EngineOptions) -> Result<Self> {
+        if opts.n_ctx == 0 || opts.n_batch == 0 || opts.n_seq_max == 0 {
+            return Err(EngineError::InvalidArgument(
+                "n_ctx, n_batch and n_seq_max must be positive".into(),
+            ));
+        }
+        if opts.n_threads == Some(0) {
+            return Err(EngineError::InvalidArgument("n_threads must be positive".into()));
+        }
+        let file = GgufFile::open(path)?;
+        let vocab = vocab_from_gguf(&file)?;
+        let tokenizer = Arc::new(Tokenizer::new(vocab)?);
+        let cfg = ModelConfig::from_gguf(&file, tokenizer.n_vocab())?;
+        let model = DecoderModel::load(&file, cfg)?;
+        let c = &model.cfg;
+        let kv = KvPool::new(c.n_layer, c.n_head_kv, c.head_dim, c.head_dim_v, opts.n_ctx, opts.n_seq_max)?;
+        let n_batch = opts.n_batch.min(opts.n_ctx);
+        let scratch = Scratch::new(c, n_batch);
+        let n_threads = opts
+            .n_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool = Pool::new(n_threads)
+            .map_err(|e| EngineError::InvalidArgument(format!("thread pool: {e}")))?;
+        let chat_template = file.get_str("tokenizer.chat_template")?.map(str::to_string);
+        Ok(Engine {
+            path: path.display().to_string(),
+            file,
+            model,
+            tokenizer,
+            kv,
+            scratch,
+            pool,
+            opts: EngineOptions { n_batch, n_threads: Some(n_threads), ..opts },
+            chat_template,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.cfg
+    }
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+    pub fn kv(&self) -> &KvPool {
+        &self.kv
+    }
+    pub fn weight_bytes(&self) -> usize {
+        self.model.weight_bytes()
+    }
+
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        self.tokenizer.encode(text, add_special, parse_special)
+    }
+
+    pub fn check_tokens(&self, ids: &[u32]) -> Result<()> {
+        let nv = self.model.cfg.n_vocab;
+        match ids.iter().find(|&&t| t as usize >= nv) {
+            Some(t) => Err(EngineError::InvalidArgument(format!(
+                "token id {t} is out of range (n_vocab {nv})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn seq_new(&mut self) -> Result<SeqId> {
+        self.kv.seq_new()
+    }
+    pub fn seq_free(&mut self, id: SeqId) {
+        self.kv.seq_free(id)
+    }
+    pub fn seq_len(&self, id: SeqId) -> Result<usize> {
+        self.kv.seq_len(id)
+    }
+
+    /// Append `tokens` to sequence `seq` and run them through the model, in chunks of n_batch.
+    /// `logits` receives the logits of the last token (len n_vocab) when given.
+    pub fn eval(&mut self, seq: SeqId, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
+        self.check_tokens(tokens)?;
+        let start = self.kv.seq_append(seq, tokens.len())?;
+        let r = self.eval_appended(seq, start, tokens, logits);
+        if r.is_err() {
+            // Leave the sequence as it was before the call.
+            let _ = self.kv.seq_truncate(seq, start);
+        }
+        r
+    }
+
+    fn eval_appended(&mut self, seq: SeqId, start: usize, tokens: &[u32], mut logits: Option<&mut [f32]>) -> Result<()> {
+        let nb = self.scratch.n_batch();
+        let mut rows: Vec<Row> = Vec::with_capacity(nb.min(tokens.len()));
+        let n_chunks = tokens.len().div_ceil(nb);
+        for (ci, chunk) in tokens.chunks(nb).enumerate() {
+            rows.clear();
+            let base = start + ci * nb;
+            rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row { seq, pos: base + i, token: t }));
+            let last = [rows.len() - 1];
+            let out = match (ci + 1 == n_chunks, logits.as_deref_mut()) {
+                (true, Some(l)) => Output::Logits { rows: &last, out: l },
+                _ => Output::None,
+            };
+            self.model.forward(&self.file, &mut self.kv, &mut self.scratch, &self.pool, &rows, out)?;
+        }
+        Ok(())
+    }
+
+    /// Logits for every position of `ids` evaluated as a fresh sequence: `(len, n_vocab)`
+    /// written into `out`.
+    pub fn logits_all(&mut self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let nv = self.model.cfg.n_vocab;
+        if out.len() != ids.len() * nv {
+            return Err(EngineError::InvalidArgument("logits buffer has the wrong size".into()));
+        }
+        self.with_temp_seq(ids, |eng, seq, start| {
+            let nb = eng.scratch.n_batch();
+            let all: Vec<usize> = (0..nb).collect();
+            for (ci, chunk) in ids.chunks(nb).enumerate() {
+                let rows: Vec<Row> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| Row { seq, pos: start + ci * nb + i, token: t })
+                    .collect();
+                let o = &mut out[ci * nb * nv..(ci * nb + rows.len()) * nv];
+                eng.model.forward(
+                    &eng.file,
+                    &mut eng.kv,
+                    &mut eng.scratch,
+                    &eng.pool,
+                    &rows,
+                    Output::Logits { rows: &all[..rows.len()], out: o },
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Final hidden states (after the output norm) for every position of `ids`:
+    /// `(len, n_embd)` into `out`.
+    pub fn hidden_all(&mut self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let e = self.model.cfg.n_embd;
+        if out.len() != ids.len() * e {
+            return Err(EngineError::InvalidArgument("hidden buffer has the wrong size".into()));
+        }
+        self.with_temp_seq(ids, |eng, seq, start| {
+            let nb = eng.scratch.n_batch();
+            for (ci, chunk) in ids.chunks(nb).enumerate() {
+                let rows: Vec<Row> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| Row { seq, pos: start + ci * nb + i, token: t })
+                    .collect();
+                let o = &mut out[ci * nb * e..(ci * nb + rows.len()) * e];
+                eng.model.forward(&eng.file, &mut eng.kv, &mut eng.scratch, &eng.pool, &rows, Output::Hidden(o))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn with_temp_seq<F>(&mut self, ids: &[u32], f: F) -> Result<()>
+    where
+        F: FnOnce(&mut Engine, SeqId, usize) -> Result<()>,
+    {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.check_tokens(ids)?;
+        let seq = self.kv.seq_new()?;
+        let r = self.kv.seq_append(seq, ids.len()).and_then(|start| f(self, seq, start));
+        self.kv.seq_free(seq);
+        r
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// max_tokens reached, or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GenParams {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// Top alternatives to report with each token (None = no logprobs).
+    pub logprobs: Option<usize>,
+    pub ignore_eos: bool,
+}
+
+/// One generated token.
+#[derive(Clone, Debug)]
+pub struct StepOut {
+    pub token: u32,
+    /// Text released by this step (UTF-8 complete, stop strings withheld).
+    pub text: String,
+    pub logprob: Option<f32>,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// A generation in progress: owns one sequence of the engine's KV pool until it finishes (or
+/// is released). Call [`Generation::step`] with the engine that created it.
+pub struct Generation {
+    seq: Option<SeqId>,
+    prompt: Vec<u32>,
+    prompt_done: bool,
+    pending: Option<u32>,
+    params: GenParams,
+    sampler: Sampler,
+    history: Vec<u32>,
+    stop: StopMatcher,
+    decoder: StreamDecoder,
+    n_generated: usize,
+    finish: Option<FinishReason>,
+    logits: Vec<f32>,
+    work: Vec<f32>,
+    top: Vec<(u32, f32)>,
+}
+
+impl Generation {
+    /// Claim a sequence and prepare to generate from `prompt` (not evaluated until the first
+    /// step). Fails if the prompt is empty or does not fit in the context.
+    pub fn new(engine: &mut Engine, prompt: Vec<u32>, params: GenParams) -> Result<Self> {
+        let n_ctx = engine.opts.n_ctx;
+        let nv = engine.model.cfg.n_vocab;
+        if prompt.is_empty() {
+            return Err(EngineError::InvalidArgument("the prompt is empty".into()));
+        }
+        if prompt.len() >= n_ctx {
+            return Err(EngineError::ContextOverflow(format!(
+                "the prompt has {} tokens; the context holds {n_ctx} (at least one must be left to generate)",
+                prompt.len()
+            )));
+        }
+        engine.check_tokens(&prompt)?;
+        params.sampling.validate(nv)?;
+        let finish = (params.max_tokens == 0).then_some(FinishReason::Length);
+        let seq = engine.seq_new()?;
+        let mut history = Vec::with_capacity(prompt.len() + params.max_tokens.min(n_ctx));
+        history.extend_from_slice(&prompt);
+        Ok(Generation {
+            seq: Some(seq),
+            sampler: Sampler::new(params.sampling.clone(), nv),
+            stop: StopMatcher::new(params.stop.clone()),
+            decoder: StreamDecoder::new(),
+            prompt,
+            prompt_done: false,
+            pending: None,
+            params,
+            history,
+            n_generated: 0,
+            finish,
+            logits: vec![0.0; nv],
+            work: vec![0.0; nv],
+            top: Vec::new(),
+        })
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+    pub fn completion_tokens(&self) -> usize {
+        self.n_generated
+    }
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+    /// Generated token ids so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.history[self.prompt.len()..]
+    }
+
+    /// Give the sequence back to the pool (idempotent). Called when a generation finishes, and
+    /// by owners that abandon one (client disconnect).
+    pub fn release(&mut self, engine: &mut Engine) {
+        if let Some(s) = self.seq.take() {
+            engine.seq_free(s);
+        }
+    }
+
+    fn finish(&mut self, engine: &mut Engine, reason: FinishReason) -> String {
+        self.finish = Some(reason);
+        self.release(engine);
+        let mut tail = self.decoder.finish();
+        let (emit, _) = self.stop.feed(&tail);
+        tail = emit;
+        tail.push_str(&self.stop.flush());
+        tail
+    }
+
+    /// Produce the next token. Returns None once the generation has finished. The step that
+    /// finishes a generation carries any text held back until then.
+    pub fn step(&mut self, engine: &mut Engine) -> Result<Option<StepOut>> {
+        if self.finish.is_some() {
+            self.release(engine);
+            return Ok(None);
+        }
+        let seq = match self.seq {
+            Some(s) => s,
+            None => return Ok(None),
+        };
+        // Evaluate what the model has not seen yet: the prompt, or the last sampled token.
+        let r = if !self.prompt_done {
+            self.prompt_done = true;
+            let prompt = std::mem::take(&mut self.prompt);
+            let r = engine.eval(seq, &prompt, Some(&mut self.logits));
+            self.prompt = prompt;
+            r
+        } else if let Some(t) = self.pending.take() {
+            engine.eval(seq, &[t], Some(&mut self.logits))
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
+            self.finish = Some(FinishReason::Stop);
+            self.release(engine);
+            return Err(e);
+        }
+
+        let (logprob, top) = match self.params.logprobs {
+            Some(k) => {
+                let lse = log_softmax_top(&self.logits, k, &mut self.top);
+                (Some(lse), self.top.clone())
+            }
+            None => (None, Vec::new()),
+        };
+        self.work.copy_from_slice(&self.logits);
+        let token = self.sampler.sample(&mut self.work, &self.history);
+        let logprob = logprob.map(|lse| self.logits[token as usize] - lse);
+
+        if engine.tokenizer.is_eog(token) && !self.params.ignore_eos {
+            let text = self.finish(engine, FinishReason::Stop);
+            if text.is_empty() {
+                return Ok(None);
+            }
+            // Flush held-back text; the end-of-generation token itself is not part of the output.
+            return Ok(Some(StepOut { token, text, logprob: None, top: Vec::new() }));
+        }
+        self.n_generated += 1;
+        self.history.push(token);
+        let piece = self.decoder.push(engine.tokenizer.token_bytes(token));
+        let (mut text, stopped) = self.stop.feed(&piece);
+        if stopped {
+            self.finish = Some(FinishReason::Stop);
+            self.release(engine);
+        } else if self.n_generated >= self.params.max_tokens
+            || self.history.len() >= engine.opts.n_ctx
+        {
+            text.push_str(&self.finish(engine, FinishReason::Length));
+        } else {
+            self.pending = Some(token);
+        }
+        Ok(Some(StepOut { token, text, logprob, top }))
+    }
+}

@@ -1,0 +1,264 @@
+//! The KV cache as a pool of fixed-size blocks (the "processor" memory pool).
+//!
+//! All key/value memory is allocated once, when the engine loads, from `n_ctx * n_seq_max`.
+//! A sequence owns a list of blocks (its block table); appending a token takes a block from the
+//! free list only when the sequence crosses a block boundary, and freeing a sequence returns its
+//! blocks. Nothing here allocates after construction: block tables and the free list are
+//! reserved to their maximum size up front.
+//!
+//! Layout, per layer, for keys and values alike:
+//! `(n_blocks, n_kv_head, BLOCK_SIZE, head_dim)` f32, so the keys of one head within a block are
+//! contiguous (attention streams them with unit stride).
+
+use crate::error::{EngineError, Result};
+
+/// Token slots per block.
+pub const BLOCK_SIZE: usize = 32;
+
+/// Handle of a sequence slot in the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqId(pub u32);
+
+#[derive(Debug)]
+struct SeqSlot {
+    in_use: bool,
+    len: usize,
+    blocks: Vec<u32>, // capacity = max_blocks_per_seq
+}
+
+#[derive(Debug)]
+pub struct KvPool {
+    n_layer: usize,
+    n_kv_head: usize,
+    head_dim_k: usize,
+    head_dim_v: usize,
+    n_blocks: usize,
+    max_seq_len: usize,
+    k: Vec<f32>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_k)
+    v: Vec<f32>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_v)
+    free: Vec<u32>,
+    seqs: Vec<SeqSlot>,
+}
+
+impl KvPool {
+    /// A pool for `n_seq_max` sequences of up to `max_seq_len` tokens each.
+    pub fn new(
+        n_layer: usize,
+        n_kv_head: usize,
+        head_dim_k: usize,
+        head_dim_v: usize,
+        max_seq_len: usize,
+        n_seq_max: usize,
+    ) -> Result<Self> {
+        let blocks_per_seq = max_seq_len.div_ceil(BLOCK_SIZE);
+        let n_blocks = blocks_per_seq
+            .checked_mul(n_seq_max)
+            .ok_or_else(|| EngineError::InvalidArgument("KV cache size overflows".into()))?;
+        let per_block_k = n_kv_head * BLOCK_SIZE * head_dim_k;
+        let per_block_v = n_kv_head * BLOCK_SIZE * head_dim_v;
+        let total_k = n_layer
+            .checked_mul(n_blocks)
+            .and_then(|x| x.checked_mul(per_block_k))
+            .ok_or_else(|| EngineError::InvalidArgument("KV cache size overflows".into()))?;
+        let total_v = n_layer
+            .checked_mul(n_blocks)
+            .and_then(|x| x.checked_mul(per_block_v))
+            .ok_or_else(|| EngineError::InvalidArgument("KV cache size overflows".into()))?;
+        let bytes = (total_k + total_v) as u64 * 4;
+        if bytes > (64u64 << 30) {
+            return Err(EngineError::InvalidArgument(format!(
+                "KV cache would need {} MiB (n_ctx {max_seq_len} x {n_seq_max} sequences); lower n_ctx or n_seq_max",
+                bytes >> 20
+            )));
+        }
+        let n_blocks_u32 = u32::try_from(n_blocks)
+            .map_err(|_| EngineError::InvalidArgument("too many KV blocks".into()))?;
+        Ok(KvPool {
+            n_layer,
+            n_kv_head,
+            head_dim_k,
+            head_dim_v,
+            n_blocks,
+            max_seq_len,
+            k: vec![0.0; total_k],
+            v: vec![0.0; total_v],
+            // Pop from the end: hand out low block numbers first.
+            free: (0..n_blocks_u32).rev().collect(),
+            seqs: (0..n_seq_max)
+                .map(|_| SeqSlot { in_use: false, len: 0, blocks: Vec::with_capacity(blocks_per_seq) })
+                .collect(),
+        })
+    }
+
+    pub fn n_seq_max(&self) -> usize {
+        self.seqs.len()
+    }
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 4
+    }
+    pub fn bytes_per_token(&self) -> usize {
+        self.n_layer * self.n_kv_head * (self.head_dim_k + self.head_dim_v) * 4
+    }
+    pub fn free_blocks(&self) -> usize {
+        self.free.len()
+    }
+    pub fn total_blocks(&self) -> usize {
+        self.n_blocks
+    }
+    pub fn active_sequences(&self) -> usize {
+        self.seqs.iter().filter(|s| s.in_use).count()
+    }
+
+    /// Claim a free sequence slot.
+    pub fn seq_new(&mut self) -> Result<SeqId> {
+        let i = self.seqs.iter().position(|s| !s.in_use).ok_or_else(|| {
+            EngineError::KvCacheFull(format!("all {} sequence slots are in use", self.seqs.len()))
+        })?;
+        let s = &mut self.seqs[i];
+        s.in_use = true;
+        s.len = 0;
+        debug_assert!(s.blocks.is_empty());
+        Ok(SeqId(i as u32))
+    }
+
+    /// Release a sequence and return its blocks to the pool. Unknown or free ids are ignored.
+    pub fn seq_free(&mut self, id: SeqId) {
+        if let Some(s) = self.seqs.get_mut(id.0 as usize) {
+            if s.in_use {
+                self.free.extend(s.blocks.drain(..).rev());
+                s.len = 0;
+                s.in_use = false;
+            }
+        }
+    }
+
+    /// Forget tokens past `len` (keeps the blocks still needed).
+    pub fn seq_truncate(&mut self, id: SeqId, len: usize) -> Result<()> {
+        self.slot(id)?;
+        let s = &mut self.seqs[id.0 as usize];
+        if len < s.len {
+            s.len = len;
+            let keep = len.div_ceil(BLOCK_SIZE);
+            while s.blocks.len() > keep {
+                if let Some(b) = s.blocks.pop() {
+                    self.free.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn seq_len(&self, id: SeqId) -> Result<usize> {
+        Ok(self.slot(id)?.len)
+    }
+
+    fn slot(&self, id: SeqId) -> Result<&SeqSlot> {
+        match self.seqs.get(id.0 as usize) {
+            Some(s) if s.in_use => Ok(s),
+            _ => Err(EngineError::InvalidArgument(format!("sequence {} is not active", id.0))),
+        }
+    }
+    /// Reserve room for `n` more tokens of `id`: checks the length limit and takes the blocks
+    /// needed. Returns the position of the first new token. On error nothing changes.
+    pub fn seq_append(&mut self, id: SeqId, n: usize) -> Result<usize> {
+        let max = self.max_seq_len;
+        let free_now = self.free.len();
+        let s = self.slot(id)?;
+        let start = s.len;
+        let end = start + n;
+        if end > max {
+            return Err(EngineError::ContextOverflow(format!(
+                "sequence would reach {end} tokens; the context holds {max}"
+            )));
+        }
+        let need = end.div_ceil(BLOCK_SIZE).saturating_sub(s.blocks.len());
+        if need > free_now {
+            return Err(EngineError::KvCacheFull(format!(
+                "need {need} more KV blocks, {free_now} free"
+            )));
+        }
+        for _ in 0..need {
+            let b = self.free.pop().ok_or_else(|| EngineError::KvCacheFull("no free block".into()))?;
+            self.seqs[id.0 as usize].blocks.push(b);
+        }
+        self.seqs[id.0 as usize].len = end;
+        Ok(start)
+    }
+
+    /// Block number and slot holding position `pos` of sequence `id` (already appended).
+    #[inline]
+    pub fn locate(&self, id: SeqId, pos: usize) -> (usize, usize) {
+        let s = &self.seqs[id.0 as usize];
+        (s.blocks[pos / BLOCK_SIZE] as usize, pos % BLOCK_SIZE)
+    }
+
+    /// The block table of a sequence.
+    pub fn blocks(&self, id: SeqId) -> &[u32] {
+        &self.seqs[id.0 as usize].blocks
+    }
+
+    #[inline]
+    fn k_index(&self, layer: usize, block: usize, head: usize, slot: usize) -> usize {
+        (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot) * self.head_dim_k
+    }
+    #[inline]
+    fn v_index(&self, layer: usize, block: usize, head: usize, slot: usize) -> usize {
+        (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot) * self.head_dim_v
+    }
+
+    /// Store the key and value of one token (all kv heads, `(n_kv_head, head_dim)` each).
+    pub fn write(&mut self, layer: usize, id: SeqId, pos: usize, k: &[f32], v: &[f32]) {
+        let (block, slot) = self.locate(id, pos);
+        for h in 0..self.n_kv_head {
+            let ki = self.k_index(layer, block, h, slot);
+            self.k[ki..ki + self.head_dim_k]
+                .copy_from_slice(&k[h * self.head_dim_k..(h + 1) * self.head_dim_k]);
+            let vi = self.v_index(layer, block, h, slot);
+            self.v[vi..vi + self.head_dim_v]
+                .copy_from_slice(&v[h * self.head_dim_v..(h + 1) * self.head_dim_v]);
+        }
+    }
+
+    /// Keys of kv head `head` in `block` of `layer`: `(BLOCK_SIZE, head_dim_k)`.
+    #[inline]
+    pub fn k_block(&self, layer: usize, block: usize, head: usize) -> &[f32] {
+        let i = self.k_index(layer, block, head, 0);
+        &self.k[i..i + BLOCK_SIZE * self.head_dim_k]
+    }
+    /// Values of kv head `head` in `block` of `layer`: `(BLOCK_SIZE, head_dim_v)`.
+    #[inline]
+    pub fn v_block(&self, layer: usize, block: usize, head: usize) -> &[f32] {
+        let i = self.v_index(layer, block, head, 0);
+        &self.v[i..i + BLOCK_SIZE * self.head_dim_v]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_taken_and_returned() {
+        let mut p = KvPool::new(1, 1, 4, 4, 100, 2).unwrap();
+        let total = p.free_blocks();
+        let a = p.seq_new().unwrap();
+        let b = p.seq_new().unwrap();
+        assert!(p.seq_new().is_err());
+        assert_eq!(p.seq_append(a, 33).unwrap(), 0);
+        assert_eq!(p.free_blocks(), total - 2);
+        assert_eq!(p.seq_append(a, 1).unwrap(), 33);
+        assert!(p.seq_append(b, 101).is_err());
+        p.seq_truncate(a, 10).unwrap();
+        assert_eq!(p.free_blocks(), total - 1);
+        p.seq_free(a);
+        assert_eq!(p.free_blocks(), total);
+        let k = [1.0, 2.0, 3.0, 4.0];
+        p.seq_append(b, 2).unwrap();
+        p.write(0, b, 1, &k, &k);
+        let (blk, slot) = p.locate(b, 1);
+        assert_eq!(&p.k_block(0, blk, 0)[slot * 4..slot * 4 + 4], &k);
+    }
+}

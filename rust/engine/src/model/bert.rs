@@ -1,0 +1,648 @@
+//! BERT-family encoder (GGUF architecture `bert`, llama.cpp `src/models/bert.cpp`): sentence
+//! embeddings.
+//!
+//! Forward pass, per input sequence (each already `[CLS] ... [SEP]`):
+//! - embeddings: token + absolute position + token type 0, then LayerNorm (`token_embd_norm`);
+//! - every block, post-LayerNorm: bidirectional multi-head attention (Q/K/V/O with biases) ->
+//!   residual add -> LayerNorm (`attn_output_norm`); FFN `ffn_down(gelu_erf(ffn_up x))` (biases)
+//!   -> residual add -> LayerNorm (`layer_output_norm`);
+//! - pooling over the final hidden states (mean / [CLS] / last token), optional L2 norm.
+//!
+//! Batching: all tokens of all inputs are concatenated into one `(n_tokens, n_embd)` matrix, so
+//! each weight matrix is read once per batch by the quantized matmul. Attention is computed per
+//! input (a token only sees the tokens of its own input: the padding mask of a padded batch,
+//! without the padding), in parallel over (input, block of query rows) tasks, each task covering
+//! all heads of its rows so that it writes one contiguous slice of the output. No KV cache: an
+//! encoder sees each input once. Batches larger than [`MAX_BATCH_TOKENS`] are run in slices of
+//! whole inputs to bound the scratch memory.
+
+use crate::error::{EngineError, Result};
+use crate::gguf::keys::{self, arch_key, BlockTensor};
+use crate::gguf::GgufFile;
+use crate::model::weights::{load_vector, Linear};
+use hologram_kernels::ops;
+use hologram_kernels::Pool;
+use rayon::prelude::*;
+
+/// `general.architecture` of BERT-family encoders.
+pub const ARCH_BERT: &str = "bert";
+/// `{arch}.pooling_type` (llama.cpp `LLM_KV_POOLING_TYPE`): 0 none, 1 mean, 2 cls, 3 last, 4 rank.
+pub const POOLING_TYPE: &str = "pooling_type";
+/// `{arch}.attention.causal` (llama.cpp `LLM_KV_ATTENTION_CAUSAL`).
+pub const ATTENTION_CAUSAL: &str = "attention.causal";
+/// `tokenizer.ggml.token_type_count`: rows of `token_types.weight`.
+pub const TOKENIZER_TOKEN_TYPE_COUNT: &str = "tokenizer.ggml.token_type_count";
+/// hologram-specific (written by `hologram convert`): the sentence-transformers pipeline ends
+/// with L2 normalisation.
+pub const EMBEDDING_NORMALIZE: &str = "hologram.embedding.normalize";
+
+// Model-level tensor names (llama.cpp `LLM_TENSOR_NAMES` for LLM_ARCH_BERT).
+pub const TOKEN_TYPES: &str = "token_types.weight";
+pub const POSITION_EMBD: &str = "position_embd.weight";
+pub const TOKEN_EMBD_NORM: &str = "token_embd_norm.weight";
+pub const TOKEN_EMBD_NORM_BIAS: &str = "token_embd_norm.bias";
+/// Per-layer stems of the two BERT LayerNorms (`blk.{i}.{stem}.weight` / `.bias`).
+pub const ATTN_OUTPUT_NORM: &str = "attn_output_norm";
+pub const LAYER_OUTPUT_NORM: &str = "layer_output_norm";
+
+/// Most tokens run through one forward pass; larger batches are split between inputs.
+pub const MAX_BATCH_TOKENS: usize = 8192;
+/// Query rows per attention task.
+const ATTN_ROWS_PER_TASK: usize = 16;
+/// Rows per parallel task of the element-wise passes (bias, LayerNorm, GELU).
+const ROWS_PER_TASK: usize = 32;
+
+const MAX_LAYERS: u64 = 4096;
+const MAX_DIM: u64 = 1 << 20;
+const MAX_HEADS: u64 = 4096;
+const MAX_CTX: u64 = 1 << 24;
+const MAX_TOKEN_TYPES: u64 = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Average of all token states.
+    Mean,
+    /// The first token's state ([CLS]).
+    Cls,
+    /// The last token's state.
+    Last,
+    /// No pooling: per-token states only ([`BertModel::hidden_states`]).
+    None,
+}
+
+impl Pooling {
+    /// From the value of `{arch}.pooling_type`; None for values hologram does not support
+    /// (4 = rank needs a classifier head).
+    pub fn from_gguf(v: u64) -> Option<Pooling> {
+        match v {
+            0 => Some(Pooling::None),
+            1 => Some(Pooling::Mean),
+            2 => Some(Pooling::Cls),
+            3 => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Pooling> {
+        match name {
+            "mean" => Some(Pooling::Mean),
+            "cls" => Some(Pooling::Cls),
+            "last" => Some(Pooling::Last),
+            "none" => Some(Pooling::None),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+            Pooling::None => "none",
+        }
+    }
+}
+
+/// Validated hyper-parameters of a `bert` GGUF.
+#[derive(Clone, Debug)]
+pub struct BertConfig {
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    /// `bert.context_length` (max_position_embeddings): the longest input.
+    pub n_ctx_train: usize,
+    pub n_token_types: usize,
+    pub eps: f32,
+    /// The model's pooling (`bert.pooling_type`; `None` when the key is absent).
+    pub pooling: Pooling,
+    /// The model's pipeline L2-normalises (`hologram.embedding.normalize`; false when absent).
+    pub normalize: bool,
+}
+
+fn req_u64(f: &GgufFile, k: &str) -> Result<u64> {
+    f.get_u64(k)?.ok_or_else(|| EngineError::invalid_model(format!("missing required key {k}")))
+}
+
+fn bounded(k: &str, v: u64, lo: u64, hi: u64) -> Result<usize> {
+    if v < lo || v > hi {
+        return Err(EngineError::invalid_model(format!("{k} = {v} is out of range [{lo}, {hi}]")));
+    }
+    usize::try_from(v).map_err(|_| EngineError::invalid_model(format!("{k} = {v} is too large")))
+}
+
+impl BertConfig {
+    /// Read and validate the `bert.*` keys. `n_vocab` is the tokenizer's vocabulary size.
+    pub fn from_gguf(f: &GgufFile, n_vocab: usize) -> Result<Self> {
+        let a = ARCH_BERT;
+        let k = |s: &str| arch_key(a, s);
+        if let Some(arch) = f.get_str(keys::GENERAL_ARCHITECTURE)? {
+            if arch != a {
+                return Err(EngineError::Unsupported(format!(
+                    "architecture {arch:?} is not a BERT encoder"
+                )));
+            }
+        }
+        if n_vocab == 0 {
+            return Err(EngineError::invalid_model("the vocabulary is empty"));
+        }
+        let kk = k(keys::EMBEDDING_LENGTH);
+        let n_embd = bounded(&kk, req_u64(f, &kk)?, 1, MAX_DIM)?;
+        let kk = k(keys::BLOCK_COUNT);
+        let n_layer = bounded(&kk, req_u64(f, &kk)?, 1, MAX_LAYERS)?;
+        let kk = k(keys::ATTENTION_HEAD_COUNT);
+        let n_head = bounded(&kk, req_u64(f, &kk)?, 1, MAX_HEADS)?;
+        if n_embd % n_head != 0 {
+            return Err(EngineError::invalid_model(format!(
+                "{} = {n_embd} is not divisible by {kk} = {n_head}",
+                k(keys::EMBEDDING_LENGTH)
+            )));
+        }
+        let kk = k(keys::FEED_FORWARD_LENGTH);
+        let n_ff = bounded(&kk, req_u64(f, &kk)?, 1, MAX_DIM)?;
+        let kk = k(keys::CONTEXT_LENGTH);
+        let n_ctx_train = bounded(&kk, req_u64(f, &kk)?, 1, MAX_CTX)?;
+        let n_token_types = match f.get_u64(TOKENIZER_TOKEN_TYPE_COUNT)? {
+            Some(v) => bounded(TOKENIZER_TOKEN_TYPE_COUNT, v, 1, MAX_TOKEN_TYPES)?,
+            // Older files: take it from the tensor (validated again at load).
+            None => match f.tensor(TOKEN_TYPES).and_then(|t| t.dims.get(1).copied()) {
+                Some(v) => bounded(TOKEN_TYPES, v, 1, MAX_TOKEN_TYPES)?,
+                None => 2,
+            },
+        };
+        let kk = k(keys::ATTENTION_LAYERNORM_EPS);
+        let eps = f.get_f32(&kk)?.unwrap_or(1e-12);
+        if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+            return Err(EngineError::invalid_model(format!("{kk} = {eps} is not in (0, 1)")));
+        }
+        if f.get_bool(&k(ATTENTION_CAUSAL))? == Some(true) {
+            return Err(EngineError::Unsupported(format!(
+                "{} = true: causal BERT models are not supported",
+                k(ATTENTION_CAUSAL)
+            )));
+        }
+        let kk = k(POOLING_TYPE);
+        let pooling = match f.get_u64(&kk)? {
+            None => Pooling::None,
+            Some(v) => Pooling::from_gguf(v).ok_or_else(|| {
+                EngineError::Unsupported(format!(
+                    "{kk} = {v} (supported: 0 none, 1 mean, 2 cls, 3 last)"
+                ))
+            })?,
+        };
+        let normalize = f.get_bool(EMBEDDING_NORMALIZE)?.unwrap_or(false);
+        Ok(BertConfig {
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_head,
+            head_dim: n_embd / n_head,
+            n_ff,
+            n_ctx_train,
+            n_token_types,
+            eps,
+            pooling,
+            normalize,
+        })
+    }
+}
+
+/// A matrix with its bias.
+#[derive(Debug)]
+pub struct Dense {
+    pub w: Linear,
+    pub b: Vec<f32>,
+}
+
+impl Dense {
+    fn load(f: &GgufFile, t: BlockTensor, layer: usize, cols: usize, rows: usize) -> Result<Self> {
+        Ok(Dense {
+            w: Linear::load(f, &t.name(layer), cols, rows)?,
+            b: load_vector(f, &t.bias_name(layer), rows)?,
+        })
+    }
+}
+
+/// LayerNorm weight and bias.
+#[derive(Debug)]
+pub struct Norm {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+impl Norm {
+    fn load(f: &GgufFile, weight: &str, bias: &str, n: usize) -> Result<Self> {
+        Ok(Norm { w: load_vector(f, weight, n)?, b: load_vector(f, bias, n)? })
+    }
+
+    fn load_block(f: &GgufFile, stem: &str, layer: usize, n: usize) -> Result<Self> {
+        let p = keys::BLOCK_PREFIX;
+        Self::load(f, &format!("{p}{layer}.{stem}.weight"), &format!("{p}{layer}.{stem}.bias"), n)
+    }
+}
+
+#[derive(Debug)]
+pub struct BertLayer {
+    pub q: Dense,
+    pub k: Dense,
+    pub v: Dense,
+    pub o: Dense,
+    pub attn_norm: Norm,
+    pub up: Dense,
+    pub down: Dense,
+    pub out_norm: Norm,
+}
+
+#[derive(Debug)]
+pub struct BertModel {
+    pub cfg: BertConfig,
+    pub token_embd: Linear, // (n_vocab, n_embd)
+    /// Position embeddings, dequantized: (n_ctx_train, n_embd).
+    pub position_embd: Vec<f32>,
+    /// Token-type 0 embedding (every input is a single segment).
+    pub token_type0: Vec<f32>,
+    pub embd_norm: Norm,
+    pub layers: Vec<BertLayer>,
+}
+
+/// Per-call buffers, sized by the batch's token count.
+struct Buffers {
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    tmp: Vec<f32>,
+    ff: Vec<f32>,
+    mm: Vec<u8>,
+}
+
+impl Buffers {
+    fn new(n_tok: usize, e: usize, ff: usize) -> Self {
+        Buffers {
+            x: vec![0.0; n_tok * e],
+            q: vec![0.0; n_tok * e],
+            k: vec![0.0; n_tok * e],
+            v: vec![0.0; n_tok * e],
+            attn: vec![0.0; n_tok * e],
+            tmp: vec![0.0; n_tok * e],
+            ff: vec![0.0; n_tok * ff],
+            mm: Vec::new(),
+        }
+    }
+}
+
+fn kernel_err(what: &str, e: hologram_kernels::KernelError) -> EngineError {
+    EngineError::invalid_model(format!("{what}: {e}"))
+}
+
+impl BertModel {
+    pub fn load(f: &GgufFile, n_vocab: usize) -> Result<Self> {
+        let cfg = BertConfig::from_gguf(f, n_vocab)?;
+        let (e, v) = (cfg.n_embd, cfg.n_vocab);
+        let token_embd = Linear::load(f, keys::TOKEN_EMBD, e, v)?;
+        let pos = Linear::load(f, POSITION_EMBD, e, cfg.n_ctx_train)?;
+        let mut position_embd = vec![0f32; cfg.n_ctx_train * e];
+        for (p, row) in position_embd.chunks_exact_mut(e).enumerate() {
+            pos.dequantize_row(f, p, row)?;
+        }
+        let types = Linear::load(f, TOKEN_TYPES, e, cfg.n_token_types)?;
+        let mut token_type0 = vec![0f32; e];
+        types.dequantize_row(f, 0, &mut token_type0)?;
+        let embd_norm = Norm::load(f, TOKEN_EMBD_NORM, TOKEN_EMBD_NORM_BIAS, e)?;
+
+        let n_blocks = f.tensors().iter().filter_map(|t| keys::block_index(&t.name)).max();
+        if n_blocks.map_or(0, |m| m + 1) != cfg.n_layer {
+            return Err(EngineError::invalid_model(format!(
+                "{} is {} but the file has tensors for {} blocks",
+                arch_key(ARCH_BERT, keys::BLOCK_COUNT),
+                cfg.n_layer,
+                n_blocks.map_or(0, |m| m + 1)
+            )));
+        }
+        let ff = cfg.n_ff;
+        let layers = (0..cfg.n_layer)
+            .map(|i| {
+                Ok(BertLayer {
+                    q: Dense::load(f, BlockTensor::AttnQ, i, e, e)?,
+                    k: Dense::load(f, BlockTensor::AttnK, i, e, e)?,
+                    v: Dense::load(f, BlockTensor::AttnV, i, e, e)?,
+                    o: Dense::load(f, BlockTensor::AttnOutput, i, e, e)?,
+                    attn_norm: Norm::load_block(f, ATTN_OUTPUT_NORM, i, e)?,
+                    up: Dense::load(f, BlockTensor::FfnUp, i, e, ff)?,
+                    down: Dense::load(f, BlockTensor::FfnDown, i, ff, e)?,
+                    out_norm: Norm::load_block(f, LAYER_OUTPUT_NORM, i, e)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertModel { cfg, token_embd, position_embd, token_type0, embd_norm, layers })
+    }
+
+    /// Check every input is non-empty, fits the context and has valid ids.
+    fn validate(&self, inputs: &[Vec<u32>]) -> Result<()> {
+        for (i, ids) in inputs.iter().enumerate() {
+            if ids.is_empty() {
+                return Err(EngineError::InvalidArgument(format!("input {i} has no tokens")));
+            }
+            if ids.len() > self.cfg.n_ctx_train {
+                return Err(EngineError::ContextOverflow(format!(
+                    "input {i} has {} tokens, the model takes at most {}",
+                    ids.len(),
+                    self.cfg.n_ctx_train
+                )));
+            }
+            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.n_vocab) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "input {i}: token id {bad} is out of range (vocabulary of {})",
+                    self.cfg.n_vocab
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Slices of whole inputs with at most [`MAX_BATCH_TOKENS`] tokens each (a longer single
+    /// input is a slice of its own).
+    fn slices(inputs: &[Vec<u32>]) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let (mut start, mut n) = (0, 0);
+        for (i, ids) in inputs.iter().enumerate() {
+            if n > 0 && n + ids.len() > MAX_BATCH_TOKENS {
+                out.push(start..i);
+                start = i;
+                n = 0;
+            }
+            n += ids.len();
+        }
+        if start < inputs.len() {
+            out.push(start..inputs.len());
+        }
+        out
+    }
+
+    /// Embed a batch: pooled vectors (L2-normalised if `normalize`), `(inputs.len(), n_embd)`
+    /// row-major into `out`. Each input must already hold its `[CLS] ... [SEP]`.
+    pub fn embed(
+        &self,
+        f: &GgufFile,
+        pool: &Pool,
+        inputs: &[Vec<u32>],
+        pooling: Pooling,
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let e = self.cfg.n_embd;
+        if pooling == Pooling::None {
+            return Err(EngineError::InvalidArgument(
+                "pooling \"none\" gives one vector per token, not per input".into(),
+            ));
+        }
+        if out.len() != inputs.len() * e {
+            return Err(EngineError::InvalidArgument(format!(
+                "output has {} values, expected {} inputs x {e}",
+                out.len(),
+                inputs.len()
+            )));
+        }
+        self.validate(inputs)?;
+        for range in Self::slices(inputs) {
+            let batch = &inputs[range.clone()];
+            let hidden = self.forward(f, pool, batch)?;
+            let mut off = 0;
+            for (ids, o) in batch.iter().zip(out[range.start * e..range.end * e].chunks_exact_mut(e))
+            {
+                let n = ids.len();
+                let rows = &hidden[off * e..(off + n) * e];
+                match pooling {
+                    Pooling::Mean => {
+                        o.fill(0.0);
+                        for r in rows.chunks_exact(e) {
+                            for (a, &b) in o.iter_mut().zip(r) {
+                                *a += b;
+                            }
+                        }
+                        let inv = 1.0 / n as f32;
+                        o.iter_mut().for_each(|a| *a *= inv);
+                    }
+                    Pooling::Cls => o.copy_from_slice(&rows[..e]),
+                    Pooling::Last => o.copy_from_slice(&rows[(n - 1) * e..]),
+                    Pooling::None => unreachable!("rejected above"),
+                }
+                if normalize {
+                    let norm = o.iter().map(|&a| (a as f64) * (a as f64)).sum::<f64>().sqrt();
+                    if norm > 0.0 {
+                        let inv = (1.0 / norm) as f32;
+                        o.iter_mut().for_each(|a| *a *= inv);
+                    }
+                }
+                off += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Final hidden states of every token of every input, concatenated: `(sum of lengths,
+    /// n_embd)` row-major (pooling "none").
+    pub fn hidden_states(&self, f: &GgufFile, pool: &Pool, inputs: &[Vec<u32>]) -> Result<Vec<f32>> {
+        self.validate(inputs)?;
+        let mut all = Vec::new();
+        for range in Self::slices(inputs) {
+            all.extend_from_slice(&self.forward(f, pool, &inputs[range])?);
+        }
+        Ok(all)
+    }
+
+    /// One forward pass over validated inputs; returns the final hidden states.
+    fn forward(&self, f: &GgufFile, pool: &Pool, inputs: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let (e, ffn) = (self.cfg.n_embd, self.cfg.n_ff);
+        let n_tok: usize = inputs.iter().map(Vec::len).sum();
+        // (first row, length) of every input.
+        let spans: Vec<(usize, usize)> = inputs
+            .iter()
+            .scan(0usize, |off, ids| {
+                let s = (*off, ids.len());
+                *off += ids.len();
+                Some(s)
+            })
+            .collect();
+        let mut b = Buffers::new(n_tok, e, ffn);
+
+        // Embeddings.
+        {
+            let mut rows = b.x.chunks_exact_mut(e);
+            for ids in inputs {
+                for (p, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
+                    self.token_embd.dequantize_row(f, id as usize, row)?;
+                    let pe = &self.position_embd[p * e..(p + 1) * e];
+                    for ((a, &pv), &tv) in row.iter_mut().zip(pe).zip(&self.token_type0) {
+                        *a += pv + tv;
+                    }
+                }
+            }
+        }
+        let eps = self.cfg.eps;
+        layer_norm_rows(pool, &mut b.x, e, &self.embd_norm, eps);
+
+        for layer in &self.layers {
+            self.dense(f, pool, &layer.q, &b.x, n_tok, &mut b.q, &mut b.mm)?;
+            self.dense(f, pool, &layer.k, &b.x, n_tok, &mut b.k, &mut b.mm)?;
+            self.dense(f, pool, &layer.v, &b.x, n_tok, &mut b.v, &mut b.mm)?;
+            self.attention(pool, &spans, &b.q, &b.k, &b.v, &mut b.attn);
+            self.dense(f, pool, &layer.o, &b.attn, n_tok, &mut b.tmp, &mut b.mm)?;
+            add_layer_norm_rows(pool, &mut b.x, &b.tmp, e, &layer.attn_norm, eps);
+
+            self.dense(f, pool, &layer.up, &b.x, n_tok, &mut b.ff, &mut b.mm)?;
+            pool.install(|| {
+                b.ff.par_chunks_mut(ROWS_PER_TASK * ffn)
+                    .for_each(|c| c.iter_mut().for_each(|a| *a = ops::gelu_erf(*a)))
+            });
+            self.dense(f, pool, &layer.down, &b.ff, n_tok, &mut b.tmp, &mut b.mm)?;
+            add_layer_norm_rows(pool, &mut b.x, &b.tmp, e, &layer.out_norm, eps);
+        }
+        Ok(b.x)
+    }
+
+    /// `out = x W^T + bias` over `n_tok` rows.
+    #[allow(clippy::too_many_arguments)]
+    fn dense(
+        &self,
+        f: &GgufFile,
+        pool: &Pool,
+        d: &Dense,
+        x: &[f32],
+        n_tok: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        let w = &d.w;
+        hologram_kernels::matmul(pool, w.bytes(f), w.ttype, w.rows, w.cols, x, n_tok, out, scratch)
+            .map_err(|err| kernel_err(&w.info.name, err))?;
+        let rows = w.rows;
+        pool.install(|| {
+            out.par_chunks_mut(ROWS_PER_TASK * rows).for_each(|c| {
+                for r in c.chunks_exact_mut(rows) {
+                    for (a, &bv) in r.iter_mut().zip(&d.b) {
+                        *a += bv;
+                    }
+                }
+            })
+        });
+        Ok(())
+    }
+
+    /// Bidirectional attention of every input over its own tokens: `out` rows of input `i` are
+    /// `softmax(q k^T / sqrt(d)) v` per head.
+    fn attention(
+        &self,
+        pool: &Pool,
+        spans: &[(usize, usize)],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) {
+        let (e, nh, hd) = (self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim);
+        let scale = 1.0 / (hd as f32).sqrt();
+        // Tasks: (first row of the input, input length, first query row in the input, the
+        // output rows to fill). Disjoint slices of `out`, so the tasks need no synchronisation.
+        let mut tasks: Vec<(usize, usize, usize, &mut [f32])> = Vec::new();
+        let mut rest: &mut [f32] = out;
+        for &(off, len) in spans {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(len * e);
+            rest = tail;
+            for (c, chunk) in mine.chunks_mut(ATTN_ROWS_PER_TASK * e).enumerate() {
+                tasks.push((off, len, c * ATTN_ROWS_PER_TASK, chunk));
+            }
+        }
+        pool.install(|| {
+            tasks.into_par_iter().for_each(|(off, len, r0, chunk)| {
+                let mut scores = vec![0f32; len];
+                for (rr, orow) in chunk.chunks_exact_mut(e).enumerate() {
+                    let qi = off + r0 + rr;
+                    for h in 0..nh {
+                        let c0 = h * hd;
+                        let qh = &q[qi * e + c0..qi * e + c0 + hd];
+                        for (j, s) in scores.iter_mut().enumerate() {
+                            let kr = (off + j) * e + c0;
+                            *s = ops::dot_f32(qh, &k[kr..kr + hd]) * scale;
+                        }
+                        ops::softmax_inplace(&mut scores);
+                        let oh = &mut orow[c0..c0 + hd];
+                        oh.fill(0.0);
+                        for (j, &p) in scores.iter().enumerate() {
+                            let vr = (off + j) * e + c0;
+                            ops::axpy(p, &v[vr..vr + hd], oh);
+                        }
+                    }
+                }
+            })
+        });
+    }
+}
+
+/// In-place LayerNorm of every `e`-wide row of `x`.
+fn layer_norm_rows(pool: &Pool, x: &mut [f32], e: usize, n: &Norm, eps: f32) {
+    pool.install(|| {
+        x.par_chunks_mut(ROWS_PER_TASK * e).for_each(|c| {
+            let mut tmp = vec![0f32; e];
+            for r in c.chunks_exact_mut(e) {
+                ops::layer_norm(r, &n.w, &n.b, eps, &mut tmp);
+                r.copy_from_slice(&tmp);
+            }
+        })
+    });
+}
+
+/// `x = LayerNorm(x + y)` row by row (the post-LN residual).
+fn add_layer_norm_rows(pool: &Pool, x: &mut [f32], y: &[f32], e: usize, n: &Norm, eps: f32) {
+    pool.install(|| {
+        x.par_chunks_mut(ROWS_PER_TASK * e).zip(y.par_chunks(ROWS_PER_TASK * e)).for_each(
+            |(c, yc)| {
+                let mut tmp = vec![0f32; e];
+                for (r, yr) in c.chunks_exact_mut(e).zip(yc.chunks_exact(e)) {
+                    for (a, &b) in r.iter_mut().zip(yr) {
+                        *a += b;
+                    }
+                    ops::layer_norm(r, &n.w, &n.b, eps, &mut tmp);
+                    r.copy_from_slice(&tmp);
+                }
+            },
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_values_follow_llama_cpp() {
+        assert_eq!(Pooling::from_gguf(0), Some(Pooling::None));
+        assert_eq!(Pooling::from_gguf(1), Some(Pooling::Mean));
+        assert_eq!(Pooling::from_gguf(2), Some(Pooling::Cls));
+        assert_eq!(Pooling::from_gguf(3), Some(Pooling::Last));
+        assert_eq!(Pooling::from_gguf(4), None);
+        for p in [Pooling::Mean, Pooling::Cls, Pooling::Last, Pooling::None] {
+            assert_eq!(Pooling::from_name(p.name()), Some(p));
+        }
+    }
+
+    #[test]
+    fn slices_keep_inputs_whole_and_bounded() {
+        let inputs: Vec<Vec<u32>> = (0..40).map(|_| vec![1; 500]).collect();
+        let s = BertModel::slices(&inputs);
+        assert_eq!(s.first().map(|r| r.start), Some(0));
+        assert_eq!(s.last().map(|r| r.end), Some(40));
+        for w in s.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for r in &s {
+            assert!(r.len() * 500 <= MAX_BATCH_TOKENS);
+        }
+        let big = vec![vec![1u32; MAX_BATCH_TOKENS + 5], vec![1; 3]];
+        assert_eq!(BertModel::slices(&big), vec![0..1, 1..2]);
+        assert!(BertModel::slices(&[]).is_empty());
+    }
+}

@@ -1,0 +1,101 @@
+//! Weight views. Matrices stay in the mmap (borrowed at use, never copied); the small
+//! per-channel vectors (norm weights) are dequantized to f32 once at load.
+
+use crate::error::{EngineError, Result};
+use crate::gguf::{GgufFile, TensorInfo};
+use hologram_kernels::QuantType;
+
+/// A matrix `(rows, cols)` stored row-major in the file (GGUF `ne = [cols, rows]`).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub info: TensorInfo,
+    pub ttype: QuantType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Linear {
+    /// Look up `name` and check its shape is `[cols, rows]` and its type is one the kernels run.
+    pub fn load(f: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Self> {
+        let t = f
+            .tensor(name)
+            .ok_or_else(|| EngineError::invalid_model(format!("required tensor {name} is missing")))?;
+        Self::from_info(t, cols, rows)
+    }
+
+    pub fn load_opt(f: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Option<Self>> {
+        f.tensor(name).map(|t| Self::from_info(t, cols, rows)).transpose()
+    }
+
+    fn from_info(t: &TensorInfo, cols: usize, rows: usize) -> Result<Self> {
+        let dims: Vec<u64> = t.dims.iter().copied().collect();
+        let ok = dims.len() == 2 && dims[0] == cols as u64 && dims[1] == rows as u64
+            || dims.len() == 1 && rows == 1 && dims[0] == cols as u64;
+        if !ok {
+            return Err(EngineError::invalid_model(format!(
+                "tensor {} has shape {:?}, expected [{cols}, {rows}]",
+                t.name, dims
+            )));
+        }
+        if !supported(t.ttype) {
+            return Err(EngineError::Unsupported(format!(
+                "tensor {} has type {}, which hologram cannot compute with yet",
+                t.name,
+                t.ttype.name()
+            )));
+        }
+        Ok(Linear { info: t.clone(), ttype: t.ttype, rows, cols })
+    }
+
+    #[inline]
+    pub fn bytes<'f>(&self, f: &'f GgufFile) -> &'f [u8] {
+        f.tensor_data(&self.info)
+    }
+
+    /// Bytes of one row.
+    #[inline]
+    pub fn row_bytes(&self) -> usize {
+        self.info.nbytes as usize / self.rows.max(1)
+    }
+
+    /// Dequantize row `r` into `out` (embedding lookup).
+    pub fn dequantize_row(&self, f: &GgufFile, r: usize, out: &mut [f32]) -> Result<()> {
+        let rb = self.row_bytes();
+        let data = self.bytes(f);
+        let src = data.get(r * rb..(r + 1) * rb).ok_or_else(|| {
+            EngineError::InvalidArgument(format!("row {r} out of range for {}", self.info.name))
+        })?;
+        hologram_kernels::dequantize_row(self.ttype, src, out)
+            .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", self.info.name)))
+    }
+}
+
+/// A vector of `n` values (norm weights, biases), dequantized to f32.
+pub fn load_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let t = f
+        .tensor(name)
+        .ok_or_else(|| EngineError::invalid_model(format!("required tensor {name} is missing")))?;
+    load_vector_info(f, t, n)
+}
+
+pub fn load_vector_opt(f: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    f.tensor(name).map(|t| load_vector_info(f, t, n)).transpose()
+}
+
+fn load_vector_info(f: &GgufFile, t: &TensorInfo, n: usize) -> Result<Vec<f32>> {
+    if t.n_elements() != n as u64 || t.dims.iter().filter(|&&d| d != 1).count() > 1 {
+        return Err(EngineError::invalid_model(format!(
+            "tensor {} has shape {:?}, expected [{n}]",
+            t.name, t.dims
+        )));
+    }
+    let mut out = vec![0f32; n];
+    hologram_kernels::dequantize_row(t.ttype, f.tensor_data(t), &mut out)
+        .map_err(|e| EngineError::invalid_model(format!("{}: {e}", t.name)))?;
+    Ok(out)
+}
+
+/// Whether the kernels can compute with weights of type `t` (dequantize and matmul).
+fn supported(t: QuantType) -> bool {
+    hologram_kernels::supports(t)
+}

@@ -1,0 +1,353 @@
+//! Public kernel entry points: row dequantization, activation quantization, single dots and the
+//! quantized matmul. All argument checking happens here; the kernels behind the dispatch tables
+//! (`crate::simd`) trust these checks.
+//!
+//! `matmul` flow (ggml `ggml_compute_forward_mul_mat`, without the barrier): quantize all tokens
+//! of `x` once into `scratch` (the weight type's `vec_dot_type`), then split the weight rows into
+//! more chunks than threads and let the pool's work stealing run them. Inside a chunk every
+//! token is processed while the chunk's weight rows are cache-resident. With AVX-512 VNNI and
+//! several tokens, chunks go through the 16-row interleaved GEMM (`simd::x86_avx512`).
+
+use rayon::prelude::*;
+
+use crate::error::{check_len, KernelError};
+use crate::pool::Pool;
+use crate::quant::QuantType;
+use crate::simd::{self, Isa};
+
+/// Minimum tokens for the interleaved GEMM path (below it, per-row dots are cheaper than
+/// repacking the rows).
+pub const GEMM_MIN_TOK: usize = 4;
+
+/// Minimum weight bytes x tokens per chunk in the per-row path (keeps per-chunk overhead small).
+const MIN_CHUNK_WORK: usize = 16 * 1024;
+
+fn ensure_isa(isa: Isa) -> Result<(), KernelError> {
+    if isa.is_available() {
+        Ok(())
+    } else {
+        Err(KernelError::UnsupportedIsa(isa))
+    }
+}
+
+fn row_bytes(t: QuantType, n: usize) -> Result<usize, KernelError> {
+    if !n.is_multiple_of(t.block_size()) {
+        return Err(KernelError::NotBlockAligned { t, n });
+    }
+    t.row_bytes(n).ok_or(KernelError::Overflow)
+}
+
+/// Dequantize `dst.len()` values of type `t` from `src` with the active ISA.
+pub fn dequantize_row(t: QuantType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
+    dequantize_row_isa(simd::active(), t, src, dst)
+}
+
+/// Dequantize `dst.len()` values of type `t` from `src` with an explicit ISA.
+pub fn dequantize_row_isa(
+    isa: Isa,
+    t: QuantType,
+    src: &[u8],
+    dst: &mut [f32],
+) -> Result<(), KernelError> {
+    ensure_isa(isa)?;
+    let f = simd::dequant_fn(isa, t).ok_or(KernelError::UnsupportedType(t))?;
+    check_len("dequantize src bytes", row_bytes(t, dst.len())?, src.len())?;
+    // SAFETY: isa is available (checked) and src holds exactly the whole blocks for dst.
+    unsafe { f(src, dst) };
+    Ok(())
+}
+
+/// Quantize f32 activations `x` into `dst` in activation format `vt` (Q8_0 or Q8_1).
+pub fn quantize_row_isa(
+    isa: Isa,
+    vt: QuantType,
+    x: &[f32],
+    dst: &mut [u8],
+) -> Result<(), KernelError> {
+    ensure_isa(isa)?;
+    let f = simd::quantize_fn(isa, vt).ok_or(KernelError::UnsupportedType(vt))?;
+    check_len("quantize dst bytes", row_bytes(vt, x.len())?, dst.len())?;
+    // SAFETY: isa is available (checked); x is whole blocks and dst has their exact size.
+    unsafe { f(x, dst) };
+    Ok(())
+}
+
+/// Kernels resolved once per call.
+struct Plan {
+    vec_dot: simd::VecDotFn,
+    quantize: Option<simd::QuantizeFn>,
+    vt: QuantType,
+}
+
+fn plan(isa: Isa, wt: QuantType) -> Result<Plan, KernelError> {
+    ensure_isa(isa)?;
+    let vec_dot = simd::vec_dot_fn(isa, wt).ok_or(KernelError::UnsupportedType(wt))?;
+    let vt = wt.vec_dot_type();
+    let quantize = if vt == QuantType::F32 {
+        None
+    } else {
+        Some(simd::quantize_fn(isa, vt).ok_or(KernelError::UnsupportedType(wt))?)
+    };
+    Ok(Plan {
+        vec_dot,
+        quantize,
+        vt,
+    })
+}
+
+/// Dot of one weight row (`x.len()` values of type `t`) with f32 `x`, through the production
+/// path: `x` is first quantized into `scratch` in `t`'s activation format.
+pub fn vec_dot_f32(
+    isa: Isa,
+    t: QuantType,
+    w_row: &[u8],
+    x: &[f32],
+    scratch: &mut Vec<u8>,
+) -> Result<f32, KernelError> {
+    let p = plan(isa, t)?;
+    check_len("weight row bytes", row_bytes(t, x.len())?, w_row.len())?;
+    let xq: &[u8] = match p.quantize {
+        None => bytemuck::cast_slice(x),
+        Some(q) => {
+            let n = row_bytes(p.vt, x.len())?;
+            if scratch.len() < n {
+                scratch.resize(n, 0);
+            }
+            // SAFETY: isa available; x is whole blocks (same block size 32 as t) and the
+            // destination has exactly their size.
+            unsafe { q(x, &mut scratch[..n]) };
+            &scratch[..n]
+        }
+    };
+    // SAFETY: isa available; w_row and xq hold the same number of blocks/elements.
+    Ok(unsafe { (p.vec_dot)(w_row, xq) })
+}
+
+/// `out[t * rows + r] = dot(W[r], x[t])` with the active ISA; see [`matmul_isa`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    pool: &Pool,
+    w: &[u8],
+    wt: QuantType,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    matmul_isa(
+        simd::active(),
+        pool,
+        w,
+        wt,
+        rows,
+        cols,
+        x,
+        n_tok,
+        out,
+        scratch,
+    )
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: OutPtr is only used to write disjoint output elements from different chunks (each
+// (token, row) pair belongs to exactly one chunk) while the owning `&mut [f32]` is borrowed.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above; no two threads write the same element and nobody reads during the call.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Method access so closures capture the whole (Sync) wrapper, not the raw field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Quantized matmul with an explicit ISA.
+///
+/// `w`: `rows x cols` row-major in `wt` (GGUF ne0 = cols, ne1 = rows); `x`: `n_tok x cols` f32
+/// row-major; `out`: `n_tok x rows`, `out[t * rows + r] = dot(W[r], x[t])`. `scratch` holds
+/// the quantized activations; it only grows, so repeated calls of a size allocate nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_isa(
+    isa: Isa,
+    pool: &Pool,
+    w: &[u8],
+    wt: QuantType,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    let p = plan(isa, wt)?;
+    let rb = row_bytes(wt, cols)?;
+    check_len(
+        "weight bytes",
+        rows.checked_mul(rb).ok_or(KernelError::Overflow)?,
+        w.len(),
+    )?;
+    check_len(
+        "x length",
+        n_tok.checked_mul(cols).ok_or(KernelError::Overflow)?,
+        x.len(),
+    )?;
+    check_len(
+        "out length",
+        n_tok.checked_mul(rows).ok_or(KernelError::Overflow)?,
+        out.len(),
+    )?;
+    if rows == 0 || n_tok == 0 {
+        return Ok(());
+    }
+    let out_ptr = OutPtr(out.as_mut_ptr());
+
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && n_tok >= GEMM_MIN_TOK {
+        if let (Some(gemm), Some(q)) = (simd::x86_avx512::gemm_fn(wt), p.quantize) {
+            gemm_path(
+                pool, gemm, q, p.vt, w, rb, rows, cols, x, n_tok, out_ptr, scratch,
+            )?;
+            return Ok(());
+        }
+    }
+
+    // Per-row path: quantize x, then chunks of rows x all tokens.
+    let xrb = row_bytes(p.vt, cols)?;
+    let xq: &[u8] = match p.quantize {
+        None => bytemuck::cast_slice(x),
+        Some(q) => {
+            let n = n_tok * xrb;
+            if scratch.len() < n {
+                scratch.resize(n, 0);
+            }
+            quantize_all(pool, q, x, cols, &mut scratch[..n], xrb);
+            &scratch[..n]
+        }
+    };
+    let group = 16;
+    let min_rows = (MIN_CHUNK_WORK / (rb * n_tok).max(1))
+        .max(1)
+        .next_multiple_of(group);
+    let n_chunks = rows.div_ceil(min_rows).min(pool.n_threads() * 8).max(1);
+    let chunk_rows = rows.div_ceil(n_chunks).next_multiple_of(group);
+    let n_chunks = rows.div_ceil(chunk_rows);
+    let vd = p.vec_dot;
+    pool.for_each_chunk(n_chunks, |c| {
+        let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
+        for t in 0..n_tok {
+            let xr = &xq[t * xrb..(t + 1) * xrb];
+            for r in r0..r1 {
+                // SAFETY: isa available; W row r and token row t hold the same number of blocks.
+                let v = unsafe { vd(&w[r * rb..(r + 1) * rb], xr) };
+                // SAFETY: t < n_tok, r < rows, so the index is inside `out`; only this chunk
+                // writes rows r0..r1 (see OutPtr).
+                unsafe { *out_ptr.ptr().add(t * rows + r) = v };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Quantize `n_tok` rows of `cols` into `dst` (rows of `xrb` bytes), in parallel if large.
+fn quantize_all(
+    pool: &Pool,
+    q: simd::QuantizeFn,
+    x: &[f32],
+    cols: usize,
+    dst: &mut [u8],
+    xrb: usize,
+) {
+    let n_tok = x.len() / cols;
+    if n_tok >= 16 && pool.n_threads() > 1 {
+        pool.install(|| {
+            dst.par_chunks_mut(xrb)
+                .zip(x.par_chunks(cols))
+                .for_each(|(d, s)| {
+                    // SAFETY: the plan's isa is available; each x row is whole blocks and each dst
+                    // row exactly their quantized size.
+                    unsafe { q(s, d) }
+                })
+        });
+    } else {
+        for (d, s) in dst.chunks_mut(xrb).zip(x.chunks(cols)) {
+            // SAFETY: see above.
+            unsafe { q(s, d) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn gemm_path(
+    pool: &Pool,
+    gemm: simd::x86_avx512::GemmFn,
+    q: simd::QuantizeFn,
+    vt: QuantType,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    out: OutPtr,
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    use crate::simd::x86_avx512::{ActSide, GEMM_ROWS};
+    let xrb = row_bytes(vt, cols)?;
+    let nb = cols / 32;
+    let xb = vt.type_size();
+    let xlen = n_tok * xrb;
+    let nside = n_tok * nb;
+    let need = xlen + 4 + 3 * 4 * nside;
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let pad = (4 - (scratch.as_ptr() as usize + xlen) % 4) % 4;
+    let (xq, rest) = scratch.split_at_mut(xlen);
+    quantize_all(pool, q, x, cols, xq, xrb);
+    let rest = &mut rest[pad..pad + 12 * nside];
+    let (d_b, rest) = rest.split_at_mut(4 * nside);
+    let (qs_b, s_b) = rest.split_at_mut(4 * nside);
+    let d: &mut [f32] = bytemuck::cast_slice_mut(d_b);
+    let qsum: &mut [i32] = bytemuck::cast_slice_mut(qs_b);
+    let s: &mut [f32] = bytemuck::cast_slice_mut(s_b);
+    let qoff = xb - 32;
+    for (i, blk) in xq.chunks_exact(xb).enumerate() {
+        d[i] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        s[i] = if qoff == 4 {
+            half::f16::from_le_bytes([blk[2], blk[3]]).to_f32()
+        } else {
+            0.0
+        };
+        qsum[i] = blk[qoff..].iter().map(|&v| i32::from(v as i8)).sum();
+    }
+    let side = ActSide { d, qsum, s };
+    let xq: &[u8] = xq;
+    let n_groups = rows.div_ceil(GEMM_ROWS);
+    pool.for_each_chunk(n_groups, |g| {
+        let r0 = g * GEMM_ROWS;
+        let nr = (rows - r0).min(GEMM_ROWS);
+        // SAFETY: Avx512 availability was checked by plan(); w rows r0..r0+nr are whole blocks;
+        // xq/side hold n_tok rows of nb blocks; out + t*rows + r0 + (0..nr) is inside `out` and
+        // written only by this group.
+        unsafe {
+            gemm(
+                &w[r0 * rb..(r0 + nr) * rb],
+                rb,
+                nr,
+                nb,
+                xq,
+                xrb,
+                &side,
+                n_tok,
+                out.ptr().add(r0),
+                rows,
+            )
+        };
+    });
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Element-wise and row-wise f32 operations of a transformer forward pass: normalisation,
+//! softmax, activations and rotary position embeddings. They work on plain slices; shapes are
+//! arguments. Loops are written so the compiler vectorises them (no gathers, no branches in
+//! the inner loop); the quantized matmuls are where SIMD is hand-written.
+
+/// `out = x / rms(x) * w` over one row (llama.cpp `ggml_rms_norm` followed by `ggml_mul`).
+/// `w_offset` is added to every weight (Gemma stores `w` so that the scale is `1 + w` in the
+/// original model; its GGUF converter already adds the 1, so llama and gemma3 GGUFs use 0).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), w.len());
+    debug_assert_eq!(x.len(), out.len());
+    let scale = rms_scale(x, eps);
+    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
+        *o = xi * scale * wi;
+    }
+}
+
+/// In-place `x = x / rms(x) * w`.
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    debug_assert_eq!(x.len(), w.len());
+    let scale = rms_scale(x, eps);
+    for (xi, &wi) in x.iter_mut().zip(w) {
+        *xi *= scale * wi;
+    }
+}
+
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    // Accumulate in 8 lanes so the compiler can vectorise the reduction; f64 at the end.
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    let mut sum: f64 = acc.iter().map(|&a| a as f64).sum();
+    sum += rem.iter().map(|&a| (a as f64) * (a as f64)).sum::<f64>();
+    let mean = sum / x.len().max(1) as f64;
+    (1.0 / (mean + eps as f64).sqrt()) as f32
+}
+
+/// LayerNorm over one row: `out = (x - mean) / sqrt(var + eps) * w + b` (BERT-style).
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+        .sum::<f64>()
+        / n;
+    let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+    let mean = mean as f32;
+    for (((o, &xi), &wi), &bi) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (xi - mean) * inv * wi + bi;
+    }
+}
+
+/// Numerically stable in-place softmax; returns the log of the normaliser (logsumexp).
+pub fn softmax_inplace(x: &mut [f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    max + sum.ln()
+}
+
+/// `gate = silu(gate) * up` (SwiGLU).
+pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = x / (1.0 + (-x).exp()) * u;
+    }
+}
+
+/// GELU, tanh approximation (ggml `ggml_gelu`, used by Gemma's `gelu_pytorch_tanh`).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// GELU, exact erf form (BERT).
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
+}
+
+/// `gate = gelu_tanh(gate) * up` (GeGLU, Gemma).
+pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh(*g) * u;
+    }
+}
+
+/// erf with max error ~1.5e-7 (Abramowitz-Stegun 7.1.26 is too coarse for golden tests;
+/// this is the W. J. Cody rational approximation computed in f64).
+pub fn erf(x: f32) -> f32 {
+    let x = x as f64;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    // Numerical Recipes erfc approximation (fractional error < 1.2e-7).
+    let y = t
+        * (-x * x - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    let r = if x >= 0.0 { 1.0 - y } else { y - 1.0 };
+    r as f32
+}
+
+/// Rotary embedding layout. `Norm` rotates adjacent pairs `(x[2i], x[2i+1])` (llama.cpp
+/// `LLAMA_ROPE_TYPE_NORM`, used by the llama family, whose GGUF converter permutes Q/K);
+/// `Neox` rotates `(x[i], x[i + n_dims/2])` (`LLAMA_ROPE_TYPE_NEOX`: gemma3, qwen2, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeKind {
+    Norm,
+    Neox,
+}
+
+/// Fill `cs` (length n_dims) with interleaved `(cos, sin)` of `pos * base^(-2i/n_dims)` for
+/// i in 0..n_dims/2, scaled by `freq_scale` (linear position scaling).
+pub fn rope_cos_sin(pos: usize, n_dims: usize, base: f32, freq_scale: f32, cs: &mut [f32]) {
+    let half = n_dims / 2;
+    debug_assert!(cs.len() >= 2 * half);
+    let p = pos as f64 * freq_scale as f64;
+    for i in 0..half {
+        let theta = p * (base as f64).powf(-2.0 * i as f64 / n_dims as f64);
+        let (s, c) = theta.sin_cos();
+        cs[2 * i] = c as f32;
+        cs[2 * i + 1] = s as f32;
+    }
+}
+
+/// Apply a rotary embedding in place to one head vector `x` (length head_dim) with the table
+/// from [`rope_cos_sin`]; dimensions past n_dims (= cs.len()) are left as they are.
+pub fn rope_apply(x: &mut [f32], cs: &[f32], kind: RopeKind) {
+    let half = cs.len() / 2;
+    match kind {
+        RopeKind::Norm => {
+            for i in 0..half {
+                let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+                let (a, b) = (x[2 * i], x[2 * i + 1]);
+                x[2 * i] = a * c - b * s;
+                x[2 * i + 1] = a * s + b * c;
+            }
+        }
+        RopeKind::Neox => {
+            for i in 0..half {
+                let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+                let (a, b) = (x[i], x[i + half]);
+                x[i] = a * c - b * s;
+                x[i + half] = a * s + b * c;
+            }
+        }
+    }
+}
+
+/// f32 dot product with 8 independent accumulators (vectorises to FMA lanes).
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 16];
+    let ca = a.chunks_exact(16);
+    let cb = b.chunks_exact(16);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut s = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    acc.iter().sum::<f32>() + s
+}
+
+/// `y += a * x`.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = a.mul_add(xi, *yi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = vec![1.0, 2.0, 3.0, -1.0];
+        let lse = softmax_inplace(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let expect = (1f32.exp() + 2f32.exp() + 3f32.exp() + (-1f32).exp()).ln();
+        assert!((lse - expect).abs() < 1e-5);
+    }
+
+    #[test]
+    fn rms_norm_unit() {
+        let x = [3.0f32, 4.0];
+        let mut o = [0f32; 2];
+        rms_norm(&x, &[1.0, 1.0], 0.0, &mut o);
+        let rms = (12.5f32).sqrt();
+        assert!((o[0] - 3.0 / rms).abs() < 1e-6 && (o[1] - 4.0 / rms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_kinds_rotate_the_right_pairs() {
+        let mut cs = vec![0f32; 4];
+        rope_cos_sin(1, 4, 10000.0, 1.0, &mut cs);
+        let mut a = [1.0f32, 0.0, 1.0, 0.0];
+        rope_apply(&mut a, &cs, RopeKind::Norm);
+        assert!((a[0] - 1f32.cos()).abs() < 1e-6 && (a[1] - 1f32.sin()).abs() < 1e-6);
+        let mut b = [1.0f32, 1.0, 0.0, 0.0];
+        rope_apply(&mut b, &cs, RopeKind::Neox);
+        assert!((b[0] - 1f32.cos()).abs() < 1e-6 && (b[2] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, e) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+        ] {
+            assert!((erf(x) - e).abs() < 1e-6, "erf({x})");
+        }
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot_f32(&a, &b) - naive).abs() < 1e-3);
+    }
+}

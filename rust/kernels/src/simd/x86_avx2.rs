@@ -1,0 +1,435 @@
+//! AVX2 + FMA + F16C kernels (x86-64). Same function names as `x86_avx512.rs`.
+//!
+//! Integer dots follow ggml `arch/x86/quants.c`: weights become 32 bytes per block, then
+//! `vpmaddubsw` (u8 x i8 -> i16 pairs) + `vpmaddwd` with ones (-> i32) and one FMA per block
+//! with the combined scale. Signed weights use the sign trick (|w| x sign(y, w)); pair sums stay
+//! below i16 saturation because activations are in [-127, 127] (|w| <= 128). Dequantization
+//! does exactly the reference's f32 operations (mul, then add; never FMA), so it is bit-exact.
+//!
+//! Every public fn here is `unsafe`: callers guarantee AVX2+FMA+F16C (checked via
+//! `Isa::Avx2.is_available()`) and whole-block slice lengths (debug-asserted).
+
+use std::arch::x86_64::*;
+
+use super::{DequantFn, QuantizeFn, VecDotFn};
+use crate::quant::{self, QuantType};
+
+const QK: usize = 32;
+
+const Q4_0: u32 = QuantType::Q4_0 as u32;
+const Q4_1: u32 = QuantType::Q4_1 as u32;
+const Q5_0: u32 = QuantType::Q5_0 as u32;
+const Q5_1: u32 = QuantType::Q5_1 as u32;
+const Q8_0: u32 = QuantType::Q8_0 as u32;
+
+/// Static layout facts of a 32-element block format.
+#[derive(Clone, Copy)]
+pub(super) struct Fmt {
+    /// Bytes per block.
+    pub bytes: usize,
+    /// Has an f16 min `m` at byte 2 (Q4_1, Q5_1): dot against Q8_1.
+    pub has_m: bool,
+    /// Zero point subtracted from the unsigned quants (8, 16; 0 for Q8_0 which is signed).
+    pub off: i8,
+}
+
+pub(super) const fn fmt(t: u32) -> Fmt {
+    match t {
+        Q4_0 => Fmt {
+            bytes: 18,
+            has_m: false,
+            off: 8,
+        },
+        Q4_1 => Fmt {
+            bytes: 20,
+            has_m: true,
+            off: 0,
+        },
+        Q5_0 => Fmt {
+            bytes: 22,
+            has_m: false,
+            off: 16,
+        },
+        Q5_1 => Fmt {
+            bytes: 24,
+            has_m: true,
+            off: 0,
+        },
+        _ => Fmt {
+            bytes: 34,
+            has_m: false,
+            off: 0,
+        },
+    }
+}
+
+/// f16 at `p` as f32.
+///
+/// # Safety
+/// `p..p+2` readable; F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at p.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// 16 bytes of nibbles at `p` -> 32 bytes: low nibbles first (elements 0..16), then high.
+///
+/// # Safety
+/// `p..p+16` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let t = unsafe { _mm_loadu_si128(p.cast()) };
+    let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
+}
+
+/// 32 bits at `p` -> 32 bytes, byte j = 0x10 if bit j is set (the fifth bit of Q5 quants).
+///
+/// # Safety
+/// `p..p+4` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes.
+    let x = unsafe { p.cast::<i32>().read_unaligned() };
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// The 32 raw quants of the block at `p`: unsigned 0..15 / 0..31 for Q4/Q5, signed for Q8_0.
+///
+/// # Safety
+/// `p` points at a whole block of format `T`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn raw_quants<const T: u32>(p: *const u8) -> __m256i {
+    // SAFETY: (all arms) the offsets are within the block layout of T (see quant::*), which the
+    // caller guarantees is readable at p.
+    unsafe {
+        match T {
+            Q4_0 => nibbles(p.add(2)),
+            Q4_1 => nibbles(p.add(4)),
+            Q5_0 => _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2))),
+            Q5_1 => _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4))),
+            _ => _mm256_loadu_si256(p.add(2).cast()),
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_u8_i8(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_i8_i8(w: __m256i, y: __m256i) -> __m256i {
+    sum_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Dot of a quantized row with Q8_0 / Q8_1 activations.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w` whole blocks of `T`; `x` the same number of Q8_0 (Q8_1 if `has_m`) blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q<const T: u32>(w: &[u8], x: &[u8]) -> f32 {
+    let f = const { fmt(T) };
+    let xb = if f.has_m { 36 } else { 34 };
+    let xq = if f.has_m { 4 } else { 2 };
+    let nb = w.len() / f.bytes;
+    debug_assert_eq!(w.len(), nb * f.bytes);
+    debug_assert_eq!(x.len(), nb * xb);
+    let (pw, px) = (w.as_ptr(), x.as_ptr());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for i in 0..nb {
+        // SAFETY: i < nb, so block i of w (f.bytes) and of x (xb) lie inside the slices.
+        let (bw, bx) = unsafe { (pw.add(i * f.bytes), px.add(i * xb)) };
+        // SAFETY: bw/bx are whole blocks (above); the f16 fields are at offsets 0 and 2.
+        let (q, y, d) = unsafe {
+            let d = f16_at(bw) * f16_at(bx);
+            if f.has_m {
+                summs += f16_at(bw.add(2)) * f16_at(bx.add(2));
+            }
+            (
+                raw_quants::<T>(bw),
+                _mm256_loadu_si256(bx.add(xq).cast()),
+                d,
+            )
+        };
+        let p = if f.has_m {
+            sum_u8_i8(q, y)
+        } else if f.off != 0 {
+            sum_i8_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(f.off)), y)
+        } else {
+            sum_i8_i8(q, y)
+        };
+        let p = _mm256_cvtepi32_ps(p);
+        if i % 2 == 0 {
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc0);
+        } else {
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d), p, acc1);
+        }
+    }
+    hsum256(_mm256_add_ps(acc0, acc1)) + summs
+}
+
+/// Loads 8 weights of a float format at element `i` as f32.
+///
+/// # Safety
+/// Elements i..i+8 readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<const T: u32>(p: *const u8, i: usize) -> __m256 {
+    // SAFETY: the caller guarantees 8 elements at i.
+    unsafe {
+        match T {
+            0 => _mm256_loadu_ps(p.cast::<f32>().add(i)),
+            1 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<u16>().add(i).cast())),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast::<u16>().add(i).cast())),
+                16,
+            )),
+        }
+    }
+}
+
+/// Dot of an F32 (T=0) / F16 (T=1) / BF16 (T=30) row with f32 activations (as bytes).
+///
+/// # Safety
+/// AVX2+FMA+F16C; `x.len() / 4 == n` elements of `w`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_float<const T: u32>(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 4;
+    debug_assert_eq!(w.len(), n * if T == 0 { 4 } else { 2 });
+    let (pw, px) = (w.as_ptr(), x.as_ptr().cast::<f32>());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 32 <= n, so elements i+8k..i+8k+8 exist in both rows.
+            let (wv, xv) = unsafe {
+                (
+                    load8::<T>(pw, i + 8 * k),
+                    _mm256_loadu_ps(px.add(i + 8 * k)),
+                )
+            };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let (wv, xv) = unsafe { (load8::<T>(pw, i), _mm256_loadu_ps(px.add(i))) };
+        acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
+        i += 8;
+    }
+    let mut s = hsum256(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    if i < n {
+        let ws = if T == 0 { 4 } else { 2 };
+        let (wt, xt) = (&w[i * ws..], &x[i * 4..]);
+        s += match T {
+            0 => quant::fp32::vec_dot(wt, xt),
+            1 => quant::fp16::vec_dot(wt, xt),
+            _ => quant::bf16::vec_dot(wt, xt),
+        };
+    }
+    s
+}
+
+/// Stores 32 dequantized values `d * q (+ m)` from 32 quant bytes (signed if `SIGNED`).
+///
+/// # Safety
+/// `y..y+32` writable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_deq<const SIGNED: bool>(q: __m256i, d: f32, m: Option<f32>, y: *mut f32) {
+    let dv = _mm256_set1_ps(d);
+    let halves = [_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)];
+    for (h, qq) in halves.into_iter().enumerate() {
+        for k in 0..2 {
+            let b = if k == 0 {
+                qq
+            } else {
+                _mm_unpackhi_epi64(qq, qq)
+            };
+            let i = if SIGNED {
+                _mm256_cvtepi8_epi32(b)
+            } else {
+                _mm256_cvtepu8_epi32(b)
+            };
+            let mut v = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(i));
+            if let Some(m) = m {
+                v = _mm256_add_ps(v, _mm256_set1_ps(m));
+            }
+            // SAFETY: 16h + 8k + 8 <= 32 floats, writable per the caller.
+            unsafe { _mm256_storeu_ps(y.add(16 * h + 8 * k), v) };
+        }
+    }
+}
+
+/// # Safety
+/// AVX2+FMA+F16C; `src` whole blocks of `T`, `dst` 32 floats per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant_q<const T: u32>(src: &[u8], dst: &mut [f32]) {
+    let f = const { fmt(T) };
+    let nb = src.len() / f.bytes;
+    debug_assert_eq!(dst.len(), nb * QK);
+    for i in 0..nb {
+        // SAFETY: block i lies inside src; dst has 32 floats for it.
+        unsafe {
+            let b = src.as_ptr().add(i * f.bytes);
+            let y = dst.as_mut_ptr().add(i * QK);
+            let d = f16_at(b);
+            let q = raw_quants::<T>(b);
+            if f.has_m {
+                store_deq::<false>(q, d, Some(f16_at(b.add(2))), y);
+            } else if f.off != 0 {
+                store_deq::<true>(_mm256_sub_epi8(q, _mm256_set1_epi8(f.off)), d, None, y);
+            } else {
+                store_deq::<true>(q, d, None, y);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX2+FMA+F16C; `src` holds `dst.len()` elements of F32 (T=0) / F16 (1) / BF16 (30).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant_float<const T: u32>(src: &[u8], dst: &mut [f32]) {
+    let n = dst.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n elements in src and dst.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(i), load8::<T>(src.as_ptr(), i)) };
+        i += 8;
+    }
+    let ws = if T == 0 { 4 } else { 2 };
+    match T {
+        0 => quant::fp32::dequantize(&src[i * ws..], &mut dst[i..]),
+        1 => quant::fp16::dequantize(&src[i * ws..], &mut dst[i..]),
+        _ => quant::bf16::dequantize(&src[i * ws..], &mut dst[i..]),
+    }
+}
+
+/// Quantize f32 activations to Q8_0 (`Q81 = false`) or Q8_1, bit-identical to the references.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `x.len()` multiple of 32, `dst` 34 (36) bytes per 32 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8<const Q81: bool>(x: &[f32], dst: &mut [u8]) {
+    let bs = if Q81 { 36 } else { 34 };
+    let nb = x.len() / QK;
+    debug_assert_eq!(dst.len(), nb * bs);
+    let sign = _mm256_set1_ps(-0.0);
+    for i in 0..nb {
+        // SAFETY: block i: 32 floats of x and bs bytes of dst are in bounds.
+        let v: [__m256; 4] = unsafe {
+            let p = x.as_ptr().add(i * QK);
+            [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ]
+        };
+        let mut m = _mm256_andnot_ps(sign, v[0]);
+        for vv in &v[1..] {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vv));
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        let amax = _mm_cvtss_f32(m4);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let q: [__m256i; 4] =
+            core::array::from_fn(|k| _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv)));
+        let i0 = _mm256_packs_epi32(q[0], q[1]);
+        let i2 = _mm256_packs_epi32(q[2], q[3]);
+        let b = _mm256_packs_epi16(i0, i2);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let dh =
+            _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT), 0) as u16;
+        let o = &mut dst[i * bs..(i + 1) * bs];
+        o[..2].copy_from_slice(&dh.to_le_bytes());
+        if Q81 {
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01));
+            let sum = _mm_cvtsi128_si32(s4);
+            let sh = _mm_extract_epi16(
+                _mm_cvtps_ph(_mm_set_ss(sum as f32 * d), _MM_FROUND_TO_NEAREST_INT),
+                0,
+            ) as u16;
+            o[2..4].copy_from_slice(&sh.to_le_bytes());
+        }
+        // SAFETY: o has bs bytes; the 32 quants go at o[bs-32..bs].
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(bs - 32).cast(), b) };
+    }
+}
+
+pub(super) fn dequant_fn(t: QuantType) -> Option<DequantFn> {
+    Some(match t {
+        QuantType::F32 => dequant_float::<0>,
+        QuantType::F16 => dequant_float::<1>,
+        QuantType::BF16 => dequant_float::<30>,
+        QuantType::Q4_0 => dequant_q::<Q4_0>,
+        QuantType::Q4_1 => dequant_q::<Q4_1>,
+        QuantType::Q5_0 => dequant_q::<Q5_0>,
+        QuantType::Q5_1 => dequant_q::<Q5_1>,
+        QuantType::Q8_0 => dequant_q::<Q8_0>,
+        _ => return None,
+    })
+}
+
+pub(super) fn vec_dot_fn(t: QuantType) -> Option<VecDotFn> {
+    Some(match t {
+        QuantType::F32 => vec_dot_float::<0>,
+        QuantType::F16 => vec_dot_float::<1>,
+        QuantType::BF16 => vec_dot_float::<30>,
+        QuantType::Q4_0 => vec_dot_q::<Q4_0>,
+        QuantType::Q4_1 => vec_dot_q::<Q4_1>,
+        QuantType::Q5_0 => vec_dot_q::<Q5_0>,
+        QuantType::Q5_1 => vec_dot_q::<Q5_1>,
+        QuantType::Q8_0 => vec_dot_q::<Q8_0>,
+        _ => return None,
+    })
+}
+
+pub(super) fn quantize_fn(vt: QuantType) -> Option<QuantizeFn> {
+    Some(match vt {
+        QuantType::Q8_0 => quantize_q8::<false>,
+        QuantType::Q8_1 => quantize_q8::<true>,
+        _ => return None,
+    })
+}

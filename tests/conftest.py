@@ -1,0 +1,41 @@
+"""Shared fixtures: the real models (from their PyPI packages) and the golden references."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hologram
+from hologram.models import default_model_path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("HOLOGRAM_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "golden"
+
+
+def load_golden(name: str) -> dict[str, Any]:
+    path = GOLDEN / name
+    if not path.is_file():
+        pytest.fail(f"golden file {path} is missing (set HOLOGRAM_SHARED to the shared/ folder)")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path) -> Iterator[hologram.Engine]:
+    yield hologram.Engine(smollm2_path, n_ctx=1024, n_threads=2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_golden() -> dict[str, Any]:
+    return load_golden("smollm2-135m-instruct-q4_1.json")

@@ -1,0 +1,129 @@
+"""Every example of USAGE.md, run as written. The only substitutions: the port (8000 / 3000 ->
+the test server's free port), ``embedding_model_id`` / ``MODEL`` / ``EMBEDDING_MODEL`` -> the
+served model id, ``model.gguf`` -> a symlink to the default model in the working directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from hologram.models import default_model_path
+
+from .conftest import USAGE, Server, free_port, wait_healthy
+
+
+def blocks(lang: str) -> list[str]:
+    text = USAGE.read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_usage_has_examples() -> None:
+    assert len(blocks("python")) == 3 and len(blocks("bash")) == 2
+
+
+def _with_port(code: str, port: int) -> str:
+    return code.replace("localhost:8000", f"localhost:{port}")
+
+
+def test_openai_client_example(server: Server, model_id: str) -> None:
+    code = blocks("python")[0]
+    assert "from openai import OpenAI" in code
+    code = f"embedding_model_id = {model_id!r}\n" + _with_port(code, server.port)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "prompt_tokens=" in proc.stdout
+
+
+def test_plain_http_streaming_example(server: Server) -> None:
+    code = blocks("python")[1]
+    assert "requests.post" in code
+    proc = subprocess.run([sys.executable, "-c", _with_port(code, server.port)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+
+
+@pytest.fixture()
+def model_dir(tmp_path: Path) -> Path:
+    (tmp_path / "model.gguf").symlink_to(default_model_path())
+    return tmp_path
+
+
+def test_python_api_example(model_dir: Path) -> None:
+    code = blocks("python")[2]
+    assert "hologram.Engine" in code
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                          timeout=300, cwd=model_dir)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _curl_commands() -> list[str]:
+    joined = blocks("bash")[0].replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith("curl")]
+
+
+def test_curl_examples(server: Server, model_id: str) -> None:
+    cmds = _curl_commands()
+    assert len(cmds) == 6
+    outputs = []
+    for cmd in cmds:
+        cmd = _with_port(cmd, server.port)
+        cmd = cmd.replace('"EMBEDDING_MODEL"', f'"{model_id}"').replace('"MODEL"', f'"{model_id}"')
+        proc = subprocess.run(["bash", "-c", cmd + " --fail-with-body -sS"], check=False,
+                              capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
+        outputs.append(proc.stdout)
+    health, models, completion, embedding, stream, metrics = outputs
+    assert '"ok"' in health
+    assert model_id in models
+    assert '"text_completion"' in completion
+    assert '"embedding"' in embedding
+    assert stream.rstrip().endswith("data: [DONE]") and '"role":"assistant"' in stream
+    assert "hologram_requests_total" in metrics
+
+
+def _cli_commands() -> list[str]:
+    out = []
+    for line in blocks("bash")[1].splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("hologram-serve"):
+            out.append(line)
+    return out
+
+
+def test_command_line_examples(model_dir: Path) -> None:
+    cmds = _cli_commands()
+    assert len(cmds) == 3
+    if not any(Path(p, "hologram-serve").exists() for p in os.environ["PATH"].split(":")):
+        pytest.skip("hologram-serve console script is not installed")
+    for cmd in cmds:
+        port = free_port()
+        if re.search(r"--port \d+", cmd):
+            cmd = re.sub(r"--port \d+", f"--port {port}", cmd)
+        else:
+            cmd += f" --port {port}"
+        env = {**os.environ, "KEY": "usage-md-key"}
+        log = model_dir / f"serve-{port}.log"
+        proc = subprocess.Popen(["bash", "-c", "exec " + cmd], cwd=model_dir, env=env,
+                                stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        srv = Server(proc, port, log)
+        try:
+            wait_healthy(srv, 120)
+            headers = {"Authorization": "Bearer usage-md-key"} if "KEY" in cmd else {}
+            r = requests.get(srv.v1 + "/models", headers=headers, timeout=10)
+            assert r.status_code == 200, r.text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            code = proc.wait(60)
+        assert code == 0, (cmd, srv.log()[-2000:])
+        assert time.monotonic() - t0 < 30
