@@ -13,7 +13,11 @@ cargo clippy --workspace --all-targets --exclude hologram-py -- -D warnings
 cargo clippy -p hologram-py -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --exclude hologram-py --release
+# The reader also runs over the malformed-GGUF corpus (RELIABILITY.md G01-G38).
+corpus=$(mktemp -d)
+trap 'rm -rf "$corpus"' EXIT
+$PY tests/gguf_corpus.py "$corpus" >/dev/null
+HOLOGRAM_GGUF_CORPUS="$corpus" cargo test --workspace --exclude hologram-py --release
 
 echo "== ruff / mypy"
 $PY -m ruff check python tests benches

@@ -31,7 +31,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -343,6 +343,17 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         service._check_ready()
         return _json_response(service.model_card(service.get_model(model_id)).dump())
 
+    async def _cancellable(work: Awaitable[dict[str, Any]], rlog: RequestLog) -> dict[str, Any]:
+        """Await a non-streamed result; if the client goes away, log the request as cancelled
+        (the work itself stops: see Service.events)."""
+        try:
+            return await work
+        except asyncio.CancelledError:
+            rlog.cancelled = True
+            rlog.status = 499
+            _log_access(rlog, request.url_rule.rule if request.url_rule else "unmatched")
+            raise
+
     def _ignored_header(unknown: list[str]) -> dict[str, str]:
         return {"x-hologram-ignored-params": ",".join(unknown)[:1024]} if unknown else {}
 
@@ -355,7 +366,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         if plan.stream:
             service.check_capacity(plan.served)
             return sse_response(service.completion_chunks(plan), rlog, headers)
-        return _json_response(await service.completion_response(plan), headers=headers)
+        return _json_response(await _cancellable(service.completion_response(plan), rlog), headers=headers)
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
@@ -366,14 +377,15 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         if plan.stream:
             service.check_capacity(plan.served)
             return sse_response(service.chat_chunks(plan), rlog, headers)
-        return _json_response(await service.chat_response(plan), headers=headers)
+        return _json_response(await _cancellable(service.chat_response(plan), rlog), headers=headers)
 
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
         rlog: RequestLog = g.rlog
         req = parse_request(EmbeddingRequest, await read_json())
         headers = _ignored_header(_note_unknown(req, rlog))
-        return _json_response(await service.embeddings(req, rlog), headers=headers)
+        return _json_response(await _cancellable(service.embeddings(req, rlog), rlog),
+                              headers=headers)
 
     # -- websocket ------------------------------------------------------------------------
 

@@ -383,6 +383,7 @@ class Service:
             return jobs
 
         jobs = await self._off_loop(prepare)
+        rlog.prompt_tokens = sum({j.prompt_index: len(j.prompt.ids) for j in jobs}.values())
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return Plan("completion", served, head, jobs, bool(req.stream), include_usage,
                     req.logprobs, _new_id("cmpl"), int(time.time()), rlog.started, rlog)
@@ -435,7 +436,8 @@ class Service:
 
         def prepare() -> list[_Job]:
             prompt = head.encode_chat(messages)
-            resolved = head.resolve_max_tokens(len(prompt.ids), max_tokens, max_param, "messages")
+            resolved = head.resolve_max_tokens(len(prompt.ids), max_tokens, max_param,
+                                               "messages")
             jobs: list[_Job] = []
             for j in range(n):
                 params = self._sampling(req, head, resolved, logprobs)
@@ -445,6 +447,7 @@ class Service:
             return jobs
 
         jobs = await self._off_loop(prepare)
+        rlog.prompt_tokens = len(jobs[0].prompt.ids)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return Plan("chat", served, head, jobs, bool(req.stream), include_usage, logprobs,
                     _new_id("chatcmpl"), int(time.time()), rlog.started, rlog)

@@ -63,6 +63,15 @@ pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
         .get_str_array("tokenizer.ggml.tokens")?
         .ok_or_else(|| EngineError::invalid_model("missing required key tokenizer.ggml.tokens"))?
         .to_vec();
+    // A token is a short piece of text; a huge one is a malformed (or hostile) vocabulary
+    // (RELIABILITY G37, llama.cpp CVE-2025-49847).
+    const MAX_TOKEN_BYTES: usize = 64 * 1024;
+    if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| t.len() > MAX_TOKEN_BYTES) {
+        return Err(EngineError::invalid_model(format!(
+            "tokenizer.ggml.tokens[{i}] is {} bytes long (limit {MAX_TOKEN_BYTES})",
+            t.len()
+        )));
+    }
     let scores = f.get_f32_array("tokenizer.ggml.scores")?.map(|s| s.to_vec()).unwrap_or_default();
     let token_types =
         f.get_i32_array("tokenizer.ggml.token_type")?.map(|s| s.to_vec()).unwrap_or_default();

@@ -5,7 +5,7 @@
 //!     HOLOGRAM_TEST_BERT_GGUF=/tmp/minilm.f32.gguf cargo test -p hologram-engine --test bert_dev -- --nocapture
 //!
 //! Skipped (with a message) when the variable is unset. The golden file is found through
-//! `HOLOGRAM_SHARED` or as `../shared` next to the repository.
+//! `HOLOGRAM_SHARED` or as `shared/` next to the repository.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,166 +14,6 @@ use hologram_engine::gguf::GgufFile;
 use hologram_engine::model::bert::{BertModel, Pooling};
 use hologram_engine::tokenizer::WordPieceTokenizer;
 use hologram_kernels::Pool;
-
-// ---- a minimal JSON reader (the engine crate has no JSON dependency)
-
-#[derive(Debug)]
-enum Json {
-    Null,
-    Bool(#[allow(dead_code)] bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn get(&self, k: &str) -> &Json {
-        match self {
-            Json::Obj(m) => m.iter().find(|(kk, _)| kk == k).map(|(_, v)| v).unwrap_or(&Json::Null),
-            _ => &Json::Null,
-        }
-    }
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => &[],
-        }
-    }
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string: {self:?}"),
-        }
-    }
-    fn num(&self) -> f64 {
-        match self {
-            Json::Num(n) => *n,
-            _ => panic!("not a number: {self:?}"),
-        }
-    }
-}
-
-struct Parser<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.b[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut m = Vec::new();
-                loop {
-                    self.ws();
-                    if self.b[self.i] == b'}' {
-                        self.i += 1;
-                        return Json::Obj(m);
-                    }
-                    let k = self.string();
-                    self.ws();
-                    assert_eq!(self.b[self.i], b':');
-                    self.i += 1;
-                    let v = self.value();
-                    m.push((k, v));
-                    self.ws();
-                    if self.b[self.i] == b',' {
-                        self.i += 1;
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut a = Vec::new();
-                loop {
-                    self.ws();
-                    if self.b[self.i] == b']' {
-                        self.i += 1;
-                        return Json::Arr(a);
-                    }
-                    a.push(self.value());
-                    self.ws();
-                    if self.b[self.i] == b',' {
-                        self.i += 1;
-                    }
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            b't' => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let s = self.i;
-                while self.i < self.b.len() && b"+-0123456789.eE".contains(&self.b[self.i]) {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.b[s..self.i]).unwrap();
-                Json::Num(t.parse().unwrap_or_else(|_| panic!("bad number {t:?}")))
-            }
-        }
-    }
-    fn hex4(&mut self) -> u32 {
-        let h = std::str::from_utf8(&self.b[self.i..self.i + 4]).unwrap();
-        self.i += 4;
-        u32::from_str_radix(h, 16).unwrap()
-    }
-    fn string(&mut self) -> String {
-        assert_eq!(self.b[self.i], b'"');
-        self.i += 1;
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let c = self.b[self.i];
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).unwrap(),
-                b'\\' => {
-                    let e = self.b[self.i];
-                    self.i += 1;
-                    let ch = match e {
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'u' => {
-                            let mut cp = self.hex4();
-                            if (0xD800..0xDC00).contains(&cp) && self.b[self.i] == b'\\' {
-                                self.i += 2;
-                                let lo = self.hex4();
-                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                            }
-                            char::from_u32(cp).unwrap_or('\u{FFFD}')
-                        }
-                        other => other as char,
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                _ => out.push(c),
-            }
-        }
-    }
-}
-
-fn parse_json(text: &str) -> Json {
-    Parser { b: text.as_bytes(), i: 0 }.value()
-}
 
 // ---- helpers
 
@@ -221,16 +61,21 @@ fn setup() -> Option<Setup> {
     // F32 conversions must match to 0.9999, quantized ones to 0.999.
     let min_cos = if f.get_u64("general.file_type").unwrap().unwrap_or(0) == 0 { 0.9999 } else { 0.999 };
 
-    let golden = parse_json(&std::fs::read_to_string(golden_path()).expect("golden file"));
-    let items = golden
-        .get("items")
-        .arr()
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_path()).expect("golden file"))
+            .expect("golden JSON");
+    let nums = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+    };
+    let items = golden["items"]
+        .as_array()
+        .expect("items")
         .iter()
         .map(|it| {
             (
-                it.get("text").str().to_string(),
-                it.get("ids").arr().iter().map(|v| v.num() as u32).collect(),
-                it.get("embedding").arr().iter().map(|v| v.num() as f32).collect(),
+                it["text"].as_str().expect("text").to_string(),
+                nums(&it["ids"]).into_iter().map(|v| v as u32).collect(),
+                nums(&it["embedding"]).into_iter().map(|v| v as f32).collect(),
             )
         })
         .collect();

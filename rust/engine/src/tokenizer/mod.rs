@@ -12,12 +12,15 @@
 //!   `parse_special`; user-defined tokens always are (as in HF tokenizers);
 //! - BOS/EOS insertion and decoding through a per-token byte "piece" cache.
 //!
-//! Algorithms: `gpt2` byte-level BPE ([`bpe`]). SentencePiece (`llama`) and WordPiece (`bert`) go
-//! in their own files (`spm.rs`, `wordpiece.rs`) as new [`Algorithm`] variants: implement the
-//! fragment encoder, the piece rendering of a normal token, and the per-model BOS/EOS/SEP rules
-//! marked `ALGORITHM` below.
+//! Algorithms: `gpt2` byte-level BPE ([`bpe`]) and `llama` SentencePiece ([`spm`]). WordPiece
+//! (`bert`, `wordpiece.rs`) is to be wired in the same way as a new [`Algorithm`] variant: the
+//! fragment encoder, the piece rendering of a normal token, and the per-model BOS/EOS/SEP rules,
+//! at the places marked `ALGORITHM` below.
 
 mod bpe;
+#[allow(dead_code)] // parts of its API the shared `Tokenizer` does not need
+mod special;
+mod spm;
 mod stream;
 mod unicode;
 mod unicode_data;
@@ -171,10 +174,11 @@ pub struct SpecialTokens {
     pub fim_sep: Option<u32>,
 }
 
-/// The tokenizer algorithm. ALGORITHM: add `Spm(spm::Spm)` and `WordPiece(wordpiece::WordPiece)`.
+/// The tokenizer algorithm. ALGORITHM: add `WordPiece(wordpiece::WordPieceTokenizer)`.
 #[derive(Debug)]
 enum Algorithm {
     Bpe(bpe::Bpe),
+    Spm(spm::SpmTokenizer),
 }
 
 /// A piece of input after special-token partitioning.
@@ -191,8 +195,6 @@ pub struct Tokenizer {
     algorithm: Algorithm,
     tokens: Vec<String>,
     attrs: Vec<TokenAttr>,
-    #[allow(dead_code)] // read by the SentencePiece/unigram algorithms
-    scores: Vec<f32>,
     token_to_id: HashMap<String, u32>,
     special: SpecialTokens,
     add_bos: bool,
@@ -200,8 +202,8 @@ pub struct Tokenizer {
     add_space_prefix: bool,
     /// End-of-generation ids, sorted.
     eog: Vec<u32>,
-    /// Ids of control / user-defined / unknown tokens, longest text first (partition order).
-    special_by_len: Vec<u32>,
+    /// Texts of the control / user-defined / unknown tokens, for partitioning.
+    special_trie: special::SpecialTrie,
     /// `pieces[piece_offsets[id]..piece_offsets[id + 1]]` = bytes of token `id` rendered with
     /// special tokens shown (llama.cpp's `token_to_piece(id, special = true)`).
     pieces: Vec<u8>,
@@ -364,7 +366,7 @@ impl Tokenizer {
                 .collect()
         };
 
-        let eog = detect_special_tokens(&tokens, &mut attrs, &mut special);
+        let eog = detect_special_tokens(&tokens, &token_to_id, &mut attrs, &mut special);
 
         // ALGORITHM: build the model for `v.model`.
         let algorithm = match v.model.as_str() {
@@ -374,6 +376,18 @@ impl Tokenizer {
                 &token_to_id,
                 n as u32,
             )?),
+            "llama" => Algorithm::Spm(
+                spm::SpmTokenizer::new(
+                    &tokens,
+                    &v.scores,
+                    &v.token_types,
+                    special.unk,
+                    v.add_space_prefix,
+                )
+                .map_err(|e| {
+                    EngineError::invalid_model(format!("SentencePiece vocabulary: {e}"))
+                })?,
+            ),
             other => {
                 return Err(EngineError::Unsupported(format!(
                     "tokenizer.ggml.model = {other:?}"
@@ -381,27 +395,25 @@ impl Tokenizer {
             }
         };
 
-        let mut special_by_len: Vec<u32> = (0..n as u32)
-            .filter(|&id| {
-                attrs[id as usize].intersects(TokenAttr(
-                    TokenAttr::CONTROL.0 | TokenAttr::USER_DEFINED.0 | TokenAttr::UNKNOWN.0,
-                ))
-            })
-            .collect();
-        special_by_len.sort_by_key(|&id| std::cmp::Reverse(tokens[id as usize].len()));
+        let special_kinds =
+            TokenAttr(TokenAttr::CONTROL.0 | TokenAttr::USER_DEFINED.0 | TokenAttr::UNKNOWN.0);
+        let special_trie = special::SpecialTrie::new(
+            (0..n)
+                .filter(|&i| attrs[i].intersects(special_kinds))
+                .map(|i| (i as u32, tokens[i].as_str())),
+        );
 
         let mut tok = Self {
             algorithm,
             tokens,
             attrs,
-            scores: v.scores,
             token_to_id,
             special,
             add_bos: v.add_bos,
             add_eos: v.add_eos,
             add_space_prefix: v.add_space_prefix,
             eog,
-            special_by_len,
+            special_trie,
             pieces: Vec::new(),
             piece_offsets: Vec::new(),
         };
@@ -423,6 +435,7 @@ impl Tokenizer {
                 // ALGORITHM: how a normal token's text maps to bytes.
                 match &self.algorithm {
                     Algorithm::Bpe(_) => decode_byte_level(text, &mut pieces),
+                    Algorithm::Spm(_) => spm::unescape_whitespace(text, &mut pieces),
                 }
             } else if attr.intersects(TokenAttr::BYTE) {
                 // "<0xXX>"
@@ -446,17 +459,30 @@ impl Tokenizer {
     /// instead of as plain text.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
-        // ALGORITHM: BOS/EOS/SEP rules (llama.cpp: SPM/UGM like BPE; WPM always CLS ... SEP) and,
-        // for SentencePiece, the space prefix of a fragment that follows a special token.
+        // ALGORITHM: BOS/EOS/SEP rules (llama.cpp: BPE/SPM/UGM add BOS/EOS per the flags; WPM
+        // always adds CLS ... SEP).
         if add_special && self.add_bos {
             out.extend(self.special.bos);
         }
+        // SentencePiece prefixes a space (with add_space_prefix) to a fragment at the start of
+        // the input or right after a special token.
+        let mut after_special = true;
         for frag in self.partition(text, parse_special) {
             match frag {
-                Fragment::Token(id) => out.push(id),
-                Fragment::Text(a, b) => match &self.algorithm {
-                    Algorithm::Bpe(bpe) => bpe.encode(&text[a..b], &self.token_to_id, &mut out),
-                },
+                Fragment::Token(id) => {
+                    out.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(a, b) => {
+                    let fragment = &text[a..b];
+                    match &self.algorithm {
+                        Algorithm::Bpe(bpe) => bpe.encode(fragment, &self.token_to_id, &mut out),
+                        Algorithm::Spm(spm) => {
+                            spm.encode_fragment(fragment, after_special, &mut out)
+                        }
+                    }
+                    after_special = false;
+                }
             }
         }
         if add_special && self.add_eos {
@@ -472,19 +498,14 @@ impl Tokenizer {
         }
         let mut frags = vec![Fragment::Text(0, text.len())];
         let mut next = Vec::new();
+        // Only the special tokens occurring in the text, in llama.cpp's order: longest text first
+        // (equal lengths: lower id first). Control and unknown tokens only with `parse_special`.
         let skip = TokenAttr(TokenAttr::CONTROL.0 | TokenAttr::UNKNOWN.0);
-        for &id in &self.special_by_len {
-            if !parse_special && self.attrs[id as usize].intersects(skip) {
-                continue;
-            }
+        let mut present = self.special_trie.present(text);
+        present.retain(|&id| parse_special || !self.attrs[id as usize].intersects(skip));
+        present.sort_unstable_by_key(|&id| (std::cmp::Reverse(self.tokens[id as usize].len()), id));
+        for id in present {
             let needle = self.tokens[id as usize].as_str();
-            let present = frags.iter().any(|f| match *f {
-                Fragment::Text(a, b) => text[a..b].contains(needle),
-                Fragment::Token(_) => false,
-            });
-            if !present {
-                continue;
-            }
             next.clear();
             for &f in &frags {
                 let Fragment::Text(mut a, b) = f else {
@@ -627,15 +648,12 @@ fn decode_byte_level(text: &str, out: &mut Vec<u8>) {
 /// marks them control, marks "unused" control tokens, and returns the sorted EOG set.
 fn detect_special_tokens(
     tokens: &[String],
+    token_to_id: &HashMap<String, u32>,
     attrs: &mut [TokenAttr],
     special: &mut SpecialTokens,
 ) -> Vec<u32> {
-    let find = |texts: &[&str]| {
-        tokens
-            .iter()
-            .position(|t| texts.contains(&t.as_str()))
-            .map(|i| i as u32)
-    };
+    // The lowest id with one of the texts (llama.cpp takes the first in hash-map order).
+    let find = |texts: &[&str]| texts.iter().filter_map(|t| token_to_id.get(*t).copied()).min();
     let detect = |slot: &mut Option<u32>, texts: &[&str], attrs: &mut [TokenAttr]| {
         if slot.is_none() {
             if let Some(id) = find(texts) {
@@ -663,20 +681,16 @@ fn detect_special_tokens(
         .into_iter()
         .flatten()
         .collect();
-    for (i, t) in tokens.iter().enumerate() {
-        if EOG_TEXTS.contains(&t.as_str()) {
-            eog.push(i as u32);
-            attrs[i] = attrs[i].with(TokenAttr::CONTROL);
-        }
+    for &id in EOG_TEXTS.iter().filter_map(|t| token_to_id.get(*t)) {
+        eog.push(id);
+        attrs[id as usize] = attrs[id as usize].with(TokenAttr::CONTROL);
     }
     // gpt-oss: these always render.
-    for (t, a) in tokens.iter().zip(attrs.iter_mut()) {
-        if matches!(
-            t.as_str(),
-            "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>"
-        ) {
-            *a = TokenAttr::USER_DEFINED;
-        }
+    for &id in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"]
+        .iter()
+        .filter_map(|t| token_to_id.get(*t))
+    {
+        attrs[id as usize] = TokenAttr::USER_DEFINED;
     }
     eog.extend(
         [special.eos, special.eot, special.eom]

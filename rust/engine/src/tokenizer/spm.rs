@@ -57,7 +57,7 @@ pub struct SpmTokenizer {
     /// Longest token text in bytes: longer candidate pairs are not looked up.
     max_token_len: usize,
     /// The token each byte falls back to: `<0xNN>`, else the one-byte text, else none.
-    byte_tokens: [Option<u32>; 256],
+    byte_tokens: Box<[Option<u32>; 256]>,
     unk: Option<u32>,
     add_space_prefix: bool,
     /// `pieces[piece_offsets[i]..piece_offsets[i + 1]]`: the bytes token `i` decodes to.
@@ -174,7 +174,7 @@ impl SpmTokenizer {
                 scores.iter().map(|&s| score_key(s)).collect()
             },
             max_token_len,
-            byte_tokens: [None; 256],
+            byte_tokens: Box::new([None; 256]),
             unk,
             add_space_prefix,
             pieces: Vec::new(),

@@ -10,12 +10,18 @@
 pub mod bf16;
 pub mod fp16;
 pub mod fp32;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q4_k;
 pub mod q5_0;
 pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
+pub mod q8_k;
 
 /// Iterate the blocks of type `B` in `src` (read unaligned: GGUF rows need not be 2-aligned
 /// when they come from Python buffers). A trailing partial block is ignored.

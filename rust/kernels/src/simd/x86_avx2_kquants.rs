@@ -1,0 +1,628 @@
+//! AVX2 + FMA + F16C kernels for the K-quants (x86-64): Q8_K activation quantization, the
+//! `qX_K x q8_K` dots and the Q4_K / Q6_K dequantization. Also used by the AVX-512 tier (which
+//! includes AVX2). Q2_K / Q3_K / Q5_K dequantization stays scalar (not on a hot path).
+//!
+//! Dots follow the scheme of ggml `arch/x86/quants.c`: the unsigned quants of a sub-block go
+//! through `vpmaddubsw` against the int8 activations (u8 x i8 -> i16 pairs; no saturation since
+//! |y| <= 127 and q <= 63), `vpmaddwd` with the sub-block scales (-> i32), an exact i32 sum per
+//! super-block and one FMA with `d * y.d`. Zero points are folded in with `bsums`: the min terms
+//! of Q2_K / Q4_K / Q5_K and the `-32` of Q6_K. The integer sums equal the scalar references'
+//! exactly; only the f32 accumulation order differs.
+//!
+//! Dequantization does exactly the reference's f32 operations (`(d * sc) * q - (dmin * m)`,
+//! mul then sub, never FMA), so it is bit-exact.
+//!
+//! Every kernel here is `unsafe`: callers guarantee AVX2+FMA+F16C (checked via
+//! `Isa::Avx2.is_available()`) and whole-block slice lengths (debug-asserted).
+
+use std::arch::x86_64::*;
+
+use super::{DequantFn, QuantizeFn, VecDotFn};
+use crate::quant::{q4_k, q8_k, QuantType, QK_K};
+
+/// Bytes of a Q8_K block; `d` (f32) at 0, `qs` at 4, `bsums` (16 x i16) at 260.
+const Y_BYTES: usize = q8_k::BYTES;
+const Y_QS: usize = 4;
+const Y_BSUMS: usize = 260;
+
+/// f16 at `p` as f32.
+///
+/// # Safety
+/// `p..p+2` readable; F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at p.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// f32 at `p`.
+///
+/// # Safety
+/// `p..p+4` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees four readable bytes at p.
+    unsafe { p.cast::<f32>().read_unaligned() }
+}
+
+/// 32 bytes at `p`.
+///
+/// # Safety
+/// `p..p+32` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes at p.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// `vpshufb` mask broadcasting i16 lane `a` of each 128-bit half into the low half and lane `b`
+/// into the high half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bcast_mask(a: i32, b: i32) -> __m256i {
+    let w = |i: i32| ((2 * i + 1) << 8 | 2 * i) as i16;
+    _mm256_set_m128i(_mm_set1_epi16(w(b)), _mm_set1_epi16(w(a)))
+}
+
+/// Sum of u8 `q` x i8 `y` over 16-byte halves, weighted by i16 scales `s` (one scale per
+/// 128-bit half, broadcast): 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled_dot(q: __m256i, y: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(s, _mm256_maddubs_epi16(q, y))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_K activations
+
+/// Quantize f32 activations to Q8_K, byte-identical to `quant::q8_k::quantize` for every input
+/// (first maximal |x| picked as the reference does; NaN skipped by the max; conversions with
+/// `cvtps2dq` semantics mirrored by `q8_k::round_q8`).
+///
+/// # Safety
+/// AVX2+FMA+F16C; `x.len()` multiple of 256, `dst` 292 bytes per 256 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
+    let nb = x.len() / QK_K;
+    debug_assert_eq!(dst.len(), nb * Y_BYTES);
+    let sign = _mm256_set1_ps(-0.0);
+    let zero = _mm256_setzero_si256();
+    for (xb, out) in x.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Y_BYTES)) {
+        let p = xb.as_ptr();
+        // SAFETY: (all loads below) xb has 256 floats; offsets are 8k for k < 32.
+        let ld = |k: usize| unsafe { _mm256_loadu_ps(p.add(8 * k)) };
+        // max_ps(a, m) returns m when a is NaN: NaN never becomes the max (as `ax > amax`).
+        let mut m = _mm256_setzero_ps();
+        for k in 0..QK_K / 8 {
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, ld(k)), m);
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        out.fill(0);
+        if amax == 0.0 {
+            continue;
+        }
+        // The first element with |x| == amax carries the sign (ggml takes the first maximum).
+        let av = _mm256_set1_ps(amax);
+        let mut max = amax;
+        for k in 0..QK_K / 8 {
+            let eq = _mm256_cmp_ps(_mm256_andnot_ps(sign, ld(k)), av, _CMP_EQ_OQ);
+            let mask = _mm256_movemask_ps(eq);
+            if mask != 0 {
+                max = xb[8 * k + mask.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let iv = _mm256_set1_ps(iscale);
+        let c127 = _mm256_set1_epi32(127);
+        let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut bsums = [0i16; QK_K / 16];
+        for g in 0..QK_K / 32 {
+            let q: [__m256i; 4] = core::array::from_fn(|k| {
+                let v = _mm256_cvtps_epi32(_mm256_mul_ps(iv, ld(4 * g + k)));
+                _mm256_min_epi32(v, c127)
+            });
+            let i0 = _mm256_packs_epi32(q[0], q[1]);
+            let i2 = _mm256_packs_epi32(q[2], q[3]);
+            let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
+            // SAFETY: out has 292 bytes; the 32 quants of group g go at 4 + 32g .. 36 + 32g.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(Y_QS + 32 * g).cast(), b) };
+            // Sums of 8 bytes per 64-bit lane of (q + 128), minus 8 * 128 each.
+            let s = _mm256_sad_epu8(_mm256_xor_si256(b, _mm256_set1_epi8(-128)), zero);
+            let mut l = [0u64; 4];
+            // SAFETY: l has room for one 256-bit store.
+            unsafe { _mm256_storeu_si256(l.as_mut_ptr().cast(), s) };
+            bsums[2 * g] = (l[0] + l[1]) as i16 - 2048;
+            bsums[2 * g + 1] = (l[2] + l[3]) as i16 - 2048;
+        }
+        out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        for (o, s) in out[Y_BSUMS..].chunks_exact_mut(2).zip(bsums) {
+            o.copy_from_slice(&s.to_le_bytes());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_K / Q5_K
+
+/// The 8 scales (i16 lanes 0..8) and 8 mins (lanes 8..16) of a Q4_K / Q5_K block.
+///
+/// # Safety
+/// `p..p+12` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales_mins_k4(p: *const u8) -> __m256i {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    // SAFETY: the caller guarantees 12 readable bytes.
+    let u = unsafe {
+        [
+            p.cast::<u32>().read_unaligned(),
+            p.add(4).cast::<u32>().read_unaligned(),
+            p.add(8).cast::<u32>().read_unaligned(),
+        ]
+    };
+    let sc_lo = u[0] & KMASK1;
+    let sc_hi = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+    let m_lo = u[1] & KMASK1;
+    let m_hi = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+    _mm256_cvtepu8_epi16(_mm_set_epi32(
+        m_hi as i32,
+        m_lo as i32,
+        sc_hi as i32,
+        sc_lo as i32,
+    ))
+}
+
+/// Min term of a Q4_K / Q5_K block: 4 i32 lanes summing to `sum_j m[j] * (bsums[2j] +
+/// bsums[2j+1])`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn min_term_k4(mins_scales: __m256i, bsums: __m256i) -> __m128i {
+    let pairs = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256(bsums, 1),
+    );
+    _mm_madd_epi16(_mm256_extracti128_si256(mins_scales, 1), pairs)
+}
+
+/// Dot of a Q4_K row with Q8_K activations.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w` whole Q4_K blocks; `x` the same number of Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q4_k(w: &[u8], x: &[u8]) -> f32 {
+    let nb = w.len() / 144;
+    debug_assert_eq!(w.len(), nb * 144);
+    debug_assert_eq!(x.len(), nb * Y_BYTES);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..nb {
+        // SAFETY: i < nb: block i of w (144 bytes) and of x (292 bytes) are in bounds; all
+        // offsets below are inside those blocks (d 0, dmin 2, scales 4..16, qs 16..144; y.d 0,
+        // y.qs 4..260, y.bsums 260..292).
+        unsafe {
+            let bw = w.as_ptr().add(i * 144);
+            let bx = x.as_ptr().add(i * Y_BYTES);
+            let yd = f32_at(bx);
+            let d = yd * f16_at(bw);
+            let dmin = -yd * f16_at(bw.add(2));
+            let ms = scales_mins_k4(bw.add(4));
+            let mt = min_term_k4(ms, load(bx.add(Y_BSUMS)));
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mt), acc_m);
+            let sc = _mm256_castsi256_si128(ms);
+            let scales = _mm256_set_m128i(sc, sc);
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q = load(bw.add(16 + 32 * j));
+                let ql = _mm256_and_si256(q, m4);
+                let qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let sl = _mm256_shuffle_epi8(scales, bcast_mask(2 * j as i32, 2 * j as i32));
+                let sh = _mm256_shuffle_epi8(
+                    scales,
+                    bcast_mask(2 * j as i32 + 1, 2 * j as i32 + 1),
+                );
+                let pl = scaled_dot(ql, load(bx.add(Y_QS + 64 * j)), sl);
+                let ph = scaled_dot(qh, load(bx.add(Y_QS + 64 * j + 32)), sh);
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+/// Dot of a Q5_K row with Q8_K activations.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w` whole Q5_K blocks; `x` the same number of Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q5_k(w: &[u8], x: &[u8]) -> f32 {
+    let nb = w.len() / 176;
+    debug_assert_eq!(w.len(), nb * 176);
+    debug_assert_eq!(x.len(), nb * Y_BYTES);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..nb {
+        // SAFETY: i < nb: block i of w (176 bytes) and of x (292 bytes) are in bounds; offsets
+        // are inside them (d 0, dmin 2, scales 4..16, qh 16..48, qs 48..176).
+        unsafe {
+            let bw = w.as_ptr().add(i * 176);
+            let bx = x.as_ptr().add(i * Y_BYTES);
+            let yd = f32_at(bx);
+            let d = yd * f16_at(bw);
+            let dmin = -yd * f16_at(bw.add(2));
+            let ms = scales_mins_k4(bw.add(4));
+            let mt = min_term_k4(ms, load(bx.add(Y_BSUMS)));
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mt), acc_m);
+            let sc = _mm256_castsi256_si128(ms);
+            let scales = _mm256_set_m128i(sc, sc);
+            let hbits = load(bw.add(16));
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q = load(bw.add(48 + 32 * j));
+                let hl = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128((2 * j) as i32)), one);
+                let hh = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128((2 * j + 1) as i32)), one);
+                let ql = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(hl, 4));
+                let qh = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                    _mm256_slli_epi16(hh, 4),
+                );
+                let sl = _mm256_shuffle_epi8(scales, bcast_mask(2 * j as i32, 2 * j as i32));
+                let sh = _mm256_shuffle_epi8(
+                    scales,
+                    bcast_mask(2 * j as i32 + 1, 2 * j as i32 + 1),
+                );
+                let pl = scaled_dot(ql, load(bx.add(Y_QS + 64 * j)), sl);
+                let ph = scaled_dot(qh, load(bx.add(Y_QS + 64 * j + 32)), sh);
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K
+
+/// The four 32-value vectors (unsigned 0..=63) of half `h` of a Q6_K block at `bw`: elements
+/// `128h + 32k .. 128h + 32k + 32` for k = 0..4.
+///
+/// # Safety
+/// `bw` points at a whole Q6_K block; h < 2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_half(bw: *const u8, h: usize) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(3);
+    // SAFETY: ql 64h..64h+64 and qh 128+32h..160+32h lie inside the 210-byte block.
+    let (l0, l1, hb) = unsafe {
+        (
+            load(bw.add(64 * h)),
+            load(bw.add(64 * h + 32)),
+            load(bw.add(128 + 32 * h)),
+        )
+    };
+    let hi = |s: i32| match s {
+        0 => _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4),
+        1 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4),
+        2 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4),
+        _ => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4),
+    };
+    [
+        _mm256_or_si256(_mm256_and_si256(l0, m4), hi(0)),
+        _mm256_or_si256(_mm256_and_si256(l1, m4), hi(1)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hi(2)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hi(3)),
+    ]
+}
+
+/// Dot of a Q6_K row with Q8_K activations. The `-32` offset is one `vpmaddwd` of the scales
+/// with `bsums` per block.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w` whole Q6_K blocks; `x` the same number of Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q6_k(w: &[u8], x: &[u8]) -> f32 {
+    let nb = w.len() / 210;
+    debug_assert_eq!(w.len(), nb * 210);
+    debug_assert_eq!(x.len(), nb * Y_BYTES);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        // SAFETY: i < nb: block i of w (210 bytes) and of x (292 bytes) are in bounds; offsets
+        // are inside them (ql 0..128, qh 128..192, scales 192..208, d 208).
+        unsafe {
+            let bw = w.as_ptr().add(i * 210);
+            let bx = x.as_ptr().add(i * Y_BYTES);
+            let d = f32_at(bx) * f16_at(bw.add(208));
+            let sc8 = _mm_loadu_si128(bw.add(192).cast());
+            let sc16 = _mm256_cvtepi8_epi16(sc8);
+            // sum_j sc[j] * bsums[j] (8 lanes), times 32 below.
+            let off = _mm256_madd_epi16(sc16, load(bx.add(Y_BSUMS)));
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                let q = q6_half(bw, h);
+                let s = if h == 0 {
+                    _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                } else {
+                    _mm256_permute2x128_si256(sc16, sc16, 0x11)
+                };
+                for (k, q) in q.into_iter().enumerate() {
+                    let y = load(bx.add(Y_QS + 128 * h + 32 * k));
+                    let m = bcast_mask(2 * k as i32, 2 * k as i32 + 1);
+                    let p = scaled_dot(q, y, _mm256_shuffle_epi8(s, m));
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+            }
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q2_K / Q3_K
+
+/// Dot of a Q2_K row with Q8_K activations.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w` whole Q2_K blocks; `x` the same number of Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q2_k(w: &[u8], x: &[u8]) -> f32 {
+    let nb = w.len() / 84;
+    debug_assert_eq!(w.len(), nb * 84);
+    debug_assert_eq!(x.len(), nb * Y_BYTES);
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        // SAFETY: i < nb: block i of w (84 bytes) and of x (292 bytes) are in bounds; offsets
+        // are inside them (scales 0..16, qs 16..80, d 80, dmin 82).
+        unsafe {
+            let bw = w.as_ptr().add(i * 84);
+            let bx = x.as_ptr().add(i * Y_BYTES);
+            let yd = f32_at(bx);
+            let d = yd * f16_at(bw.add(80));
+            let dmin = -yd * f16_at(bw.add(82));
+            let sm = _mm_loadu_si128(bw.cast());
+            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4));
+            let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+            let mt = _mm256_madd_epi16(mins16, load(bx.add(Y_BSUMS)));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mt), acc);
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                let q2 = load(bw.add(16 + 32 * h));
+                let s = if h == 0 {
+                    _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                } else {
+                    _mm256_permute2x128_si256(sc16, sc16, 0x11)
+                };
+                for k in 0..4 {
+                    let q = _mm256_and_si256(_mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * k)), m3);
+                    let y = load(bx.add(Y_QS + 128 * h + 32 * k as usize));
+                    let m = bcast_mask(2 * k, 2 * k + 1);
+                    let p = scaled_dot(q, y, _mm256_shuffle_epi8(s, m));
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+    }
+    hsum_ps(acc)
+}
+
+/// Dot of a Q3_K row with Q8_K activations.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w` whole Q3_K blocks; `x` the same number of Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_q3_k(w: &[u8], x: &[u8]) -> f32 {
+    const KMASK1: u32 = 0x0303_0303;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    let nb = w.len() / 110;
+    debug_assert_eq!(w.len(), nb * 110);
+    debug_assert_eq!(x.len(), nb * Y_BYTES);
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        // SAFETY: i < nb: block i of w (110 bytes) and of x (292 bytes) are in bounds; offsets
+        // are inside them (hmask 0..32, qs 32..96, scales 96..108, d 108).
+        unsafe {
+            let bw = w.as_ptr().add(i * 110);
+            let bx = x.as_ptr().add(i * Y_BYTES);
+            let d = f32_at(bx) * f16_at(bw.add(108));
+            let a = [
+                bw.add(96).cast::<u32>().read_unaligned(),
+                bw.add(100).cast::<u32>().read_unaligned(),
+                bw.add(104).cast::<u32>().read_unaligned(),
+            ];
+            let sc8 = _mm_set_epi32(
+                (((a[1] >> 4) & KMASK2) | (((a[2] >> 6) & KMASK1) << 4)) as i32,
+                (((a[0] >> 4) & KMASK2) | (((a[2] >> 4) & KMASK1) << 4)) as i32,
+                ((a[1] & KMASK2) | (((a[2] >> 2) & KMASK1) << 4)) as i32,
+                ((a[0] & KMASK2) | ((a[2] & KMASK1) << 4)) as i32,
+            );
+            let sc16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(sc8, _mm_set1_epi8(32)));
+            // 1 where the high bit is clear (those values get -4).
+            let nh = _mm256_xor_si256(load(bw), _mm256_set1_epi8(-1));
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                let q3 = load(bw.add(32 + 32 * h));
+                let s = if h == 0 {
+                    _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                } else {
+                    _mm256_permute2x128_si256(sc16, sc16, 0x11)
+                };
+                for k in 0..4 {
+                    let bit = _mm_cvtsi32_si128(4 * h as i32 + k);
+                    let ql = _mm256_and_si256(_mm256_srl_epi16(q3, _mm_cvtsi32_si128(2 * k)), m3);
+                    let qh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(nh, bit), one), 2);
+                    let y = load(bx.add(Y_QS + 128 * h + 32 * k as usize));
+                    let p16 = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(ql, y),
+                        _mm256_maddubs_epi16(qh, y),
+                    );
+                    let m = bcast_mask(2 * k, 2 * k + 1);
+                    let p = _mm256_madd_epi16(_mm256_shuffle_epi8(s, m), p16);
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantization
+
+/// Stores `dl * q - ml` (or `dl * q` if `ml` is None) for the 8 bytes of `q` (low 64 bits;
+/// unsigned if `SIGNED` is false).
+///
+/// # Safety
+/// `y..y+8` writable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store8<const SIGNED: bool>(q: __m128i, dl: __m256, ml: Option<__m256>, y: *mut f32) {
+    let i = if SIGNED {
+        _mm256_cvtepi8_epi32(q)
+    } else {
+        _mm256_cvtepu8_epi32(q)
+    };
+    let mut v = _mm256_mul_ps(dl, _mm256_cvtepi32_ps(i));
+    if let Some(m) = ml {
+        v = _mm256_sub_ps(v, m);
+    }
+    // SAFETY: the caller guarantees 8 writable floats at y.
+    unsafe { _mm256_storeu_ps(y, v) };
+}
+
+/// Stores 16 values from 16 bytes (see [`store8`]).
+///
+/// # Safety
+/// `y..y+16` writable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store16<const SIGNED: bool>(q: __m128i, dl: __m256, ml: Option<__m256>, y: *mut f32) {
+    // SAFETY: 16 writable floats at y.
+    unsafe {
+        store8::<SIGNED>(q, dl, ml, y);
+        store8::<SIGNED>(_mm_unpackhi_epi64(q, q), dl, ml, y.add(8));
+    }
+}
+
+/// # Safety
+/// AVX2+FMA+F16C; `src` whole Q4_K blocks, `dst` 256 floats per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant_q4_k(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / 144;
+    debug_assert_eq!(dst.len(), nb * QK_K);
+    let m4 = _mm256_set1_epi8(0x0F);
+    for (b, y) in src.chunks_exact(144).zip(dst.chunks_exact_mut(QK_K)) {
+        // SAFETY: b has 144 bytes (d 0, dmin 2, qs 16..144); y has 256 floats, written at
+        // 64c + 32s + 16t (+16) < 256.
+        unsafe {
+            let bw = b.as_ptr();
+            let (d, dmin) = (f16_at(bw), f16_at(bw.add(2)));
+            let mut s12 = [0u8; 12];
+            s12.copy_from_slice(&b[4..16]);
+            let (sc, m) = q4_k::scales_mins(&s12);
+            for c in 0..4 {
+                let q = load(bw.add(16 + 32 * c));
+                let halves = [
+                    _mm256_and_si256(q, m4),
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                ];
+                for (s, v) in halves.into_iter().enumerate() {
+                    let j = 2 * c + s;
+                    let dl = _mm256_set1_ps(d * f32::from(sc[j]));
+                    let ml = _mm256_set1_ps(dmin * f32::from(m[j]));
+                    let yp = y.as_mut_ptr().add(32 * j);
+                    store16::<false>(_mm256_castsi256_si128(v), dl, Some(ml), yp);
+                    store16::<false>(_mm256_extracti128_si256(v, 1), dl, Some(ml), yp.add(16));
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX2+FMA+F16C; `src` whole Q6_K blocks, `dst` 256 floats per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequant_q6_k(src: &[u8], dst: &mut [f32]) {
+    let nb = src.len() / 210;
+    debug_assert_eq!(dst.len(), nb * QK_K);
+    let m32 = _mm256_set1_epi8(32);
+    for (b, y) in src.chunks_exact(210).zip(dst.chunks_exact_mut(QK_K)) {
+        // SAFETY: b is a whole 210-byte block; y has 256 floats, written at
+        // 128h + 32k (+16) + 16 <= 256.
+        unsafe {
+            let bw = b.as_ptr();
+            let d = f16_at(bw.add(208));
+            for h in 0..2 {
+                let q = q6_half(bw, h);
+                for (k, v) in q.into_iter().enumerate() {
+                    let v = _mm256_sub_epi8(v, m32);
+                    let j = 8 * h + 2 * k;
+                    let yp = y.as_mut_ptr().add(128 * h + 32 * k);
+                    let d0 = _mm256_set1_ps(d * f32::from(b[192 + j] as i8));
+                    let d1 = _mm256_set1_ps(d * f32::from(b[193 + j] as i8));
+                    store16::<true>(_mm256_castsi256_si128(v), d0, None, yp);
+                    store16::<true>(_mm256_extracti128_si256(v, 1), d1, None, yp.add(16));
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn dequant_fn(t: QuantType) -> Option<DequantFn> {
+    Some(match t {
+        QuantType::Q4_K => dequant_q4_k,
+        QuantType::Q6_K => dequant_q6_k,
+        _ => return None,
+    })
+}
+
+pub(super) fn vec_dot_fn(t: QuantType) -> Option<VecDotFn> {
+    Some(match t {
+        QuantType::Q2_K => vec_dot_q2_k,
+        QuantType::Q3_K => vec_dot_q3_k,
+        QuantType::Q4_K => vec_dot_q4_k,
+        QuantType::Q5_K => vec_dot_q5_k,
+        QuantType::Q6_K => vec_dot_q6_k,
+        _ => return None,
+    })
+}
+
+pub(super) fn quantize_fn(vt: QuantType) -> Option<QuantizeFn> {
+    Some(match vt {
+        QuantType::Q8_K => quantize_q8_k,
+        _ => return None,
+    })
+}
