@@ -22,6 +22,7 @@ HOLOGRAM_GGUF_CORPUS="$corpus" cargo test --workspace --exclude hologram-py --re
 echo "== ruff / mypy"
 $PY -m ruff check python tests benches
 $PY -m mypy python/hologram
+$PY -m mypy.stubtest hologram._core
 
 echo "== pytest"
 $PY -m pytest -q tests "$@"

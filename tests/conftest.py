@@ -39,3 +39,15 @@ def smollm2(smollm2_path: Path) -> Iterator[hologram.Engine]:
 @pytest.fixture(scope="session")
 def smollm2_golden() -> dict[str, Any]:
     return load_golden("smollm2-135m-instruct-q4_1.json")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    from hologram.models import gemma3_model_path
+
+    return gemma3_model_path()
+
+
+@pytest.fixture(scope="session")
+def gemma3(gemma3_path: Path) -> Iterator[hologram.Engine]:
+    yield hologram.Engine(gemma3_path, n_ctx=1024, n_threads=2)

@@ -1,8 +1,8 @@
 """Kernel golden tests: hologram's dequantize / vec_dot against the `gguf` package's numpy
 reference (gguf.quants), for every format and every ISA the CPU offers.
 
-Dequantization must be bit-exact. vec_dot quantizes x to Q8_0/Q8_1 first (as ggml does), so it
-is compared with a tolerance proportional to sum|w*x| (int8 activation rounding: <= 1/254 of
+Dequantization must be bit-exact. vec_dot quantizes x to Q8_0/Q8_1/Q8_K first (as ggml does), so
+it is compared with a tolerance proportional to sum|w*x| (int8 activation rounding: <= 1/254 of
 each block's max per element).
 """
 
@@ -17,9 +17,11 @@ _core = pytest.importorskip("hologram._core")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
 
-# Formats with kernels. K-quants (Q2_K..Q6_K) get added here when their kernels land; the
-# block builder below already handles "d at offset 0" and falls back to random bytes.
-TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0]
+# Formats with kernels. K-quants dot against Q8_K activations (256-value super-blocks).
+TYPES = [
+    QT.F32, QT.F16, QT.BF16, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0,
+    QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K,
+]
 
 # Byte offsets of f16 fields (scale d, min m) that must hold sane values in each block.
 F16_FIELDS = {
@@ -28,6 +30,13 @@ F16_FIELDS = {
     QT.Q5_0: (0,),
     QT.Q5_1: (0, 2),
     QT.Q8_0: (0,),
+    # K-quants: super-block scales (d, dmin); everything else (sub-block scales, quants,
+    # masks) is random bytes.
+    QT.Q2_K: (80, 82),
+    QT.Q3_K: (108,),
+    QT.Q4_K: (0, 2),
+    QT.Q5_K: (0, 2),
+    QT.Q6_K: (208,),
 }
 
 ISAS = _core.available_isas()

@@ -2,10 +2,31 @@
 
 from collections.abc import Iterator, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+
+
+__all__ = [
+    "__version__",
+    "HologramError",
+    "ModelLoadError",
+    "GGUFError",
+    "UnsupportedModelError",
+    "ContextOverflowError",
+    "KVCacheFullError",
+    "InvalidArgumentError",
+    "Engine",
+    "Stream",
+    "Step",
+    "TopLogprob",
+    "GenerationResult",
+    "dequantize",
+    "vec_dot",
+    "available_isas",
+    "active_isa",
+]
 
 __version__: str
 
@@ -17,12 +38,14 @@ class ContextOverflowError(HologramError, ValueError): ...
 class KVCacheFullError(HologramError): ...
 class InvalidArgumentError(HologramError, ValueError): ...
 
+@final
 class TopLogprob:
     token: int
     text: str
     bytes: bytes
     logprob: float
 
+@final
 class Step:
     """One generated token."""
 
@@ -37,6 +60,7 @@ class Step:
     logprob: float | None
     top_logprobs: list[TopLogprob]
 
+@final
 class GenerationResult:
     text: str
     token_ids: list[int]
@@ -45,6 +69,7 @@ class GenerationResult:
     completion_tokens: int
     steps: list[Step]  # filled only when logprobs was set
 
+@final
 class Stream:
     """An in-progress generation. Iterating yields text pieces; ``next_step`` gives one token at a
     time with its logprobs. Closing (or dropping) it frees the sequence's KV blocks."""
@@ -63,15 +88,16 @@ class Stream:
     def __enter__(self) -> Stream: ...
     def __exit__(self, *args: object) -> None: ...
 
+@final
 class Engine:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str | PathLike[str],
         n_ctx: int = 2048,
         n_threads: int | None = None,
         n_batch: int = 512,
         n_seq_max: int = 4,
-    ) -> None: ...
+    ) -> Engine: ...
     @property
     def path(self) -> str: ...
     @property

@@ -10,7 +10,7 @@ use crate::gguf::GgufFile;
 use crate::kv::{KvPool, SeqId};
 use crate::model::{DecoderModel, ModelConfig, Output, Row, Scratch};
 use crate::sample::{log_softmax_top, Sampler, SamplingParams, StopMatcher};
-use crate::tokenizer::{StreamDecoder, Tokenizer, Vocab};
+use crate::tokenizer::{model_defaults, StreamDecoder, Tokenizer, Vocab};
 use hologram_kernels::Pool;
 
 /// Options fixed at load.
@@ -42,6 +42,8 @@ pub struct Engine {
     pool: Pool,
     opts: EngineOptions,
     chat_template: Option<String>,
+    /// Row list of one forward pass, reused (capacity n_batch): the decode loop allocates nothing.
+    rows: Vec<Row>,
 }
 
 fn opt_id(f: &GgufFile, k: &str) -> Result<Option<u32>> {
@@ -76,26 +78,32 @@ pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
     let token_types =
         f.get_i32_array("tokenizer.ggml.token_type")?.map(|s| s.to_vec()).unwrap_or_default();
     let merges = f.get_str_array("tokenizer.ggml.merges")?.map(|s| s.to_vec()).unwrap_or_default();
-    let is_spm = model == "llama";
+    let pre = f.get_str("tokenizer.ggml.pre")?.map(str::to_string);
+    // llama.cpp's per-model defaults for keys the file leaves out; ids outside the
+    // vocabulary are dropped as llama.cpp disables them.
+    let d = model_defaults(&model, pre.as_deref());
+    let n = tokens.len();
+    let id = |k: &str, default: Option<u32>| -> Result<Option<u32>> {
+        Ok(opt_id(f, k)?.or(default.filter(|&i| (i as usize) < n)))
+    };
     Ok(Vocab {
-        pre: f.get_str("tokenizer.ggml.pre")?.map(str::to_string),
+        bos: id("tokenizer.ggml.bos_token_id", d.bos)?,
+        eos: id("tokenizer.ggml.eos_token_id", d.eos)?,
+        eot: opt_id(f, "tokenizer.ggml.eot_token_id")?,
+        eom: opt_id(f, "tokenizer.ggml.eom_token_id")?,
+        unk: id("tokenizer.ggml.unknown_token_id", d.unk)?,
+        pad: id("tokenizer.ggml.padding_token_id", d.pad)?,
+        sep: id("tokenizer.ggml.seperator_token_id", d.sep)?,
+        cls: opt_id(f, "tokenizer.ggml.cls_token_id")?,
+        mask: id("tokenizer.ggml.mask_token_id", d.mask)?,
+        add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(d.add_bos),
+        add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(d.add_eos),
+        add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(d.add_space_prefix),
+        pre,
         tokens,
         token_types,
         scores,
         merges,
-        bos: opt_id(f, "tokenizer.ggml.bos_token_id")?,
-        eos: opt_id(f, "tokenizer.ggml.eos_token_id")?,
-        eot: opt_id(f, "tokenizer.ggml.eot_token_id")?,
-        eom: opt_id(f, "tokenizer.ggml.eom_token_id")?,
-        unk: opt_id(f, "tokenizer.ggml.unknown_token_id")?,
-        pad: opt_id(f, "tokenizer.ggml.padding_token_id")?,
-        sep: opt_id(f, "tokenizer.ggml.seperator_token_id")?,
-        cls: opt_id(f, "tokenizer.ggml.cls_token_id")?,
-        mask: opt_id(f, "tokenizer.ggml.mask_token_id")?,
-        // llama.cpp defaults: SentencePiece adds BOS, BPE does not, unless the file says.
-        add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(is_spm),
-        add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
-        add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(is_spm),
         model,
     })
 }
@@ -135,6 +143,7 @@ impl Engine {
             pool,
             opts: EngineOptions { n_batch, n_threads: Some(n_threads), ..opts },
             chat_template,
+            rows: Vec::with_capacity(n_batch),
         })
     }
 
@@ -205,8 +214,9 @@ impl Engine {
 
     fn eval_appended(&mut self, seq: SeqId, start: usize, tokens: &[u32], mut logits: Option<&mut [f32]>) -> Result<()> {
         let nb = self.scratch.n_batch();
-        let mut rows: Vec<Row> = Vec::with_capacity(nb.min(tokens.len()));
         let n_chunks = tokens.len().div_ceil(nb);
+        let mut rows = std::mem::take(&mut self.rows);
+        let mut result = Ok(());
         for (ci, chunk) in tokens.chunks(nb).enumerate() {
             rows.clear();
             let base = start + ci * nb;
@@ -216,9 +226,13 @@ impl Engine {
                 (true, Some(l)) => Output::Logits { rows: &last, out: l },
                 _ => Output::None,
             };
-            self.model.forward(&self.file, &mut self.kv, &mut self.scratch, &self.pool, &rows, out)?;
+            result = self.model.forward(&self.file, &mut self.kv, &mut self.scratch, &self.pool, &rows, out);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.rows = rows;
+        result
     }
 
     /// Logits for every position of `ids` evaluated as a fresh sequence: `(len, n_vocab)`
@@ -466,7 +480,8 @@ impl Generation {
         }
         self.n_generated += 1;
         self.history.push(token);
-        let piece = self.decoder.push(engine.tokenizer.token_bytes(token));
+        // Control tokens (e.g. <|im_start|>) produce no text, as in llama.cpp's server.
+        let piece = self.decoder.push(engine.tokenizer.piece(token, false));
         let (mut text, stopped) = self.stop.feed(&piece);
         if stopped {
             self.finish = Some(FinishReason::Stop);

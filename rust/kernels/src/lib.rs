@@ -10,7 +10,8 @@ pub mod simd;
 
 pub use error::KernelError;
 pub use matmul::{
-    dequantize_row, dequantize_row_isa, matmul, matmul_isa, quantize_row_isa, vec_dot_f32,
+    dequantize_row, dequantize_row_isa, matmul, matmul_isa, matmul_multi, matmul_multi_isa,
+    quantize_row_isa, vec_dot_f32, MatmulJob,
 };
 pub use pool::Pool;
 pub use quant::QuantType;

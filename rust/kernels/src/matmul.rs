@@ -7,6 +7,13 @@
 //! more chunks than threads and let the pool's work stealing run them. Inside a chunk every
 //! token is processed while the chunk's weight rows are cache-resident. With AVX-512 VNNI and
 //! several tokens, chunks go through the 16-row interleaved GEMM (`simd::x86_avx512`).
+//!
+//! With AVX2 and the 32-block formats (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) everything goes through the
+//! register-tiled kernels of `simd::x86_avx2` (gemv for one token, gemm for several): the
+//! activations are quantized and "prepared" once, row chunks run on the pool, and matmuls with
+//! little work run inline on the caller's thread (no hand-off). [`matmul_multi`] runs several
+//! matrices that share one input (q/k/v, gate/up) in one parallel region with one activation
+//! quantization.
 
 use rayon::prelude::*;
 
@@ -203,6 +210,16 @@ pub fn matmul_isa(
     if rows == 0 || n_tok == 0 {
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && simd::x86_avx2::gemm_fn(wt).is_some() {
+        let mut jobs = [MatmulJob {
+            w,
+            wt,
+            rows,
+            out,
+        }];
+        return tiled_avx2(pool, &mut jobs, cols, x, n_tok, scratch);
+    }
     let out_ptr = OutPtr(out.as_mut_ptr());
 
     #[cfg(target_arch = "x86_64")]
@@ -349,5 +366,226 @@ fn gemm_path(
             )
         };
     });
+    Ok(())
+}
+
+/// One matrix of a [`matmul_multi`] call: `rows x cols` weights `w` of type `wt` and its output
+/// (`n_tok x rows`, token-major like [`matmul`]).
+#[derive(Debug)]
+pub struct MatmulJob<'a> {
+    pub w: &'a [u8],
+    pub wt: QuantType,
+    pub rows: usize,
+    pub out: &'a mut [f32],
+}
+
+/// Several matmuls over the same input `x` (`n_tok x cols`), e.g. q/k/v or gate/up, with the
+/// active ISA: one activation quantization and one parallel region for all jobs. Same result
+/// as calling [`matmul`] per job.
+pub fn matmul_multi(
+    pool: &Pool,
+    jobs: &mut [MatmulJob<'_>],
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    matmul_multi_isa(simd::active(), pool, jobs, cols, x, n_tok, scratch)
+}
+
+/// [`matmul_multi`] with an explicit ISA.
+pub fn matmul_multi_isa(
+    isa: Isa,
+    pool: &Pool,
+    jobs: &mut [MatmulJob<'_>],
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2
+        && jobs
+            .iter()
+            .all(|j| simd::x86_avx2::gemm_fn(j.wt).is_some())
+    {
+        ensure_isa(isa)?;
+        return tiled_avx2(pool, jobs, cols, x, n_tok, scratch);
+    }
+    for j in jobs.iter_mut() {
+        matmul_isa(
+            isa, pool, j.w, j.wt, j.rows, cols, x, n_tok, j.out, scratch,
+        )?;
+    }
+    Ok(())
+}
+
+/// Below this much work (weight bytes x tokens) a matmul runs inline on the caller's thread:
+/// handing it to the pool costs more than it saves (and the other vCPU is often busy).
+const MIN_PAR_WORK: usize = 160 * 1024;
+
+/// Which prepared-activation layout a weight type needs (index into the prep regions).
+#[cfg(target_arch = "x86_64")]
+fn prep_kind(t: QuantType) -> usize {
+    match t {
+        QuantType::Q4_0 => 0,
+        QuantType::Q5_0 => 1,
+        QuantType::Q8_0 => 2,
+        _ => 3, // Q4_1, Q5_1 (Q8_1 activations, no correction)
+    }
+}
+
+/// The AVX2 tiled path for jobs whose types all have `x86_avx2::gemm_fn`.
+///
+/// Scratch layout, per token: one prepared row (`nb * ABLK` bytes) per needed prep kind, then
+/// a quantized-row buffer; tokens are quantized + prepared in parallel when there are many.
+#[cfg(target_arch = "x86_64")]
+fn tiled_avx2(
+    pool: &Pool,
+    jobs: &mut [MatmulJob<'_>],
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    use simd::x86_avx2::{gemm_fn, quantize_fn, PrepFn, ABLK};
+    check_len(
+        "x length",
+        n_tok.checked_mul(cols).ok_or(KernelError::Overflow)?,
+        x.len(),
+    )?;
+    if !cols.is_multiple_of(32) {
+        return Err(KernelError::NotBlockAligned {
+            t: jobs.first().map_or(QuantType::Q8_0, |j| j.wt),
+            n: cols,
+        });
+    }
+    // (prep fn, activation type) per kind, and each kind's slot in a token's prepared rows.
+    let mut kinds: [Option<(PrepFn, QuantType)>; 4] = [None; 4];
+    let mut work = 0usize;
+    for j in jobs.iter() {
+        let rb = row_bytes(j.wt, cols)?;
+        check_len(
+            "weight bytes",
+            j.rows.checked_mul(rb).ok_or(KernelError::Overflow)?,
+            j.w.len(),
+        )?;
+        check_len(
+            "out length",
+            n_tok.checked_mul(j.rows).ok_or(KernelError::Overflow)?,
+            j.out.len(),
+        )?;
+        let (_, prep) = gemm_fn(j.wt).ok_or(KernelError::UnsupportedType(j.wt))?;
+        kinds[prep_kind(j.wt)] = Some((prep, j.wt.vec_dot_type()));
+        work = work.saturating_add(j.w.len().saturating_mul(n_tok));
+    }
+    if n_tok == 0 || jobs.iter().all(|j| j.rows == 0) {
+        return Ok(());
+    }
+    let nb = cols / 32;
+    let arb = nb * ABLK;
+    let mut slot = [0usize; 4];
+    let mut used: Vec<(PrepFn, QuantType)> = Vec::with_capacity(4);
+    for (k, kind) in kinds.iter().enumerate() {
+        if let Some(kd) = kind {
+            slot[k] = used.len();
+            used.push(*kd);
+        }
+    }
+    let qrb = 36 * nb; // room for one Q8_0 or Q8_1 row
+    let tstride = used.len() * arb + qrb;
+    let need = n_tok.checked_mul(tstride).ok_or(KernelError::Overflow)?;
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let buf = &mut scratch[..need];
+    let quant_tok = |xr: &[f32], tb: &mut [u8]| {
+        let (rows, qrow) = tb.split_at_mut(used.len() * arb);
+        for (&(prep, vt), dst) in used.iter().zip(rows.chunks_exact_mut(arb)) {
+            let xrb = vt.type_size() * nb;
+            let q = quantize_fn(vt).expect("Q8_0/Q8_1 quantizer");
+            // SAFETY: Avx2 availability was checked by the callers; xr is nb whole blocks,
+            // qrow[..xrb] exactly their quantized size and dst nb prepared records.
+            unsafe {
+                q(xr, &mut qrow[..xrb]);
+                prep(&qrow[..xrb], dst);
+            }
+        }
+    };
+    if n_tok >= 16 && pool.n_threads() > 1 {
+        pool.install(|| {
+            buf.par_chunks_mut(tstride)
+                .zip(x.par_chunks(cols))
+                .for_each(|(tb, xr)| quant_tok(xr, tb))
+        });
+    } else {
+        for (tb, xr) in buf.chunks_mut(tstride).zip(x.chunks(cols)) {
+            quant_tok(xr, tb);
+        }
+    }
+    let buf: &[u8] = buf;
+
+    // Row chunks over all jobs: multiples of 4 rows, about 4 per thread when parallel.
+    let par = pool.n_threads() > 1 && work >= MIN_PAR_WORK;
+    let total_rows: usize = jobs.iter().map(|j| j.rows).sum();
+    let target = if par {
+        (pool.n_threads() * 4).min(total_rows.div_ceil(4)).max(1)
+    } else {
+        1
+    };
+    let chunk = total_rows.div_ceil(target).next_multiple_of(4);
+    struct Desc<'w> {
+        gemm: simd::x86_avx2::GemmFn,
+        w: &'w [u8],
+        rb: usize,
+        act: &'w [u8],
+        out: OutPtr,
+        rows: usize,
+    }
+    let descs: Vec<Desc<'_>> = jobs
+        .iter_mut()
+        .map(|j| Desc {
+            gemm: gemm_fn(j.wt).expect("checked above").0,
+            w: j.w,
+            rb: j.wt.type_size() * nb,
+            act: &buf[slot[prep_kind(j.wt)] * arb..],
+            out: OutPtr(j.out.as_mut_ptr()),
+            rows: j.rows,
+        })
+        .collect();
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+    for (ji, d) in descs.iter().enumerate() {
+        let mut r0 = 0;
+        while r0 < d.rows {
+            let r1 = (r0 + chunk).min(d.rows);
+            tasks.push((ji, r0, r1));
+            r0 = r1;
+        }
+    }
+    let run = |i: usize| {
+        let (ji, r0, r1) = tasks[i];
+        let d = &descs[ji];
+        // SAFETY: Avx2 is available (checked by the callers); rows r0..r1 of w are whole
+        // blocks; act holds n_tok prepared rows of nb records at stride tstride; out +
+        // t*rows + r for r in r0..r1, t < n_tok is inside the job's output, written only here.
+        unsafe {
+            (d.gemm)(
+                &d.w[r0 * d.rb..r1 * d.rb],
+                d.rb,
+                r1 - r0,
+                d.act,
+                tstride,
+                n_tok,
+                nb,
+                d.out.ptr().add(r0),
+                d.rows,
+            )
+        };
+    };
+    if par && tasks.len() > 1 {
+        pool.for_each_chunk(tasks.len(), run);
+    } else {
+        (0..tasks.len()).for_each(run);
+    }
     Ok(())
 }

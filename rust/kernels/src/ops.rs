@@ -170,32 +170,90 @@ pub fn rope_apply(x: &mut [f32], cs: &[f32], kind: RopeKind) {
     }
 }
 
-/// f32 dot product with 8 independent accumulators (vectorises to FMA lanes).
+// The two inner loops of attention, `dot_f32` and `axpy`, are written once as plain code and
+// compiled twice: for the baseline target and, on x86-64, with AVX2+FMA enabled (chosen at run
+// time). `f32::mul_add` is only used where FMA is enabled: without it, it becomes a libm call.
+
+macro_rules! dot_body {
+    ($a:expr, $b:expr, $fma:expr) => {{
+        let (a, b) = ($a, $b);
+        let mut acc = [0f32; 16];
+        let ca = a.chunks_exact(16);
+        let cb = b.chunks_exact(16);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..16 {
+                acc[i] = $fma(x[i], y[i], acc[i]);
+            }
+        }
+        let mut s = 0f32;
+        for (x, y) in ra.iter().zip(rb) {
+            s += x * y;
+        }
+        acc.iter().sum::<f32>() + s
+    }};
+}
+
+macro_rules! axpy_body {
+    ($alpha:expr, $x:expr, $y:expr, $fma:expr) => {{
+        let (alpha, x, y) = ($alpha, $x, $y);
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi = $fma(alpha, xi, *yi);
+        }
+    }};
+}
+
+#[inline(always)]
+fn mul_add_plain(a: f32, b: f32, c: f32) -> f32 {
+    a * b + c
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn mul_add_fused(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_body!(a, b, mul_add_fused)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
+    axpy_body!(alpha, x, y, mul_add_fused)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// f32 dot product (16 independent accumulators; AVX2+FMA when the CPU has them).
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 16];
-    let ca = a.chunks_exact(16);
-    let cb = b.chunks_exact(16);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
-        }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { dot_f32_avx2(a, b) };
     }
-    let mut s = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    acc.iter().sum::<f32>() + s
+    dot_body!(a, b, mul_add_plain)
 }
 
-/// `y += a * x`.
+/// `y += alpha * x` (AVX2+FMA when the CPU has them).
 #[inline]
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = a.mul_add(xi, *yi);
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { axpy_avx2(alpha, x, y) };
     }
+    axpy_body!(alpha, x, y, mul_add_plain)
 }
 
 #[cfg(test)]

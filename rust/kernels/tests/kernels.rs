@@ -2,8 +2,8 @@
 
 use half::f16;
 use hologram_kernels::{
-    dequantize_row_isa, matmul_isa, quantize_row_isa, simd, vec_dot_f32, Isa, KernelError, Pool,
-    QuantType,
+    dequantize_row_isa, matmul_isa, matmul_multi_isa, quantize_row_isa, simd, vec_dot_f32, Isa,
+    KernelError, MatmulJob, Pool, QuantType,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -281,6 +281,138 @@ fn matmul_equals_per_row_vec_dot() {
     }
 }
 
+/// The tiled AVX2 kernels against the scalar reference: every tile remainder (rows % 4,
+/// tokens % 4), several row panels, the parallel and inline paths.
+#[test]
+fn tiled_matmul_vs_scalar_reference() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    let mut scratch = Vec::new();
+    let mut s2 = Vec::new();
+    let qtypes = [
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q5_0,
+        QuantType::Q5_1,
+        QuantType::Q8_0,
+    ];
+    for isa in simd::available() {
+        for t in qtypes {
+            for &(rows, cols) in &[(7usize, 64usize), (130, 1536), (301, 96)] {
+                let w: Vec<u8> = (0..rows)
+                    .flat_map(|_| make_row(t, cols, Kind::Random, &mut rng))
+                    .collect();
+                let rb = t.row_bytes(cols).unwrap();
+                for n_tok in [1usize, 2, 5, 7, 9] {
+                    let x = rand_x(n_tok * cols, &mut rng);
+                    for pool in &pools {
+                        let mut out = vec![f32::NAN; n_tok * rows];
+                        matmul_isa(
+                            isa,
+                            pool,
+                            &w,
+                            t,
+                            rows,
+                            cols,
+                            &x,
+                            n_tok,
+                            &mut out,
+                            &mut scratch,
+                        )
+                        .unwrap();
+                        for tk in 0..n_tok {
+                            let xr = &x[tk * cols..(tk + 1) * cols];
+                            for r in 0..rows {
+                                let wr = &w[r * rb..(r + 1) * rb];
+                                let e = vec_dot_f32(Isa::Scalar, t, wr, xr, &mut s2).unwrap();
+                                let (_, mag) = f32_dot(t, wr, xr);
+                                let got = out[tk * rows + r];
+                                assert!(
+                                    (got - e).abs() <= 2e-5 * mag + 1e-6,
+                                    "{isa:?} {t:?} {rows}x{cols} n_tok={n_tok} t={tk} r={r}: {got} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_multi_equals_separate_matmuls() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    let cols = 576;
+    let specs = [
+        (QuantType::Q4_1, 64usize),
+        (QuantType::Q8_0, 24),
+        (QuantType::Q5_0, 33),
+        (QuantType::Q4_0, 8),
+        (QuantType::F16, 5),
+    ];
+    let ws: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|&(t, rows)| make_row(t, rows * cols, Kind::Random, &mut rng))
+        .collect();
+    let mut scratch = Vec::new();
+    for isa in simd::available() {
+        for n_tok in [1usize, 3, 20] {
+            let x = rand_x(n_tok * cols, &mut rng);
+            for pool in &pools {
+                // With and without the float job (which takes the per-job fallback).
+                for n_jobs in [4usize, 5] {
+                    let mut outs: Vec<Vec<f32>> = specs[..n_jobs]
+                        .iter()
+                        .map(|&(_, r)| vec![f32::NAN; n_tok * r])
+                        .collect();
+                    let mut jobs: Vec<MatmulJob<'_>> = specs[..n_jobs]
+                        .iter()
+                        .zip(&ws)
+                        .zip(outs.iter_mut())
+                        .map(|((&(wt, rows), w), out)| MatmulJob {
+                            w,
+                            wt,
+                            rows,
+                            out,
+                        })
+                        .collect();
+                    matmul_multi_isa(isa, pool, &mut jobs, cols, &x, n_tok, &mut scratch)
+                        .unwrap();
+                    for ((&(wt, rows), w), got) in specs.iter().zip(&ws).zip(&outs) {
+                        let mut e = vec![0f32; n_tok * rows];
+                        matmul_isa(
+                            isa,
+                            pool,
+                            w,
+                            wt,
+                            rows,
+                            cols,
+                            &x,
+                            n_tok,
+                            &mut e,
+                            &mut scratch,
+                        )
+                        .unwrap();
+                        assert_eq!(got, &e, "{isa:?} {wt:?} n_tok={n_tok}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn avx512_is_opt_in() {
+    if std::env::var("HOLOGRAM_ISA").is_ok_and(|s| s.eq_ignore_ascii_case("avx512")) {
+        return;
+    }
+    assert!(!simd::available().contains(&Isa::Avx512));
+    assert_ne!(simd::detected(), Isa::Avx512);
+    assert_ne!(simd::active(), Isa::Avx512);
+}
+
 #[test]
 fn scratch_is_reused() {
     let mut rng = StdRng::seed_from_u64(6);
@@ -341,7 +473,7 @@ fn bad_inputs_are_errors() {
     ));
     // Unsupported types.
     assert!(matches!(
-        dequantize_row_isa(Isa::Scalar, QuantType::Q4_K, &[0u8; 144], &mut [0f32; 256]),
+        dequantize_row_isa(Isa::Scalar, QuantType::Q8_K, &[0u8; 292], &mut [0f32; 256]),
         Err(KernelError::UnsupportedType(_))
     ));
     assert!(matches!(

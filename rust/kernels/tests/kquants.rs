@@ -127,7 +127,7 @@ fn adversarial_x(n: usize, case: usize, rng: &mut StdRng) -> Vec<f32> {
             }
             x[0] = 127.0;
         }
-        _ => x.iter_mut().for_each(|v| *v = -*v.abs()),
+        _ => x.iter_mut().for_each(|v| *v = -v.abs()),
     }
     x
 }

@@ -425,6 +425,151 @@ mod tests {
         assert!(pre_config(Some("kimi-k2")).is_none());
     }
 
+    /// Splits computed with Python's `regex` module on the original (HF) patterns. llama.cpp
+    /// agrees with them on these texts; differences would show a broken pattern translation.
+    #[test]
+    fn splits_match_reference_regex_engine() {
+        let texts = [
+            "Hello world's  end 123456!!\n\n x",
+            "I'M 12345 ok?\r\n  done",
+            "  two  spaces  between   ",
+            "Tabs\tand\nnewlines\n\n\nmany",
+            "CamelCaseIdentifierWithNumbers123 HTTPServer getX",
+            "Ünïcödé àccents: café, naïve, Straße",
+            "x = [1, 2, 3]; y = {'a': 1}\n",
+            "日本語のテキスト 😀🚀 and ❤️",
+            "\u{a0}non-breaking\u{a0}space\u{3000}x",
+            "def f(x):\n    return x**2  # square\n",
+        ];
+        let want_qwen2: [&[&str]; 10] = [
+            &[
+                "Hello", " world", "'s", " ", " end", " ", "1", "2", "3", "4", "5", "6", "!!\n\n",
+                " x",
+            ],
+            &[
+                "I", "'M", " ", "1", "2", "3", "4", "5", " ok", "?\r\n", " ", " done",
+            ],
+            &[" ", " two", " ", " spaces", " ", " between", "   "],
+            &["Tabs", "\tand", "\n", "newlines", "\n\n\n", "many"],
+            &[
+                "CamelCaseIdentifierWithNumbers",
+                "1",
+                "2",
+                "3",
+                " HTTPServer",
+                " getX",
+            ],
+            &[
+                "Ünïcödé",
+                " àccents",
+                ":",
+                " café",
+                ",",
+                " naïve",
+                ",",
+                " Straße",
+            ],
+            &[
+                "x", " =", " [", "1", ",", " ", "2", ",", " ", "3", "];", " y", " =", " {'", "a",
+                "':", " ", "1", "}\n",
+            ],
+            &["日本語のテキスト", " 😀🚀", " and", " ❤️"],
+            &["\u{a0}non", "-breaking", "\u{a0}space", "\u{3000}x"],
+            &[
+                "def", " f", "(x", "):\n", "   ", " return", " x", "**", "2", " ", " #", " square",
+                "\n",
+            ],
+        ];
+        let want_llama3: [&[&str]; 10] = [
+            &[
+                "Hello", " world", "'s", " ", " end", " ", "123", "456", "!!\n\n", " x",
+            ],
+            &["I", "'M", " ", "123", "45", " ok", "?\r\n", " ", " done"],
+            &[" ", " two", " ", " spaces", " ", " between", "   "],
+            &["Tabs", "\tand", "\n", "newlines", "\n\n\n", "many"],
+            &[
+                "CamelCaseIdentifierWithNumbers",
+                "123",
+                " HTTPServer",
+                " getX",
+            ],
+            &[
+                "Ünïcödé",
+                " àccents",
+                ":",
+                " café",
+                ",",
+                " naïve",
+                ",",
+                " Straße",
+            ],
+            &[
+                "x", " =", " [", "1", ",", " ", "2", ",", " ", "3", "];", " y", " =", " {'", "a",
+                "':", " ", "1", "}\n",
+            ],
+            &["日本語のテキスト", " 😀🚀", " and", " ❤️"],
+            &["\u{a0}non", "-breaking", "\u{a0}space", "\u{3000}x"],
+            &[
+                "def", " f", "(x", "):\n", "   ", " return", " x", "**", "2", " ", " #", " square",
+                "\n",
+            ],
+        ];
+        let want_gpt4o: [&[&str]; 10] = [
+            &[
+                "Hello", " world's", " ", " end", " ", "123", "456", "!!\n\n", " x",
+            ],
+            &["I'M", " ", "123", "45", " ok", "?\r\n", " ", " done"],
+            &[" ", " two", " ", " spaces", " ", " between", "   "],
+            &["Tabs", "\tand", "\n", "newlines", "\n\n\n", "many"],
+            &[
+                "Camel",
+                "Case",
+                "Identifier",
+                "With",
+                "Numbers",
+                "123",
+                " HTTPServer",
+                " get",
+                "X",
+            ],
+            &[
+                "Ünïcödé",
+                " àccents",
+                ":",
+                " café",
+                ",",
+                " naïve",
+                ",",
+                " Straße",
+            ],
+            &[
+                "x", " =", " [", "1", ",", " ", "2", ",", " ", "3", "];", " y", " =", " {'", "a",
+                "':", " ", "1", "}\n",
+            ],
+            &["日本語のテキスト", " 😀🚀", " and", " ❤️"],
+            &["\u{a0}non", "-breaking", "\u{a0}space", "\u{3000}x"],
+            &[
+                "def", " f", "(x", "):\n", "   ", " return", " x", "**", "2", " ", " #", " square",
+                "\n",
+            ],
+        ];
+        for (pattern, want) in [
+            (QWEN2, want_qwen2),
+            (LLAMA3_PATTERN, want_llama3),
+            (GPT4O, want_gpt4o),
+        ] {
+            let splitter = Splitter::new(&[pattern]).unwrap();
+            for (text, want) in texts.iter().zip(want) {
+                let got: Vec<&str> = splitter
+                    .split(text)
+                    .into_iter()
+                    .map(|(a, b)| &text[a..b])
+                    .collect();
+                assert_eq!(got, want, "{pattern} on {text:?}");
+            }
+        }
+    }
+
     fn toy() -> (HashMap<String, u32>, Vec<String>) {
         let toks = ["a", "b", "c", "Ġ", "ab", "abc", "Ġa", "bc"];
         let map = toks

@@ -12,14 +12,14 @@
 //!   `parse_special`; user-defined tokens always are (as in HF tokenizers);
 //! - BOS/EOS insertion and decoding through a per-token byte "piece" cache.
 //!
-//! Algorithms: `gpt2` byte-level BPE ([`bpe`]) and `llama` SentencePiece ([`spm`]). WordPiece
-//! (`bert`, `wordpiece.rs`) is to be wired in the same way as a new [`Algorithm`] variant: the
+//! Algorithms: `gpt2` byte-level BPE (`bpe.rs`) and `llama` SentencePiece (`spm.rs`). WordPiece
+//! (`bert`, `wordpiece.rs`) is to be wired in the same way as a new `Algorithm` variant: the
 //! fragment encoder, the piece rendering of a normal token, and the per-model BOS/EOS/SEP rules,
 //! at the places marked `ALGORITHM` below.
 
 mod bpe;
-#[allow(dead_code)] // parts of its API the shared `Tokenizer` does not need
 mod special;
+#[allow(dead_code)] // parts of its API the shared `Tokenizer` does not need
 mod spm;
 mod stream;
 mod unicode;
@@ -177,7 +177,7 @@ pub struct SpecialTokens {
 /// The tokenizer algorithm. ALGORITHM: add `WordPiece(wordpiece::WordPieceTokenizer)`.
 #[derive(Debug)]
 enum Algorithm {
-    Bpe(bpe::Bpe),
+    Bpe(Box<bpe::Bpe>),
     Spm(spm::SpmTokenizer),
 }
 
@@ -370,12 +370,12 @@ impl Tokenizer {
 
         // ALGORITHM: build the model for `v.model`.
         let algorithm = match v.model.as_str() {
-            "gpt2" => Algorithm::Bpe(bpe::Bpe::new(
+            "gpt2" => Algorithm::Bpe(Box::new(bpe::Bpe::new(
                 v.pre.as_deref(),
                 &v.merges,
                 &token_to_id,
                 n as u32,
-            )?),
+            )?)),
             "llama" => Algorithm::Spm(
                 spm::SpmTokenizer::new(
                     &tokens,
@@ -653,7 +653,12 @@ fn detect_special_tokens(
     special: &mut SpecialTokens,
 ) -> Vec<u32> {
     // The lowest id with one of the texts (llama.cpp takes the first in hash-map order).
-    let find = |texts: &[&str]| texts.iter().filter_map(|t| token_to_id.get(*t).copied()).min();
+    let find = |texts: &[&str]| {
+        texts
+            .iter()
+            .filter_map(|t| token_to_id.get(*t).copied())
+            .min()
+    };
     let detect = |slot: &mut Option<u32>, texts: &[&str], attrs: &mut [TokenAttr]| {
         if slot.is_none() {
             if let Some(id) = find(texts) {
@@ -706,7 +711,7 @@ fn detect_special_tokens(
     let has = |text: &str| eog_with(&eog, text).is_some();
     let has_call = has("<|call|>") || has("<|calls|>");
     if let Some(end) = eog_with(&eog, "<|end|>") {
-        if (has("<|return|>") && has_call) || (has_call && has("<|flush|>")) {
+        if has_call && (has("<|return|>") || has("<|flush|>")) {
             eog.retain(|&id| id != end);
             attrs[end as usize] = TokenAttr::USER_DEFINED;
         }

@@ -16,7 +16,10 @@ pub(crate) struct SpecialTrie {
 
 impl SpecialTrie {
     pub fn new<'a>(texts: impl IntoIterator<Item = (u32, &'a str)>) -> Self {
-        let mut t = Self { children: vec![Vec::new()], token: vec![None] };
+        let mut t = Self {
+            children: vec![Vec::new()],
+            token: vec![None],
+        };
         for (id, text) in texts {
             let mut node = 0usize;
             for &b in text.as_bytes() {
@@ -44,7 +47,10 @@ impl SpecialTrie {
         let bytes = text.as_bytes();
         let root = &self.children[0];
         for start in 0..bytes.len() {
-            if root.binary_search_by_key(&bytes[start], |&(c, _)| c).is_err() {
+            if root
+                .binary_search_by_key(&bytes[start], |&(c, _)| c)
+                .is_err()
+            {
                 continue;
             }
             let mut node = 0usize;

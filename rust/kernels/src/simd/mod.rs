@@ -9,7 +9,12 @@
 //! `crate::matmul` and only `debug_assert!`ed here.
 //!
 //! Tiers: `Avx2` = AVX2+FMA+F16C. `Avx512` = AVX-512 F/BW/VL **with VNNI** (`vpdpbusd`) plus the
-//! AVX2 tier; AVX-512 CPUs without VNNI (Skylake-SP only) use `Avx2`. `Neon` currently routes to
+//! AVX2 tier; AVX-512 CPUs without VNNI (Skylake-SP only) use `Avx2`.
+//!
+//! The AVX-512 kernels are **unverified on hardware; opt-in until a test run on an AVX-512
+//! machine**: the tier is only available (in [`available`], [`Isa::is_available`], [`active`])
+//! when `HOLOGRAM_ISA=avx512` is set and the CPU has the features; [`detected`] never returns
+//! it (AVX-512 machines get `Avx2`). The kernels stay compiled so that test run is one env var. `Neon` currently routes to
 //! the scalar references (compiles everywhere; dedicated NEON kernels are a follow-up).
 
 use std::sync::OnceLock;
@@ -18,6 +23,8 @@ use crate::quant::{self, QuantType};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2_kquants;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;
 
@@ -67,7 +74,10 @@ fn probe() -> u32 {
         let avx2 = f!("avx2") && f!("fma") && f!("f16c");
         if avx2 {
             m |= 1 << Isa::Avx2 as u32;
-            if f!("avx512f") && f!("avx512bw") && f!("avx512vl") && f!("avx512vnni") {
+            // Opt-in only (see the module docs).
+            let opt_in = std::env::var("HOLOGRAM_ISA")
+                .is_ok_and(|s| Isa::from_name(&s) == Some(Isa::Avx512));
+            if opt_in && f!("avx512f") && f!("avx512bw") && f!("avx512vl") && f!("avx512vnni") {
                 m |= 1 << Isa::Avx512 as u32;
             }
         }
@@ -86,9 +96,9 @@ fn available_mask() -> u32 {
     *MASK.get_or_init(probe)
 }
 
-/// The best tier this CPU supports.
+/// The best verified tier this CPU supports (never `Avx512`, which is opt-in).
 pub fn detected() -> Isa {
-    [Isa::Avx512, Isa::Avx2, Isa::Neon]
+    [Isa::Avx2, Isa::Neon]
         .into_iter()
         .find(|i| i.is_available())
         .unwrap_or(Isa::Scalar)
@@ -132,6 +142,12 @@ pub(crate) fn dequant_fn(isa: Isa, t: QuantType) -> Option<DequantFn> {
         if k.is_some() {
             return k;
         }
+        // K-quants: one AVX2 implementation, also used by the AVX-512 tier (a superset).
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            if let Some(k) = x86_avx2_kquants::dequant_fn(t) {
+                return Some(k);
+            }
+        }
     }
     let _ = isa;
     Some(match t {
@@ -144,6 +160,11 @@ pub(crate) fn dequant_fn(isa: Isa, t: QuantType) -> Option<DequantFn> {
         T::Q5_1 => quant::q5_1::dequantize,
         T::Q8_0 => quant::q8_0::dequantize,
         T::Q8_1 => quant::q8_1::dequantize,
+        T::Q2_K => quant::q2_k::dequantize,
+        T::Q3_K => quant::q3_k::dequantize,
+        T::Q4_K => quant::q4_k::dequantize,
+        T::Q5_K => quant::q5_k::dequantize,
+        T::Q6_K => quant::q6_k::dequantize,
         _ => return None,
     })
 }
@@ -161,6 +182,12 @@ pub(crate) fn vec_dot_fn(isa: Isa, t: QuantType) -> Option<VecDotFn> {
         if k.is_some() {
             return k;
         }
+        // K-quants: one AVX2 implementation, also used by the AVX-512 tier (a superset).
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            if let Some(k) = x86_avx2_kquants::vec_dot_fn(t) {
+                return Some(k);
+            }
+        }
     }
     let _ = isa;
     Some(match t {
@@ -172,11 +199,16 @@ pub(crate) fn vec_dot_fn(isa: Isa, t: QuantType) -> Option<VecDotFn> {
         T::Q5_0 => quant::q5_0::vec_dot,
         T::Q5_1 => quant::q5_1::vec_dot,
         T::Q8_0 => quant::q8_0::vec_dot,
+        T::Q2_K => quant::q2_k::vec_dot,
+        T::Q3_K => quant::q3_k::vec_dot,
+        T::Q4_K => quant::q4_k::vec_dot,
+        T::Q5_K => quant::q5_k::vec_dot,
+        T::Q6_K => quant::q6_k::vec_dot,
         _ => return None,
     })
 }
 
-/// Activation quantizer producing `vt` (Q8_0 or Q8_1); None for other types.
+/// Activation quantizer producing `vt` (Q8_0, Q8_1 or Q8_K); None for other types.
 pub(crate) fn quantize_fn(isa: Isa, vt: QuantType) -> Option<QuantizeFn> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -188,11 +220,18 @@ pub(crate) fn quantize_fn(isa: Isa, vt: QuantType) -> Option<QuantizeFn> {
         if k.is_some() {
             return k;
         }
+        // K-quants: one AVX2 implementation, also used by the AVX-512 tier (a superset).
+        if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+            if let Some(k) = x86_avx2_kquants::quantize_fn(vt) {
+                return Some(k);
+            }
+        }
     }
     let _ = isa;
     Some(match vt {
         QuantType::Q8_0 => quant::q8_0::quantize,
         QuantType::Q8_1 => quant::q8_1::quantize,
+        QuantType::Q8_K => quant::q8_k::quantize,
         _ => return None,
     })
 }

@@ -83,8 +83,8 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes.
-    let t = unsafe { _mm_loadu_si128(p.cast()) };
-    let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    let t = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast())) };
+    let b = _mm256_srlv_epi64(t, _mm256_set_epi64x(4, 4, 0, 0));
     _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
 }
 
@@ -398,6 +398,233 @@ unsafe fn quantize_q8<const Q81: bool>(x: &[f32], dst: &mut [u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Register-tiled matmul (gemv for one token, gemm for several), llamafile-tinyBLAS style.
+//
+// Activations are first quantized (Q8_0 / Q8_1, bit-identical to the references) and then
+// "prepared" once per matmul into `ABLK`-byte records per (token, block):
+//   [0..32)  the 32 int8 quants y
+//   [32..64) 16 x i16: `off * (y[2k] + y[2k+1])`, the zero-point correction of Q4_0 (off 8) /
+//            Q5_0 (off 16) weights in the `vpmaddubsw` (i16 pair) domain; unused otherwise
+//   [64..68) d (f32)      [68..72) s / 8 (f32, Q8_1 only: spreads `m * s` over 8 lanes)
+// A tile kernel keeps R rows x C tokens of 8-lane f32 accumulators in registers. Per block it
+// unpacks each weight row once (unsigned quants, or |w| for Q8_0) and reuses it for C tokens;
+// the prepared activation records are read straight from L1 as memory operands. Per
+// (row, token, block): maddubs (+ psubw / psignb) + maddwd + cvt + mul + fma; horizontal sums
+// only once per output. Exactness: Q4/Q5 pair sums are <= 31*127*2, Q8_0 |w| <= 128 so
+// maddubs never saturates; every integer block dot is exact, only f32 scaling rounds.
+
+/// Bytes per prepared activation block.
+pub(crate) const ABLK: usize = 80;
+
+/// Rows x tokens of the gemm tile (8 accumulators + w, dw, mw, temporaries < 16 ymm).
+const GR: usize = 2;
+const GC: usize = 4;
+/// Rows of the gemv tile (one token).
+const VR: usize = 4;
+/// Target weight bytes of a row panel (kept L2-resident while all token groups pass over it).
+const PANEL_BYTES: usize = 96 * 1024;
+
+/// One row of Q8_0 / Q8_1 activation blocks -> prepared records (see above).
+pub(crate) type PrepFn = unsafe fn(&[u8], &mut [u8]);
+/// `out[t * ldo + r] = dot(W[r], act[t])` for `r < nrows`, `t < n_tok`.
+/// Args: w (nrows rows of `rb` bytes), rb, nrows, act (token t's `nb` records at byte
+/// `t * astride`), astride, n_tok, nb, out, ldo.
+pub(crate) type GemmFn =
+    unsafe fn(&[u8], usize, usize, &[u8], usize, usize, usize, *mut f32, usize);
+
+/// # Safety
+/// AVX2+FMA+F16C; `xq` whole Q8_0 (`Q81 = false`) / Q8_1 blocks, `dst` `ABLK` bytes per block.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep_act<const OFF: i8, const Q81: bool>(xq: &[u8], dst: &mut [u8]) {
+    let xb = if Q81 { 36 } else { 34 };
+    let nb = xq.len() / xb;
+    debug_assert_eq!(dst.len(), nb * ABLK);
+    for i in 0..nb {
+        // SAFETY: block i of xq (xb bytes) and record i of dst (ABLK bytes) are in bounds.
+        unsafe {
+            let s = xq.as_ptr().add(i * xb);
+            let o = dst.as_mut_ptr().add(i * ABLK);
+            let y = _mm256_loadu_si256(s.add(xb - 32).cast());
+            _mm256_storeu_si256(o.cast(), y);
+            let corr = if OFF != 0 {
+                _mm256_maddubs_epi16(_mm256_set1_epi8(OFF), y)
+            } else {
+                _mm256_setzero_si256()
+            };
+            _mm256_storeu_si256(o.add(32).cast(), corr);
+            o.add(64).cast::<f32>().write_unaligned(f16_at(s));
+            let s8 = if Q81 { f16_at(s.add(2)) * 0.125 } else { 0.0 };
+            o.add(68).cast::<f32>().write_unaligned(s8);
+            o.add(72).cast::<u64>().write_unaligned(0);
+        }
+    }
+}
+
+/// R x C tile over all `nb` blocks: rows at `w + r * rb`, prepared tokens at `a + t * arb`.
+///
+/// # Safety
+/// AVX2+FMA+F16C; R whole rows of `nb` blocks of `T` and C prepared rows of `nb` records are
+/// readable; `out + t * ldo + r` writable for r < R, t < C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const T: u32, const R: usize, const C: usize>(
+    w: *const u8,
+    rb: usize,
+    a: *const u8,
+    arb: usize,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let f = const { fmt(T) };
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    for b in 0..nb {
+        for (r, accr) in acc.iter_mut().enumerate() {
+            // SAFETY: row r < R, block b < nb: inside the caller-guaranteed weight rows.
+            let bw = unsafe { w.add(r * rb + b * f.bytes) };
+            // SAFETY: bw is a whole block of T.
+            let (q, dw) = unsafe { (raw_quants::<T>(bw), _mm256_set1_ps(f16_at(bw))) };
+            // SAFETY: as above (the min is at offset 2 of Q4_1/Q5_1 blocks).
+            let mw = if f.has_m {
+                _mm256_set1_ps(unsafe { f16_at(bw.add(2)) })
+            } else {
+                _mm256_setzero_ps()
+            };
+            let qa = if T == Q8_0 { _mm256_sign_epi8(q, q) } else { q };
+            for (t, acct) in accr.iter_mut().enumerate() {
+                // SAFETY: token t < C, record b < nb: inside the caller-guaranteed act rows.
+                let ba = unsafe { a.add(t * arb + b * ABLK) };
+                // SAFETY: ba is a whole ABLK record (quants, correction, d, s/8).
+                let (y, dx) = unsafe {
+                    (
+                        _mm256_loadu_si256(ba.cast()),
+                        _mm256_broadcast_ss(&*ba.add(64).cast::<f32>()),
+                    )
+                };
+                let p16 = if T == Q8_0 {
+                    _mm256_maddubs_epi16(qa, _mm256_sign_epi8(y, q))
+                } else if f.off != 0 {
+                    // SAFETY: the correction lies inside the record.
+                    let c = unsafe { _mm256_loadu_si256(ba.add(32).cast()) };
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(qa, y), c)
+                } else {
+                    _mm256_maddubs_epi16(qa, y)
+                };
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                *acct = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), p, *acct);
+                if f.has_m {
+                    // SAFETY: s/8 lies inside the record.
+                    let s8 = unsafe { _mm256_broadcast_ss(&*ba.add(68).cast::<f32>()) };
+                    *acct = _mm256_fmadd_ps(mw, s8, *acct);
+                }
+            }
+        }
+    }
+    for (r, accr) in acc.iter().enumerate() {
+        for (t, acct) in accr.iter().enumerate() {
+            // SAFETY: r < R, t < C: writable per the caller.
+            unsafe { *out.add(t * ldo + r) = hsum256(*acct) };
+        }
+    }
+}
+
+/// Dispatch a tile with `r <= R` rows and `c <= C` tokens to its instantiation.
+macro_rules! tile_rc {
+    ($t:ident, $r:expr, $c:expr, $($args:expr),*) => {
+        match ($r, $c) {
+            (1, 1) => tile::<$t, 1, 1>($($args),*),
+            (1, 2) => tile::<$t, 1, 2>($($args),*),
+            (1, 3) => tile::<$t, 1, 3>($($args),*),
+            (1, _) => tile::<$t, 1, 4>($($args),*),
+            (2, 1) => tile::<$t, 2, 1>($($args),*),
+            (2, 2) => tile::<$t, 2, 2>($($args),*),
+            (2, 3) => tile::<$t, 2, 3>($($args),*),
+            (2, _) => tile::<$t, 2, 4>($($args),*),
+            // 3 and 4 rows only come from the one-token (gemv) path.
+            (3, _) => tile::<$t, 3, 1>($($args),*),
+            _ => tile::<$t, 4, 1>($($args),*),
+        }
+    };
+}
+
+/// Matmul of `nrows` weight rows against `n_tok` prepared activation rows (see [`GemmFn`]).
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w.len() >= nrows * rb` with `rb = nb * block bytes`; `act` holds `nb`
+/// records at `t * arb` for t < n_tok (n_tok >= 1); `out + t * ldo + r` writable for r < nrows,
+/// t < n_tok.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q<const T: u32>(
+    w: &[u8],
+    rb: usize,
+    nrows: usize,
+    act: &[u8],
+    arb: usize,
+    n_tok: usize,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    debug_assert_eq!(rb, nb * fmt(T).bytes);
+    debug_assert!(w.len() >= nrows * rb && act.len() >= (n_tok - 1) * arb + nb * ABLK);
+    let (pw, pa) = (w.as_ptr(), act.as_ptr());
+    if n_tok == 1 {
+        let mut r = 0;
+        while r < nrows {
+            let rr = (nrows - r).min(VR);
+            // SAFETY: rows r..r+rr < nrows and token 0 are in bounds (caller contract).
+            unsafe { tile_rc!(T, rr, 1, pw.add(r * rb), rb, pa, arb, nb, out.add(r), ldo) };
+            r += rr;
+        }
+        return;
+    }
+    const { assert!(GR <= 2 && GC <= 4 && VR <= 4) };
+    let panel = (PANEL_BYTES / rb.max(1)).max(GR).next_multiple_of(GR);
+    let mut p0 = 0;
+    while p0 < nrows {
+        let p1 = (p0 + panel).min(nrows);
+        let mut t0 = 0;
+        while t0 < n_tok {
+            let c = (n_tok - t0).min(GC);
+            let mut r = p0;
+            while r < p1 {
+                let rr = (p1 - r).min(GR);
+                // SAFETY: rows r..r+rr < nrows and tokens t0..t0+c < n_tok are in bounds.
+                unsafe {
+                    tile_rc!(
+                        T,
+                        rr,
+                        c,
+                        pw.add(r * rb),
+                        rb,
+                        pa.add(t0 * arb),
+                        arb,
+                        nb,
+                        out.add(t0 * ldo + r),
+                        ldo
+                    )
+                };
+                r += rr;
+            }
+            t0 += c;
+        }
+        p0 = p1;
+    }
+}
+
+/// The tiled matmul of weight type `t` and the activation preparation it needs.
+pub(crate) fn gemm_fn(t: QuantType) -> Option<(GemmFn, PrepFn)> {
+    Some(match t {
+        QuantType::Q4_0 => (gemm_q::<Q4_0>, prep_act::<8, false>),
+        QuantType::Q4_1 => (gemm_q::<Q4_1>, prep_act::<0, true>),
+        QuantType::Q5_0 => (gemm_q::<Q5_0>, prep_act::<16, false>),
+        QuantType::Q5_1 => (gemm_q::<Q5_1>, prep_act::<0, true>),
+        QuantType::Q8_0 => (gemm_q::<Q8_0>, prep_act::<0, false>),
+        _ => return None,
+    })
+}
+
 pub(super) fn dequant_fn(t: QuantType) -> Option<DequantFn> {
     Some(match t {
         QuantType::F32 => dequant_float::<0>,
@@ -426,7 +653,7 @@ pub(super) fn vec_dot_fn(t: QuantType) -> Option<VecDotFn> {
     })
 }
 
-pub(super) fn quantize_fn(vt: QuantType) -> Option<QuantizeFn> {
+pub(crate) fn quantize_fn(vt: QuantType) -> Option<QuantizeFn> {
     Some(match vt {
         QuantType::Q8_0 => quantize_q8::<false>,
         QuantType::Q8_1 => quantize_q8::<true>,
