@@ -155,8 +155,14 @@ fn bench_matmul_multi<M: Measurement>(c: &mut Criterion<M>) {
     let cols = 576;
     let pools: Vec<Pool> = [1usize, 2].iter().map(|&n| Pool::new(n).unwrap()).collect();
     let mut g = c.benchmark_group("matmul_multi/ntok1");
-    for (name, rows) in [("qkv", vec![576usize, 192, 192]), ("gateup", vec![1536, 1536])] {
-        let ws: Vec<Vec<u8>> = rows.iter().map(|&r| weights(t, r * cols, &mut rng)).collect();
+    for (name, rows) in [
+        ("qkv", vec![576usize, 192, 192]),
+        ("gateup", vec![1536, 1536]),
+    ] {
+        let ws: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|&r| weights(t, r * cols, &mut rng))
+            .collect();
         let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let mut outs: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0f32; r]).collect();
         let mut scratch = Vec::new();

@@ -73,19 +73,8 @@ fn bench_gemv(c: &mut Criterion) {
                     let id = format!("{}/{}x{}/t{}", t.name(), rows, cols, pool.n_threads());
                     g.bench_function(id, |b| {
                         b.iter(|| {
-                            matmul_isa(
-                                isa,
-                                pool,
-                                &w,
-                                t,
-                                rows,
-                                cols,
-                                &x,
-                                1,
-                                &mut out,
-                                &mut scratch,
-                            )
-                            .unwrap()
+                            matmul_isa(isa, pool, &w, t, rows, cols, &x, 1, &mut out, &mut scratch)
+                                .unwrap()
                         })
                     });
                 }

@@ -212,12 +212,7 @@ pub fn matmul_isa(
     }
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 && simd::x86_avx2::gemm_fn(wt).is_some() {
-        let mut jobs = [MatmulJob {
-            w,
-            wt,
-            rows,
-            out,
-        }];
+        let mut jobs = [MatmulJob { w, wt, rows, out }];
         return tiled_avx2(pool, &mut jobs, cols, x, n_tok, scratch);
     }
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -404,18 +399,12 @@ pub fn matmul_multi_isa(
     scratch: &mut Vec<u8>,
 ) -> Result<(), KernelError> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2
-        && jobs
-            .iter()
-            .all(|j| simd::x86_avx2::gemm_fn(j.wt).is_some())
-    {
+    if isa == Isa::Avx2 && jobs.iter().all(|j| simd::x86_avx2::gemm_fn(j.wt).is_some()) {
         ensure_isa(isa)?;
         return tiled_avx2(pool, jobs, cols, x, n_tok, scratch);
     }
     for j in jobs.iter_mut() {
-        matmul_isa(
-            isa, pool, j.w, j.wt, j.rows, cols, x, n_tok, j.out, scratch,
-        )?;
+        matmul_isa(isa, pool, j.w, j.wt, j.rows, cols, x, n_tok, j.out, scratch)?;
     }
     Ok(())
 }

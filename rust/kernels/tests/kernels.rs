@@ -371,15 +371,9 @@ fn matmul_multi_equals_separate_matmuls() {
                         .iter()
                         .zip(&ws)
                         .zip(outs.iter_mut())
-                        .map(|((&(wt, rows), w), out)| MatmulJob {
-                            w,
-                            wt,
-                            rows,
-                            out,
-                        })
+                        .map(|((&(wt, rows), w), out)| MatmulJob { w, wt, rows, out })
                         .collect();
-                    matmul_multi_isa(isa, pool, &mut jobs, cols, &x, n_tok, &mut scratch)
-                        .unwrap();
+                    matmul_multi_isa(isa, pool, &mut jobs, cols, &x, n_tok, &mut scratch).unwrap();
                     for ((&(wt, rows), w), got) in specs.iter().zip(&ws).zip(&outs) {
                         let mut e = vec![0f32; n_tok * rows];
                         matmul_isa(

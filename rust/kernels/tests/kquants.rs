@@ -230,7 +230,10 @@ fn quantize_q8_k_matches_ggml_semantics() {
         for (xb, qb) in x.chunks_exact(QK).zip(q.chunks_exact(292)) {
             let b: q8_k::BlockQ8_K = bytemuck::pod_read_unaligned(qb);
             for j in 0..16 {
-                let s: i32 = b.qs[16 * j..16 * j + 16].iter().map(|&v| i32::from(v)).sum();
+                let s: i32 = b.qs[16 * j..16 * j + 16]
+                    .iter()
+                    .map(|&v| i32::from(v))
+                    .sum();
                 assert_eq!(i32::from(b.bsums[j]), s);
             }
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -255,7 +258,11 @@ fn quantize_q8_k_matches_ggml_semantics() {
 fn f64_dot(t: QuantType, w: &[u8], x: &[f32]) -> (f64, f64) {
     let mut d = vec![0f32; x.len()];
     dequantize_row_isa(Isa::Scalar, t, w, &mut d).unwrap();
-    let dot = d.iter().zip(x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+    let dot = d
+        .iter()
+        .zip(x)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
     let mag = d
         .iter()
         .zip(x)

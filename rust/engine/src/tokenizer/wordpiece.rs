@@ -98,6 +98,12 @@ impl WordPieceTokenizer {
         self.unk
     }
 
+    /// The text a normal (non-special) token decodes to: llama.cpp replaces the phantom space
+    /// with a space (`▁word` -> `" word"`; continuation pieces are unchanged).
+    pub fn token_piece(token_text: &str) -> String {
+        token_text.replace(PHANTOM_SPACE, " ")
+    }
+
     /// Encode one text fragment (no special tokens added), appending ids to `out`.
     pub fn encode_fragment(&self, text: &str, out: &mut Vec<u32>) {
         let normalized = self.normalize(text);
@@ -202,12 +208,6 @@ impl WordPieceTokenizer {
             }
         }
     }
-}
-
-/// The text a normal (non-special) token decodes to: llama.cpp replaces the phantom space with a
-/// space (`▁word` -> `" word"`, continuation pieces unchanged).
-pub fn token_piece(token_text: &str) -> String {
-    token_text.replace(PHANTOM_SPACE, " ")
 }
 
 /// HF `bert.rs` `is_whitespace`: `\t`, `\n`, `\r` and Unicode White_Space.
@@ -843,6 +843,6 @@ mod tests {
         let v = vocab(&["a"]);
         assert!(WordPieceTokenizer::new(&v, None, true, true).is_err());
         assert!(WordPieceTokenizer::new(&v, Some(5), true, true).is_err());
-        assert_eq!(token_piece("\u{2581}word"), " word");
+        assert_eq!(WordPieceTokenizer::token_piece("\u{2581}word"), " word");
     }
 }

@@ -51,7 +51,10 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         let q = b.quants();
         for j in 0..8 {
             let (dl, ml) = (d * f32::from(sc[j]), dmin * f32::from(m[j]));
-            for (y, &q) in y[32 * j..32 * j + 32].iter_mut().zip(&q[32 * j..32 * j + 32]) {
+            for (y, &q) in y[32 * j..32 * j + 32]
+                .iter_mut()
+                .zip(&q[32 * j..32 * j + 32])
+            {
                 *y = dl * f32::from(q) - ml;
             }
         }

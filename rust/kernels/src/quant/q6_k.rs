@@ -50,7 +50,10 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         let q = b.quants();
         for j in 0..16 {
             let dl = d * f32::from(b.scales[j]);
-            for (y, &q) in y[16 * j..16 * j + 16].iter_mut().zip(&q[16 * j..16 * j + 16]) {
+            for (y, &q) in y[16 * j..16 * j + 16]
+                .iter_mut()
+                .zip(&q[16 * j..16 * j + 16])
+            {
                 *y = dl * f32::from(q);
             }
         }

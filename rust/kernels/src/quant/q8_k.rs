@@ -30,7 +30,7 @@ pub const BYTES: usize = 292;
 #[inline]
 pub(crate) fn round_q8(v: f32) -> i8 {
     let r = v.round_ties_even();
-    let i = if r >= -2_147_483_648.0 && r < 2_147_483_648.0 {
+    let i = if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
         r as i32
     } else {
         i32::MIN

@@ -485,8 +485,8 @@ unsafe fn tile<const T: u32, const R: usize, const C: usize>(
             let bw = unsafe { w.add(r * rb + b * f.bytes) };
             // SAFETY: bw is a whole block of T.
             let (q, dw) = unsafe { (raw_quants::<T>(bw), _mm256_set1_ps(f16_at(bw))) };
-            // SAFETY: as above (the min is at offset 2 of Q4_1/Q5_1 blocks).
             let mw = if f.has_m {
+                // SAFETY: as above (the min is at offset 2 of Q4_1/Q5_1 blocks).
                 _mm256_set1_ps(unsafe { f16_at(bw.add(2)) })
             } else {
                 _mm256_setzero_ps()
@@ -554,6 +554,7 @@ macro_rules! tile_rc {
 /// AVX2+FMA+F16C; `w.len() >= nrows * rb` with `rb = nb * block bytes`; `act` holds `nb`
 /// records at `t * arb` for t < n_tok (n_tok >= 1); `out + t * ldo + r` writable for r < nrows,
 /// t < n_tok.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_q<const T: u32>(
     w: &[u8],

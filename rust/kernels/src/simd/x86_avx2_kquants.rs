@@ -25,16 +25,30 @@ const Y_BYTES: usize = q8_k::BYTES;
 const Y_QS: usize = 4;
 const Y_BSUMS: usize = 260;
 
-/// f16 at `p` as f32.
+/// The two f16 at `p` and `p + 2` as f32 (`d`, `dmin`). One 32-bit load and `vmovd`, which
+/// writes the whole register: a 16-bit insert would carry a false dependency on whatever the
+/// register held (LLVM picks the accumulator), serializing the block loop.
 ///
 /// # Safety
-/// `p..p+2` readable; F16C available.
+/// `p..p+4` readable; F16C available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: the caller guarantees two readable bytes at p.
-    let bits = unsafe { p.cast::<u16>().read_unaligned() };
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+unsafe fn f16x2_at(p: *const u8) -> (f32, f32) {
+    // SAFETY: the caller guarantees four readable bytes at p.
+    let bits = unsafe { p.cast::<u32>().read_unaligned() };
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// The f16 at `p` as f32, read as the high half of the 32 bits at `p - 2` (see [`f16x2_at`]).
+///
+/// # Safety
+/// `p-2..p+2` readable; F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at_hi(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees p-2..p+2 readable.
+    unsafe { f16x2_at(p.sub(2)).1 }
 }
 
 /// f32 at `p`.
@@ -222,8 +236,8 @@ unsafe fn vec_dot_q4_k(w: &[u8], x: &[u8]) -> f32 {
             let bw = w.as_ptr().add(i * 144);
             let bx = x.as_ptr().add(i * Y_BYTES);
             let yd = f32_at(bx);
-            let d = yd * f16_at(bw);
-            let dmin = -yd * f16_at(bw.add(2));
+            let (wd, wmin) = f16x2_at(bw);
+            let (d, dmin) = (yd * wd, -yd * wmin);
             let ms = scales_mins_k4(bw.add(4));
             let mt = min_term_k4(ms, load(bx.add(Y_BSUMS)));
             acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mt), acc_m);
@@ -235,10 +249,8 @@ unsafe fn vec_dot_q4_k(w: &[u8], x: &[u8]) -> f32 {
                 let ql = _mm256_and_si256(q, m4);
                 let qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                 let sl = _mm256_shuffle_epi8(scales, bcast_mask(2 * j as i32, 2 * j as i32));
-                let sh = _mm256_shuffle_epi8(
-                    scales,
-                    bcast_mask(2 * j as i32 + 1, 2 * j as i32 + 1),
-                );
+                let sh =
+                    _mm256_shuffle_epi8(scales, bcast_mask(2 * j as i32 + 1, 2 * j as i32 + 1));
                 let pl = scaled_dot(ql, load(bx.add(Y_QS + 64 * j)), sl);
                 let ph = scaled_dot(qh, load(bx.add(Y_QS + 64 * j + 32)), sh);
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
@@ -271,8 +283,8 @@ unsafe fn vec_dot_q5_k(w: &[u8], x: &[u8]) -> f32 {
             let bw = w.as_ptr().add(i * 176);
             let bx = x.as_ptr().add(i * Y_BYTES);
             let yd = f32_at(bx);
-            let d = yd * f16_at(bw);
-            let dmin = -yd * f16_at(bw.add(2));
+            let (wd, wmin) = f16x2_at(bw);
+            let (d, dmin) = (yd * wd, -yd * wmin);
             let ms = scales_mins_k4(bw.add(4));
             let mt = min_term_k4(ms, load(bx.add(Y_BSUMS)));
             acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mt), acc_m);
@@ -282,18 +294,22 @@ unsafe fn vec_dot_q5_k(w: &[u8], x: &[u8]) -> f32 {
             let mut sumi = _mm256_setzero_si256();
             for j in 0..4 {
                 let q = load(bw.add(48 + 32 * j));
-                let hl = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128((2 * j) as i32)), one);
-                let hh = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128((2 * j + 1) as i32)), one);
+                let hl = _mm256_and_si256(
+                    _mm256_srl_epi16(hbits, _mm_cvtsi32_si128((2 * j) as i32)),
+                    one,
+                );
+                let hh = _mm256_and_si256(
+                    _mm256_srl_epi16(hbits, _mm_cvtsi32_si128((2 * j + 1) as i32)),
+                    one,
+                );
                 let ql = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(hl, 4));
                 let qh = _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
                     _mm256_slli_epi16(hh, 4),
                 );
                 let sl = _mm256_shuffle_epi8(scales, bcast_mask(2 * j as i32, 2 * j as i32));
-                let sh = _mm256_shuffle_epi8(
-                    scales,
-                    bcast_mask(2 * j as i32 + 1, 2 * j as i32 + 1),
-                );
+                let sh =
+                    _mm256_shuffle_epi8(scales, bcast_mask(2 * j as i32 + 1, 2 * j as i32 + 1));
                 let pl = scaled_dot(ql, load(bx.add(Y_QS + 64 * j)), sl);
                 let ph = scaled_dot(qh, load(bx.add(Y_QS + 64 * j + 32)), sh);
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
@@ -358,7 +374,7 @@ unsafe fn vec_dot_q6_k(w: &[u8], x: &[u8]) -> f32 {
         unsafe {
             let bw = w.as_ptr().add(i * 210);
             let bx = x.as_ptr().add(i * Y_BYTES);
-            let d = f32_at(bx) * f16_at(bw.add(208));
+            let d = f32_at(bx) * f16_at_hi(bw.add(208));
             let sc8 = _mm_loadu_si128(bw.add(192).cast());
             let sc16 = _mm256_cvtepi8_epi16(sc8);
             // sum_j sc[j] * bsums[j] (8 lanes), times 32 below.
@@ -407,8 +423,8 @@ unsafe fn vec_dot_q2_k(w: &[u8], x: &[u8]) -> f32 {
             let bw = w.as_ptr().add(i * 84);
             let bx = x.as_ptr().add(i * Y_BYTES);
             let yd = f32_at(bx);
-            let d = yd * f16_at(bw.add(80));
-            let dmin = -yd * f16_at(bw.add(82));
+            let (wd, wmin) = f16x2_at(bw.add(80));
+            let (d, dmin) = (yd * wd, -yd * wmin);
             let sm = _mm_loadu_si128(bw.cast());
             let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4));
             let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
@@ -456,7 +472,7 @@ unsafe fn vec_dot_q3_k(w: &[u8], x: &[u8]) -> f32 {
         unsafe {
             let bw = w.as_ptr().add(i * 110);
             let bx = x.as_ptr().add(i * Y_BYTES);
-            let d = f32_at(bx) * f16_at(bw.add(108));
+            let d = f32_at(bx) * f16_at_hi(bw.add(108));
             let a = [
                 bw.add(96).cast::<u32>().read_unaligned(),
                 bw.add(100).cast::<u32>().read_unaligned(),
@@ -484,10 +500,8 @@ unsafe fn vec_dot_q3_k(w: &[u8], x: &[u8]) -> f32 {
                     let ql = _mm256_and_si256(_mm256_srl_epi16(q3, _mm_cvtsi32_si128(2 * k)), m3);
                     let qh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(nh, bit), one), 2);
                     let y = load(bx.add(Y_QS + 128 * h + 32 * k as usize));
-                    let p16 = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(ql, y),
-                        _mm256_maddubs_epi16(qh, y),
-                    );
+                    let p16 =
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(ql, y), _mm256_maddubs_epi16(qh, y));
                     let m = bcast_mask(2 * k, 2 * k + 1);
                     let p = _mm256_madd_epi16(_mm256_shuffle_epi8(s, m), p16);
                     sumi = _mm256_add_epi32(sumi, p);
@@ -549,7 +563,7 @@ unsafe fn dequant_q4_k(src: &[u8], dst: &mut [f32]) {
         // 64c + 32s + 16t (+16) < 256.
         unsafe {
             let bw = b.as_ptr();
-            let (d, dmin) = (f16_at(bw), f16_at(bw.add(2)));
+            let (d, dmin) = f16x2_at(bw);
             let mut s12 = [0u8; 12];
             s12.copy_from_slice(&b[4..16]);
             let (sc, m) = q4_k::scales_mins(&s12);
@@ -584,7 +598,7 @@ unsafe fn dequant_q6_k(src: &[u8], dst: &mut [f32]) {
         // 128h + 32k (+16) + 16 <= 256.
         unsafe {
             let bw = b.as_ptr();
-            let d = f16_at(bw.add(208));
+            let d = f16_at_hi(bw.add(208));
             for h in 0..2 {
                 let q = q6_half(bw, h);
                 for (k, v) in q.into_iter().enumerate() {
