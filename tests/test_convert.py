@@ -15,8 +15,6 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 import pytest
-from safetensors.numpy import load_file, save_file
-
 from hologram.cli import main as cli_main
 from hologram.convert import (
     KEY_DO_LOWER_CASE,
@@ -30,6 +28,7 @@ from hologram.convert import (
     read_hparams,
 )
 from hologram.models import minilm_source_dir
+from safetensors.numpy import load_file, save_file
 
 T = gguf.GGMLQuantizationType
 

@@ -448,8 +448,7 @@ MATMUL_STEMS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_down
 def map_tensor_name(hf_name: str) -> str | None:
     """GGUF name of a Hugging Face BERT tensor; None for tensors the encoder does not use."""
     name = hf_name
-    if name.startswith("bert."):
-        name = name[5:]
+    name = name.removeprefix("bert.")
     if name.endswith(".gamma"):
         name = name[:-6] + ".weight"
     elif name.endswith(".beta"):

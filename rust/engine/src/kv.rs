@@ -7,10 +7,12 @@
 //! reserved to their maximum size up front.
 //!
 //! Layout, per layer, for keys and values alike:
-//! `(n_blocks, n_kv_head, BLOCK_SIZE, head_dim)` f32, so the keys of one head within a block are
+//! `(n_blocks, n_kv_head, BLOCK_SIZE, head_dim)` f16 (llama.cpp's default KV type: half the
+//! memory and bandwidth of f32), so the keys of one head within a block are
 //! contiguous (attention streams them with unit stride).
 
 use crate::error::{EngineError, Result};
+use half::f16;
 
 /// Token slots per block.
 pub const BLOCK_SIZE: usize = 32;
@@ -34,8 +36,8 @@ pub struct KvPool {
     head_dim_v: usize,
     n_blocks: usize,
     max_seq_len: usize,
-    k: Vec<f32>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_k)
-    v: Vec<f32>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_v)
+    k: Vec<f16>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_k)
+    v: Vec<f16>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_v)
     free: Vec<u32>,
     seqs: Vec<SeqSlot>,
 }
@@ -64,7 +66,7 @@ impl KvPool {
             .checked_mul(n_blocks)
             .and_then(|x| x.checked_mul(per_block_v))
             .ok_or_else(|| EngineError::InvalidArgument("KV cache size overflows".into()))?;
-        let bytes = (total_k + total_v) as u64 * 4;
+        let bytes = (total_k + total_v) as u64 * 2;
         if bytes > (64u64 << 30) {
             return Err(EngineError::InvalidArgument(format!(
                 "KV cache would need {} MiB (n_ctx {max_seq_len} x {n_seq_max} sequences); lower n_ctx or n_seq_max",
@@ -80,8 +82,8 @@ impl KvPool {
             head_dim_v,
             n_blocks,
             max_seq_len,
-            k: vec![0.0; total_k],
-            v: vec![0.0; total_v],
+            k: vec![f16::ZERO; total_k],
+            v: vec![f16::ZERO; total_v],
             // Pop from the end: hand out low block numbers first.
             free: (0..n_blocks_u32).rev().collect(),
             seqs: (0..n_seq_max)
@@ -97,10 +99,10 @@ impl KvPool {
         self.max_seq_len
     }
     pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 4
+        (self.k.len() + self.v.len()) * 2
     }
     pub fn bytes_per_token(&self) -> usize {
-        self.n_layer * self.n_kv_head * (self.head_dim_k + self.head_dim_v) * 4
+        self.n_layer * self.n_kv_head * (self.head_dim_k + self.head_dim_v) * 2
     }
     pub fn free_blocks(&self) -> usize {
         self.free.len()
@@ -209,28 +211,33 @@ impl KvPool {
         (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot) * self.head_dim_v
     }
 
-    /// Store the key and value of one token (all kv heads, `(n_kv_head, head_dim)` each).
+    /// Store the key and value of one token (all kv heads, `(n_kv_head, head_dim)` each),
+    /// rounded to f16.
     pub fn write(&mut self, layer: usize, id: SeqId, pos: usize, k: &[f32], v: &[f32]) {
         let (block, slot) = self.locate(id, pos);
         for h in 0..self.n_kv_head {
             let ki = self.k_index(layer, block, h, slot);
-            self.k[ki..ki + self.head_dim_k]
-                .copy_from_slice(&k[h * self.head_dim_k..(h + 1) * self.head_dim_k]);
+            let src = &k[h * self.head_dim_k..(h + 1) * self.head_dim_k];
+            for (d, &x) in self.k[ki..ki + self.head_dim_k].iter_mut().zip(src) {
+                *d = f16::from_f32(x);
+            }
             let vi = self.v_index(layer, block, h, slot);
-            self.v[vi..vi + self.head_dim_v]
-                .copy_from_slice(&v[h * self.head_dim_v..(h + 1) * self.head_dim_v]);
+            let src = &v[h * self.head_dim_v..(h + 1) * self.head_dim_v];
+            for (d, &x) in self.v[vi..vi + self.head_dim_v].iter_mut().zip(src) {
+                *d = f16::from_f32(x);
+            }
         }
     }
 
     /// Keys of kv head `head` in `block` of `layer`: `(BLOCK_SIZE, head_dim_k)`.
     #[inline]
-    pub fn k_block(&self, layer: usize, block: usize, head: usize) -> &[f32] {
+    pub fn k_block(&self, layer: usize, block: usize, head: usize) -> &[f16] {
         let i = self.k_index(layer, block, head, 0);
         &self.k[i..i + BLOCK_SIZE * self.head_dim_k]
     }
     /// Values of kv head `head` in `block` of `layer`: `(BLOCK_SIZE, head_dim_v)`.
     #[inline]
-    pub fn v_block(&self, layer: usize, block: usize, head: usize) -> &[f32] {
+    pub fn v_block(&self, layer: usize, block: usize, head: usize) -> &[f16] {
         let i = self.v_index(layer, block, head, 0);
         &self.v[i..i + BLOCK_SIZE * self.head_dim_v]
     }
@@ -255,10 +262,11 @@ mod tests {
         assert_eq!(p.free_blocks(), total - 1);
         p.seq_free(a);
         assert_eq!(p.free_blocks(), total);
-        let k = [1.0, 2.0, 3.0, 4.0];
+        let k = [1.0f32, 2.0, 3.0, 4.0];
         p.seq_append(b, 2).unwrap();
         p.write(0, b, 1, &k, &k);
         let (blk, slot) = p.locate(b, 1);
-        assert_eq!(&p.k_block(0, blk, 0)[slot * 4..slot * 4 + 4], &k);
+        let got: Vec<f32> = p.k_block(0, blk, 0)[slot * 4..slot * 4 + 4].iter().map(|x| x.to_f32()).collect();
+        assert_eq!(got, k);
     }
 }

@@ -256,6 +256,106 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     axpy_body!(alpha, x, y, mul_add_plain)
 }
 
+// --- f16 operands (the KV cache is stored in f16, as llama.cpp's default) ---
+
+use half::f16;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_f16_avx2(a: &[f32], b: &[f16]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n bounds both slices; unaligned loads.
+        unsafe {
+            let x0 = _mm256_loadu_ps(a.as_ptr().add(i));
+            let x1 = _mm256_loadu_ps(a.as_ptr().add(i + 8));
+            let y0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i) as *const __m128i));
+            let y1 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8) as *const __m128i));
+            acc0 = _mm256_fmadd_ps(x0, y0, acc0);
+            acc1 = _mm256_fmadd_ps(x1, y1, acc1);
+        }
+        i += 16;
+    }
+    let acc = _mm256_add_ps(acc0, acc1);
+    let hi = _mm256_extractf128_ps(acc, 1);
+    let lo = _mm256_castps256_ps128(acc);
+    let s4 = _mm_add_ps(hi, lo);
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    let mut s = _mm_cvtss_f32(s1);
+    while i < n {
+        s += a[i] * b[i].to_f32();
+        i += 1;
+    }
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_avx2(alpha: f32, x: &[f16], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = x.len().min(y.len());
+    let va = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n bounds both slices; unaligned loads and stores.
+        unsafe {
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+            let yp = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(yp, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(yp)));
+        }
+        i += 8;
+    }
+    while i < n {
+        y[i] += alpha * x[i].to_f32();
+        i += 1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("f16c"))
+}
+
+/// Dot product of f32 `a` with f16 `b`.
+#[inline]
+pub fn dot_f32_f16(a: &[f32], b: &[f16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
+        return unsafe { dot_f32_f16_avx2(a, b) };
+    }
+    a.iter().zip(b).map(|(&x, &y)| x * y.to_f32()).sum()
+}
+
+/// `y += alpha * x` with f16 `x`.
+#[inline]
+pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
+        return unsafe { axpy_f16_avx2(alpha, x, y) };
+    }
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi.to_f32();
+    }
+}
+
+/// Round every value to the nearest f16 and back (llama.cpp converts activations that meet an
+/// f16 operand to f16 first; doing the same keeps results close to it).
+pub fn round_to_f16(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +399,19 @@ mod tests {
             (-2.0, -0.995_322_3),
         ] {
             assert!((erf(x) - e).abs() < 1e-6, "erf({x})");
+        }
+    }
+
+    #[test]
+    fn f16_ops_match_scalar() {
+        let a: Vec<f32> = (0..45).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f16> = (0..45).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y.to_f32()).sum();
+        assert!((dot_f32_f16(&a, &b) - naive).abs() < 1e-4);
+        let mut y = a.clone();
+        axpy_f16(0.5, &b, &mut y);
+        for i in 0..45 {
+            assert!((y[i] - (a[i] + 0.5 * b[i].to_f32())).abs() < 1e-6);
         }
     }
 

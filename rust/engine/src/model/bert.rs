@@ -420,10 +420,13 @@ impl BertModel {
         out: &mut [f32],
     ) -> Result<()> {
         let e = self.cfg.n_embd;
-        if pooling == Pooling::None {
-            return Err(EngineError::InvalidArgument(
+        let no_pooling = || {
+            EngineError::InvalidArgument(
                 "pooling \"none\" gives one vector per token, not per input".into(),
-            ));
+            )
+        };
+        if pooling == Pooling::None {
+            return Err(no_pooling());
         }
         if out.len() != inputs.len() * e {
             return Err(EngineError::InvalidArgument(format!(
@@ -456,7 +459,7 @@ impl BertModel {
                     }
                     Pooling::Cls => o.copy_from_slice(&rows[..e]),
                     Pooling::Last => o.copy_from_slice(&rows[(n - 1) * e..]),
-                    Pooling::None => unreachable!("rejected above"),
+                    Pooling::None => return Err(no_pooling()),
                 }
                 if normalize {
                     let norm = o

@@ -390,7 +390,7 @@ fn attention(
                 let vb = kv.v_block(il, blk, g);
                 let mut bmax = f32::NEG_INFINITY;
                 for t in s0..s1 {
-                    let v = ops::dot_f32(qv, &kb[t * hd..(t + 1) * hd]) * scale;
+                    let v = ops::dot_f32_f16(qv, &kb[t * hd..(t + 1) * hd]) * scale;
                     sc[t] = v;
                     bmax = bmax.max(v);
                 }
@@ -404,7 +404,7 @@ fn attention(
                 for t in s0..s1 {
                     let p = (sc[t] - m).exp();
                     l += p;
-                    ops::axpy(p, &vb[t * hdv..(t + 1) * hdv], o);
+                    ops::axpy_f16(p, &vb[t * hdv..(t + 1) * hdv], o);
                 }
             }
             if l > 0.0 {
