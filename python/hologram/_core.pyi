@@ -186,11 +186,21 @@ class Engine:
         """Like generate, but returns a Stream; the prompt is evaluated on the first step."""
     def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """Logits for every position of ``ids`` (fresh sequence), shape (len(ids), n_vocab)."""
+    @property
+    def default_pooling(self) -> str:
+        """The pooling ``embed`` uses when none is given: the embedding model's own (from the
+        file), else "mean"."""
     def embed(
-        self, ids: Sequence[int], pooling: str = "mean", normalize: bool = True
+        self, ids: Sequence[int], pooling: str | None = None, normalize: bool = True
     ) -> npt.NDArray[np.float32]:
-        """One embedding vector for ``ids``: final hidden states (after the output norm) pooled
-        with ``pooling`` ("mean" | "cls" | "last" | "none" -> (n, n_embd))."""
+        """One embedding vector for ``ids``: an encoder model's pooled output, or a decoder's
+        final hidden states (after the output norm), pooled with ``pooling`` ("mean" | "cls" |
+        "last" | "none" -> (n, n_embd)); L2-normalised when ``normalize``."""
+    def embed_batch(
+        self, batch: Sequence[Sequence[int]], pooling: str | None = None, normalize: bool = True
+    ) -> npt.NDArray[np.float32]:
+        """Vectors for many token sequences, (len(batch), n_embd); an encoder runs the whole
+        batch in one pass."""
 
 def dequantize(ggml_type: int, data: bytes, n: int, isa: str | None = None) -> npt.NDArray[np.float32]:
     """Dequantize ``n`` values of GGML type ``ggml_type`` from ``data`` with the kernel path

@@ -31,7 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hologram.heads.base import TemplateError
 
-__all__ = ["CHATML_TEMPLATE", "ChatTemplate"]
+__all__ = ["CHATML_TEMPLATE", "GEMMA_TEMPLATE", "ChatTemplate", "fallback_template"]
 
 #: Used when a model file has no ``tokenizer.chat_template``.
 CHATML_TEMPLATE = (
@@ -40,6 +40,30 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+#: Gemma's turn format, for Gemma files that carry no template (as llama.cpp's built-in
+#: "gemma" template: a system message is folded into the first user turn).
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] in ['system', 'developer'] %}"
+    "{% set prefix = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '')"
+    " + (message['content'] | trim) + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def fallback_template(architecture: str) -> str:
+    """The template used when a model file has none: the family's own turn format where it is
+    known, else ChatML."""
+    if architecture.startswith("gemma"):
+        return GEMMA_TEMPLATE
+    return CHATML_TEMPLATE
+
 
 MAX_TEMPLATE_CHARS = 1 << 20  # 1 MiB of template source
 DEFAULT_TIMEOUT_S = 2.0
@@ -154,9 +178,10 @@ class ChatTemplate:
         eos_token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        fallback: str = CHATML_TEMPLATE,
     ) -> None:
         self.is_fallback = not source
-        self.source = source if source else CHATML_TEMPLATE
+        self.source = source if source else fallback
         if len(self.source) > MAX_TEMPLATE_CHARS:
             raise TemplateError(
                 f"chat template is {len(self.source)} characters; the limit is {MAX_TEMPLATE_CHARS}"

@@ -22,7 +22,7 @@ from hologram.heads.base import (
     InvalidInputError,
     translate_engine_error,
 )
-from hologram.heads.chat_template import ChatTemplate
+from hologram.heads.chat_template import ChatTemplate, fallback_template
 
 __all__ = [
     "ChatMessage",
@@ -201,6 +201,7 @@ class CompletionHead:
             bos_token=engine.bos_token,
             eos_token=engine.eos_token,
             timeout_s=template_timeout_s,
+            fallback=fallback_template(str(engine.architecture)),
         )
 
     # -- prompts ---------------------------------------------------------------------------

@@ -99,6 +99,10 @@ pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
         add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(d.add_bos),
         add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(d.add_eos),
         add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(d.add_space_prefix),
+        // llama.cpp always lower-cases and strips accents for WordPiece; the converter records
+        // the model's own setting under hologram.* keys.
+        lowercase: f.get_bool("hologram.tokenizer.do_lower_case")?.unwrap_or(true),
+        strip_accents: f.get_bool("hologram.tokenizer.strip_accents")?.unwrap_or(true),
         pre,
         tokens,
         token_types,
@@ -110,6 +114,12 @@ pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
 
 impl Engine {
     pub fn load(path: &Path, opts: EngineOptions) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        Self::from_file(path, file, opts)
+    }
+
+    /// Load from an already opened file (see [`crate::encoder::load`], which picks the kind).
+    pub(crate) fn from_file(path: &Path, file: GgufFile, opts: EngineOptions) -> Result<Self> {
         if opts.n_ctx == 0 || opts.n_batch == 0 || opts.n_seq_max == 0 {
             return Err(EngineError::InvalidArgument(
                 "n_ctx, n_batch and n_seq_max must be positive".into(),
@@ -118,7 +128,6 @@ impl Engine {
         if opts.n_threads == Some(0) {
             return Err(EngineError::InvalidArgument("n_threads must be positive".into()));
         }
-        let file = GgufFile::open(path)?;
         let vocab = vocab_from_gguf(&file)?;
         let tokenizer = Arc::new(Tokenizer::new(vocab)?);
         let cfg = ModelConfig::from_gguf(&file, tokenizer.n_vocab())?;

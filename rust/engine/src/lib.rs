@@ -7,8 +7,10 @@ pub mod sample;
 pub mod tokenizer;
 
 pub use error::{EngineError, Result};
+pub mod encoder;
 pub mod engine;
 pub mod kv;
 pub mod model;
 
+pub use encoder::{load, Encoder, Loaded};
 pub use engine::{Engine, EngineOptions, FinishReason, GenParams, Generation, StepOut};

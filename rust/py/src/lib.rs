@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hologram_engine::gguf::{Array, Value};
 use hologram_engine::sample::SamplingParams;
 use hologram_engine::tokenizer::Tokenizer;
-use hologram_engine::{Engine, EngineError, EngineOptions, GenParams, Generation, StepOut};
+use hologram_engine::model::bert::Pooling;
+use hologram_engine::{load, Encoder, Engine, EngineError, EngineOptions, GenParams, Generation, Loaded, StepOut};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -218,9 +219,16 @@ enum Stop {
 }
 
 /// A model loaded for inference.
+/// The loaded model: a decoder (behind a lock: generation mutates the KV cache) or an
+/// encoder (immutable, shared without a lock).
+enum Kind {
+    Decoder(Shared),
+    Encoder(Arc<Encoder>),
+}
+
 #[pyclass(name = "Engine", module = "hologram._core", frozen)]
 struct PyEngine {
-    engine: Shared,
+    kind: Kind,
     tokenizer: Arc<Tokenizer>,
     path: String,
     architecture: String,
@@ -343,13 +351,108 @@ impl PyEngine {
         }
     }
 
+    fn pooling_arg(&self, pooling: Option<&str>) -> PyResult<Pooling> {
+        match pooling {
+            None => Ok(match &self.kind {
+                Kind::Encoder(e) => e.default_pooling(),
+                Kind::Decoder(_) => Pooling::Mean,
+            }),
+            Some(p) => Pooling::from_name(p).ok_or_else(|| {
+                errors::invalid(format!("pooling must be one of mean, cls, last, none; got {p:?}"))
+            }),
+        }
+    }
+
+    /// Embed a batch; with Pooling::None (one input) returns the per-token states.
+    fn embed_many(
+        &self,
+        py: Python<'_>,
+        batch: Vec<Vec<u32>>,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> PyResult<Vec<f32>> {
+        let e = self.n_embd;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(i) = batch.iter().position(Vec::is_empty) {
+            return Err(errors::invalid(format!("input {i} has no tokens")));
+        }
+        if let Some(i) = batch.iter().position(|b| b.len() > self.n_ctx) {
+            return Err(err(EngineError::ContextOverflow(format!(
+                "input {i} has {} tokens; the model takes at most {}",
+                batch[i].len(),
+                self.n_ctx
+            ))));
+        }
+        match &self.kind {
+            Kind::Encoder(enc) => py
+                .allow_threads(|| {
+                    if pooling == Pooling::None {
+                        let mut h = enc.hidden_states(&batch)?;
+                        if normalize {
+                            h.chunks_mut(e).for_each(l2_normalize);
+                        }
+                        return Ok(h);
+                    }
+                    let mut out = vec![0f32; batch.len() * e];
+                    enc.embed(&batch, pooling, normalize, &mut out).map(|_| out)
+                })
+                .map_err(err),
+            Kind::Decoder(engine) => py
+                .allow_threads(|| {
+                    let mut out = Vec::with_capacity(batch.len() * e);
+                    for ids in &batch {
+                        let n = ids.len();
+                        let mut hidden = vec![0f32; n * e];
+                        lock(engine).hidden_all(ids, &mut hidden)?;
+                        match pooling {
+                            Pooling::None => {
+                                if normalize {
+                                    hidden.chunks_mut(e).for_each(l2_normalize);
+                                }
+                                out.extend_from_slice(&hidden);
+                                continue;
+                            }
+                            Pooling::Mean => {
+                                let mut acc = vec![0f32; e];
+                                for row in hidden.chunks(e) {
+                                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                                }
+                                acc.iter_mut().for_each(|a| *a /= n as f32);
+                                hidden = acc;
+                            }
+                            Pooling::Cls => hidden.truncate(e),
+                            Pooling::Last => hidden = hidden[(n - 1) * e..].to_vec(),
+                        }
+                        if normalize {
+                            l2_normalize(&mut hidden);
+                        }
+                        out.extend_from_slice(&hidden);
+                    }
+                    Ok(out)
+                })
+                .map_err(err),
+        }
+    }
+
+    fn decoder(&self) -> PyResult<&Shared> {
+        match &self.kind {
+            Kind::Decoder(e) => Ok(e),
+            Kind::Encoder(_) => Err(errors::invalid(format!(
+                "{} is an embedding model ({}): it cannot generate or give logits; use embed()",
+                self.path, self.architecture
+            ))),
+        }
+    }
+
     fn start(&self, py: Python<'_>, prompt: Vec<u32>, params: GenParams) -> PyResult<Stream> {
         let logprobs = params.logprobs.is_some();
         let n = prompt.len();
-        let engine = &self.engine;
+        let engine = self.decoder()?;
         let gen = py.allow_threads(|| Generation::new(&mut lock(engine), prompt, params)).map_err(err)?;
         Ok(Stream {
-            engine: self.engine.clone(),
+            engine: engine.clone(),
             tokenizer: self.tokenizer.clone(),
             gen: Some(gen),
             logprobs,
@@ -383,26 +486,56 @@ impl PyEngine {
             n_batch: pos("n_batch", n_batch)?,
             n_seq_max: pos("n_seq_max", n_seq_max)?,
         };
-        let engine = py.allow_threads(|| Engine::load(&path, opts)).map_err(|e| errors::to_py(e, true))?;
+        let loaded = py.allow_threads(|| load(&path, opts)).map_err(|e| errors::to_py(e, true))?;
         let metadata = PyDict::new(py);
-        for (k, v) in engine.gguf().metadata() {
+        let gguf = match &loaded {
+            Loaded::Decoder(e) => e.gguf(),
+            Loaded::Encoder(e) => e.gguf(),
+        };
+        for (k, v) in gguf.metadata() {
             metadata.set_item(k, value_to_py(py, v)?)?;
         }
-        let c = engine.config();
-        Ok(PyEngine {
-            tokenizer: engine.tokenizer().clone(),
-            path: engine.path().to_string(),
-            architecture: c.arch.name().to_string(),
-            name: c.name.clone(),
-            n_ctx: engine.options().n_ctx,
-            n_ctx_train: c.n_ctx_train,
-            n_vocab: c.n_vocab,
-            n_embd: c.n_embd,
-            n_threads: engine.n_threads(),
-            n_seq_max: engine.options().n_seq_max,
-            chat_template: engine.chat_template().map(str::to_string),
-            metadata: metadata.unbind(),
-            engine: Arc::new(Mutex::new(engine)),
+        let name = gguf.get_str("general.name").ok().flatten().unwrap_or("").to_string();
+        let chat_template =
+            gguf.get_str("tokenizer.chat_template").ok().flatten().map(str::to_string);
+        Ok(match loaded {
+            Loaded::Decoder(engine) => {
+                let c = engine.config();
+                PyEngine {
+                    tokenizer: engine.tokenizer().clone(),
+                    path: engine.path().to_string(),
+                    architecture: c.arch.name().to_string(),
+                    name,
+                    n_ctx: engine.options().n_ctx,
+                    n_ctx_train: c.n_ctx_train,
+                    n_vocab: c.n_vocab,
+                    n_embd: c.n_embd,
+                    n_threads: engine.n_threads(),
+                    n_seq_max: engine.options().n_seq_max,
+                    chat_template,
+                    metadata: metadata.unbind(),
+                    kind: Kind::Decoder(Arc::new(Mutex::new(engine))),
+                }
+            }
+            Loaded::Encoder(enc) => {
+                let c = &enc.model().cfg;
+                PyEngine {
+                    tokenizer: enc.tokenizer().clone(),
+                    path: enc.path().to_string(),
+                    architecture: "bert".to_string(),
+                    name,
+                    // An encoder takes inputs up to its trained length, whatever n_ctx says.
+                    n_ctx: c.n_ctx_train,
+                    n_ctx_train: c.n_ctx_train,
+                    n_vocab: c.n_vocab,
+                    n_embd: c.n_embd,
+                    n_threads: enc.n_threads(),
+                    n_seq_max: 0,
+                    chat_template,
+                    metadata: metadata.unbind(),
+                    kind: Kind::Encoder(Arc::new(enc)),
+                }
+            }
         })
     }
 
@@ -472,7 +605,16 @@ impl PyEngine {
     }
     #[getter]
     fn is_embedding_model(&self) -> bool {
-        false
+        matches!(self.kind, Kind::Encoder(_))
+    }
+
+    /// The pooling `embed` uses by default: the embedding model's own, else "mean".
+    #[getter]
+    fn default_pooling(&self) -> &'static str {
+        match &self.kind {
+            Kind::Encoder(e) => e.default_pooling().name(),
+            Kind::Decoder(_) => "mean",
+        }
     }
 
     #[pyo3(signature = (text, add_special=true, parse_special=false))]
@@ -588,7 +730,7 @@ impl PyEngine {
     /// Logits for every position of `ids`: float32 array (len(ids), n_vocab).
     fn logits<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let nv = self.n_vocab;
-        let engine = &self.engine;
+        let engine = self.decoder()?;
         let n = ids.len();
         let buf = py
             .allow_threads(|| {
@@ -599,66 +741,42 @@ impl PyEngine {
         PyArray1::from_vec(py, buf).reshape([n, nv])
     }
 
-    /// Pooled final hidden state of `ids` (see the stub for `pooling`).
-    #[pyo3(signature = (ids, pooling="mean", normalize=true))]
+    /// One pooled vector for `ids` (see the stub for `pooling`).
+    #[pyo3(signature = (ids, pooling=None, normalize=true))]
     fn embed<'py>(
         &self,
         py: Python<'py>,
         ids: Vec<u32>,
-        pooling: &str,
+        pooling: Option<&str>,
         normalize: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if ids.is_empty() {
-            return Err(errors::invalid("cannot embed an empty input"));
-        }
-        if ids.len() > self.n_ctx {
-            return Err(errors::to_py(
-                EngineError::ContextOverflow(format!(
-                    "the input has {} tokens; the context holds {}",
-                    ids.len(),
-                    self.n_ctx
-                )),
-                false,
-            ));
-        }
-        let e = self.n_embd;
         let n = ids.len();
-        let engine = &self.engine;
-        let hidden = py
-            .allow_threads(|| {
-                let mut out = vec![0f32; n * e];
-                lock(engine).hidden_all(&ids, &mut out).map(|_| out)
-            })
-            .map_err(err)?;
-        let pooled: Vec<f32> = match pooling {
-            "none" => {
-                let mut h = hidden;
-                if normalize {
-                    h.chunks_mut(e).for_each(l2_normalize);
-                }
-                return Ok(PyArray1::from_vec(py, h).reshape([n, e])?.into_any());
-            }
-            "mean" => {
-                let mut acc = vec![0f32; e];
-                for row in hidden.chunks(e) {
-                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                }
-                acc.iter_mut().for_each(|a| *a /= n as f32);
-                acc
-            }
-            "cls" | "first" => hidden[..e].to_vec(),
-            "last" => hidden[(n - 1) * e..].to_vec(),
-            other => {
-                return Err(errors::invalid(format!(
-                    "pooling must be one of mean, cls, last, none; got {other:?}"
-                )))
-            }
-        };
-        let mut pooled = pooled;
-        if normalize {
-            l2_normalize(&mut pooled);
+        let e = self.n_embd;
+        let pooling = self.pooling_arg(pooling)?;
+        let out = self.embed_many(py, vec![ids], pooling, normalize)?;
+        if pooling == Pooling::None {
+            return Ok(PyArray1::from_vec(py, out).reshape([n, e])?.into_any());
         }
-        Ok(PyArray1::from_vec(py, pooled).into_any())
+        Ok(PyArray1::from_vec(py, out).into_any())
+    }
+
+    /// Pooled vectors for a batch of token sequences, computed in one pass where the model
+    /// allows: float32 array `(len(batch), n_embd)`.
+    #[pyo3(signature = (batch, pooling=None, normalize=true))]
+    fn embed_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<Vec<u32>>,
+        pooling: Option<&str>,
+        normalize: bool,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let pooling = self.pooling_arg(pooling)?;
+        if pooling == Pooling::None {
+            return Err(errors::invalid("embed_batch needs a pooling other than \"none\""));
+        }
+        let n = batch.len();
+        let out = self.embed_many(py, batch, pooling, normalize)?;
+        PyArray1::from_vec(py, out).reshape([n, self.n_embd])
     }
 
     fn __repr__(&self) -> String {

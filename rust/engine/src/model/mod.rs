@@ -1,6 +1,7 @@
 //! Model architectures. `config` turns GGUF metadata into validated hyper-parameters;
 //! `decoder` is the decoder-only transformer (llama, gemma3) over the KV block pool.
 
+pub mod bert;
 pub mod config;
 pub mod decoder;
 pub mod weights;

@@ -24,6 +24,9 @@ mod spm;
 mod stream;
 mod unicode;
 mod unicode_data;
+mod wordpiece;
+
+pub use wordpiece::WordPieceTokenizer;
 
 use std::collections::HashMap;
 
@@ -62,6 +65,10 @@ pub struct Vocab {
     pub add_eos: bool,
     /// `tokenizer.ggml.add_space_prefix` (SentencePiece); false for BPE.
     pub add_space_prefix: bool,
+    /// WordPiece normalisation: lower-case the input (`hologram.tokenizer.do_lower_case`).
+    pub lowercase: bool,
+    /// WordPiece normalisation: strip accents (`hologram.tokenizer.strip_accents`).
+    pub strip_accents: bool,
 }
 
 /// llama.cpp's defaults for a tokenizer model, used where the GGUF file has no explicit key: the
@@ -174,11 +181,12 @@ pub struct SpecialTokens {
     pub fim_sep: Option<u32>,
 }
 
-/// The tokenizer algorithm. ALGORITHM: add `WordPiece(wordpiece::WordPieceTokenizer)`.
+/// The tokenizer algorithm.
 #[derive(Debug)]
 enum Algorithm {
     Bpe(Box<bpe::Bpe>),
-    Spm(spm::SpmTokenizer),
+    Spm(Box<spm::SpmTokenizer>),
+    WordPiece(Box<wordpiece::WordPieceTokenizer>),
 }
 
 /// A piece of input after special-token partitioning.
@@ -376,7 +384,7 @@ impl Tokenizer {
                 &token_to_id,
                 n as u32,
             )?)),
-            "llama" => Algorithm::Spm(
+            "llama" => Algorithm::Spm(Box::new(
                 spm::SpmTokenizer::new(
                     &tokens,
                     &v.scores,
@@ -387,7 +395,16 @@ impl Tokenizer {
                 .map_err(|e| {
                     EngineError::invalid_model(format!("SentencePiece vocabulary: {e}"))
                 })?,
-            ),
+            )),
+            "bert" => Algorithm::WordPiece(Box::new(
+                wordpiece::WordPieceTokenizer::new(
+                    &tokens,
+                    special.unk,
+                    v.lowercase,
+                    v.strip_accents,
+                )
+                .map_err(|e| EngineError::invalid_model(format!("WordPiece vocabulary: {e}")))?,
+            )),
             other => {
                 return Err(EngineError::Unsupported(format!(
                     "tokenizer.ggml.model = {other:?}"
@@ -435,7 +452,9 @@ impl Tokenizer {
                 // ALGORITHM: how a normal token's text maps to bytes.
                 match &self.algorithm {
                     Algorithm::Bpe(_) => decode_byte_level(text, &mut pieces),
-                    Algorithm::Spm(_) => spm::unescape_whitespace(text, &mut pieces),
+                    Algorithm::Spm(_) | Algorithm::WordPiece(_) => {
+                        spm::unescape_whitespace(text, &mut pieces)
+                    }
                 }
             } else if attr.intersects(TokenAttr::BYTE) {
                 // "<0xXX>"
@@ -461,8 +480,10 @@ impl Tokenizer {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         // ALGORITHM: BOS/EOS/SEP rules (llama.cpp: BPE/SPM/UGM add BOS/EOS per the flags; WPM
         // always adds CLS ... SEP).
-        if add_special && self.add_bos {
-            out.extend(self.special.bos);
+        // WordPiece (BERT) always frames the input as [CLS] ... [SEP] (llama.cpp WPM).
+        let wpm = matches!(self.algorithm, Algorithm::WordPiece(_));
+        if add_special && (self.add_bos || wpm) {
+            out.extend(if wpm { self.special.cls.or(self.special.bos) } else { self.special.bos });
         }
         // SentencePiece prefixes a space (with add_space_prefix) to a fragment at the start of
         // the input or right after a special token.
@@ -480,12 +501,15 @@ impl Tokenizer {
                         Algorithm::Spm(spm) => {
                             spm.encode_fragment(fragment, after_special, &mut out)
                         }
+                        Algorithm::WordPiece(wp) => wp.encode_fragment(fragment, &mut out),
                     }
                     after_special = false;
                 }
             }
         }
-        if add_special && self.add_eos {
+        if add_special && wpm {
+            out.extend(self.special.sep.or(self.special.eos));
+        } else if add_special && self.add_eos {
             out.extend(self.special.eos);
         }
         out

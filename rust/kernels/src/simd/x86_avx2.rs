@@ -480,6 +480,15 @@ unsafe fn tile<const T: u32, const R: usize, const C: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     for b in 0..nb {
+        if C == 1 {
+            // gemv streams weights from DRAM/L3, R interleaved rows at a time, which the
+            // hardware prefetchers follow poorly: prefetch the tile two ahead (R rows are
+            // contiguous), R block-lengths per step. Prefetches never fault; wrapping_add
+            // keeps the address computation defined past the end of the slice.
+            let pf = w.wrapping_add(2 * R * rb + b * R * f.bytes);
+            _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64).cast());
+        }
         for (r, accr) in acc.iter_mut().enumerate() {
             // SAFETY: row r < R, block b < nb: inside the caller-guaranteed weight rows.
             let bw = unsafe { w.add(r * rb + b * f.bytes) };
