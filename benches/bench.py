@@ -110,7 +110,7 @@ def _measure(pp: Any, tg: Any, reps: int) -> dict[str, Any]:
 
 def run_worker(engine: str, model: str, threads: int, reps: int) -> dict[str, Any] | None:
     cmd = [sys.executable, __file__, "--worker", engine, "-m", model, "-t", str(threads), "-r", str(reps)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode != 0:
         print(f"# {engine} failed: {p.stderr.strip().splitlines()[-1:] }", file=sys.stderr)
         return None
@@ -121,7 +121,7 @@ def run_worker(engine: str, model: str, threads: int, reps: int) -> dict[str, An
 def have_llamacpp() -> bool:
     try:
         import llama_cpp  # noqa: F401
-    except Exception:
+    except (ImportError, OSError):
         return False
     return True
 

@@ -30,7 +30,7 @@ from hologram.convert import convert
 from hologram.models import minilm_source_dir
 
 home = Path(os.environ.get("HOLOGRAM_HOME", Path.home() / ".cache" / "hologram"))
-out = home / "all-MiniLM-L6-v2.f32.gguf"
+out = home / "all-MiniLM-L6-v2.gguf"
 if not out.is_file():
     home.mkdir(parents=True, exist_ok=True)
     convert(minilm_source_dir(), out, out_type="f32", name="all-MiniLM-L6-v2")

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import hologram
+import pytest
 from hologram.models import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent

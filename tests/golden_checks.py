@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 import hologram
+import numpy as np
 
 # Tolerances from shared/golden/README.md.
 GREEDY_TIE_GAP = 0.5

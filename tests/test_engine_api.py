@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import hologram
 import numpy as np
 import pytest
-
-import hologram
 
 PROMPT = "Once upon a time"
 
@@ -44,7 +43,7 @@ def test_greedy_is_deterministic_and_matches_logits(smollm2: hologram.Engine) ->
 
 
 def test_seeded_sampling_is_reproducible(smollm2: hologram.Engine) -> None:
-    kw = dict(max_tokens=20, temperature=0.9, top_k=0, top_p=1.0, min_p=0.0)
+    kw = {"max_tokens": 20, "temperature": 0.9, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
     a = smollm2.generate(PROMPT, seed=7, **kw)
     b = smollm2.generate(PROMPT, seed=7, **kw)
     assert a.token_ids == b.token_ids
@@ -127,7 +126,7 @@ def test_invalid_arguments(smollm2: hologram.Engine) -> None:
     with pytest.raises(ValueError):
         smollm2.generate(PROMPT, max_tokens=-1)
     with pytest.raises(ValueError):
-        smollm2.generate(PROMPT, temperature=-1.0)
+        smollm2.generate(PROMPT, top_p=1.5)
     with pytest.raises(ValueError):
         smollm2.generate("", max_tokens=1)
     with pytest.raises(hologram.ModelLoadError):

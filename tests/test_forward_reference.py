@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hologram
 import numpy as np
 import pytest
-
-import hologram
 from gguf_corpus import write_valid_model
 from reference_llama import LlamaReference
 

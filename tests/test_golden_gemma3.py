@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 import hologram
+import pytest
 from conftest import load_golden
 from golden_checks import check_greedy, check_logits, check_tokenize, golden_flag
 

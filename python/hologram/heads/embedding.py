@@ -25,6 +25,9 @@ from hologram.heads.base import (
 
 __all__ = ["POOLING_TYPES", "EmbeddingHead", "EmbeddingResult"]
 
+#: Inputs per engine call when embedding a batch.
+EMBED_CHUNK = 64
+
 #: GGUF ``pooling_type`` enum values (llama.cpp ``llama_pooling_type``) to our names.
 POOLING_TYPES = {1: "mean", 2: "cls", 3: "last"}
 
@@ -110,6 +113,11 @@ class EmbeddingHead:
             ).reshape(-1)
         except _core.HologramError as exc:
             raise translate_engine_error(exc, "input") from None
+        return self._truncate(vec, dimensions)
+
+    @staticmethod
+    def _truncate(vec: npt.NDArray[np.float32], dimensions: int | None) -> npt.NDArray[np.float32]:
+        """Keep the first ``dimensions`` components and re-normalise (Matryoshka-style)."""
         if dimensions is not None and dimensions < vec.shape[0]:
             vec = vec[:dimensions]
             norm = float(np.linalg.norm(vec))
@@ -132,8 +140,19 @@ class EmbeddingHead:
             for i, item in enumerate(inputs)
         ]
         vectors: list[npt.NDArray[np.float32]] = []
-        for ids in encoded:
+        # Batches go through the engine in chunks: an encoder computes each chunk in one pass,
+        # and a cancelled request stops between chunks.
+        for start in range(0, len(encoded), EMBED_CHUNK):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            vectors.append(self.embed_ids(ids, dimensions))
+            chunk = encoded[start : start + EMBED_CHUNK]
+            try:
+                out = np.asarray(
+                    self.engine.embed_batch(chunk, pooling=self.pooling, normalize=True),
+                    dtype=np.float32,
+                )
+            except _core.HologramError as exc:
+                raise translate_engine_error(exc, "input") from None
+            for vec in out:
+                vectors.append(self._truncate(vec, dimensions))
         return EmbeddingResult(vectors=vectors, prompt_tokens=sum(len(i) for i in encoded))

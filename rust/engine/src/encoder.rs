@@ -23,32 +23,46 @@ pub struct Encoder {
 /// A loaded model of either kind.
 pub enum Loaded {
     /// Decoder-only language model (generation, logits, hidden-state embeddings).
-    Decoder(Engine),
+    Decoder(Box<Engine>),
     /// Encoder embedding model.
-    Encoder(Encoder),
+    Encoder(Box<Encoder>),
 }
 
 /// Open `path` and load it as whichever kind its `general.architecture` says.
 pub fn load(path: &Path, opts: EngineOptions) -> Result<Loaded> {
     let file = GgufFile::open(path)?;
     match file.get_str("general.architecture")? {
-        Some("bert") => Ok(Loaded::Encoder(Encoder::from_file(path, file, opts.n_threads)?)),
-        _ => Ok(Loaded::Decoder(Engine::from_file(path, file, opts)?)),
+        Some("bert") => Ok(Loaded::Encoder(Box::new(Encoder::from_file(
+            path,
+            file,
+            opts.n_threads,
+        )?))),
+        _ => Ok(Loaded::Decoder(Box::new(Engine::from_file(
+            path, file, opts,
+        )?))),
     }
 }
 
 impl Encoder {
     fn from_file(path: &Path, file: GgufFile, n_threads: Option<usize>) -> Result<Self> {
         if n_threads == Some(0) {
-            return Err(EngineError::InvalidArgument("n_threads must be positive".into()));
+            return Err(EngineError::InvalidArgument(
+                "n_threads must be positive".into(),
+            ));
         }
         let tokenizer = Arc::new(Tokenizer::new(vocab_from_gguf(&file)?)?);
         let model = BertModel::load(&file, tokenizer.n_vocab())?;
-        let n_threads =
-            n_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let n_threads = n_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let pool = Pool::new(n_threads)
             .map_err(|e| EngineError::InvalidArgument(format!("thread pool: {e}")))?;
-        Ok(Encoder { path: path.display().to_string(), file, tokenizer, model, pool })
+        Ok(Encoder {
+            path: path.display().to_string(),
+            file,
+            tokenizer,
+            model,
+            pool,
+        })
     }
 
     pub fn path(&self) -> &str {
@@ -76,8 +90,15 @@ impl Encoder {
     }
 
     /// Pooled vectors of a batch of token sequences: `(inputs.len(), n_embd)` into `out`.
-    pub fn embed(&self, inputs: &[Vec<u32>], pooling: Pooling, normalize: bool, out: &mut [f32]) -> Result<()> {
-        self.model.embed(&self.file, &self.pool, inputs, pooling, normalize, out)
+    pub fn embed(
+        &self,
+        inputs: &[Vec<u32>],
+        pooling: Pooling,
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.model
+            .embed(&self.file, &self.pool, inputs, pooling, normalize, out)
     }
 
     /// Per-token final hidden states of a batch, concatenated: `(sum of lengths, n_embd)`.

@@ -28,7 +28,12 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { n_ctx: 2048, n_threads: None, n_batch: 512, n_seq_max: 4 }
+        EngineOptions {
+            n_ctx: 2048,
+            n_threads: None,
+            n_batch: 512,
+            n_seq_max: 4,
+        }
     }
 }
 
@@ -68,16 +73,42 @@ pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
     // A token is a short piece of text; a huge one is a malformed (or hostile) vocabulary
     // (RELIABILITY G37, llama.cpp CVE-2025-49847).
     const MAX_TOKEN_BYTES: usize = 64 * 1024;
-    if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| t.len() > MAX_TOKEN_BYTES) {
+    if let Some((i, t)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > MAX_TOKEN_BYTES)
+    {
         return Err(EngineError::invalid_model(format!(
             "tokenizer.ggml.tokens[{i}] is {} bytes long (limit {MAX_TOKEN_BYTES})",
             t.len()
         )));
     }
-    let scores = f.get_f32_array("tokenizer.ggml.scores")?.map(|s| s.to_vec()).unwrap_or_default();
-    let token_types =
-        f.get_i32_array("tokenizer.ggml.token_type")?.map(|s| s.to_vec()).unwrap_or_default();
-    let merges = f.get_str_array("tokenizer.ggml.merges")?.map(|s| s.to_vec()).unwrap_or_default();
+    let scores = f
+        .get_f32_array("tokenizer.ggml.scores")?
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    let token_types = f
+        .get_i32_array("tokenizer.ggml.token_type")?
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    // Byte-fallback tokens must spell a byte: "<0xHH>" (RELIABILITY G37).
+    const TOKEN_TYPE_BYTE: i32 = 6;
+    for (i, (&ty, text)) in token_types.iter().zip(&tokens).enumerate() {
+        let ok = text.len() == 6
+            && text.starts_with("<0x")
+            && text.ends_with('>')
+            && text.as_bytes()[3..5].iter().all(u8::is_ascii_hexdigit);
+        if ty == TOKEN_TYPE_BYTE && !ok {
+            return Err(EngineError::invalid_model(format!(
+                "tokenizer.ggml.tokens[{i}] = {:?} is typed BYTE but is not <0xHH>",
+                text.chars().take(32).collect::<String>()
+            )));
+        }
+    }
+    let merges = f
+        .get_str_array("tokenizer.ggml.merges")?
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
     let pre = f.get_str("tokenizer.ggml.pre")?.map(str::to_string);
     // llama.cpp's per-model defaults for keys the file leaves out; ids outside the
     // vocabulary are dropped as llama.cpp disables them.
@@ -96,13 +127,23 @@ pub fn vocab_from_gguf(f: &GgufFile) -> Result<Vocab> {
         sep: id("tokenizer.ggml.seperator_token_id", d.sep)?,
         cls: opt_id(f, "tokenizer.ggml.cls_token_id")?,
         mask: id("tokenizer.ggml.mask_token_id", d.mask)?,
-        add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(d.add_bos),
-        add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(d.add_eos),
-        add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(d.add_space_prefix),
+        add_bos: f
+            .get_bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(d.add_bos),
+        add_eos: f
+            .get_bool("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(d.add_eos),
+        add_space_prefix: f
+            .get_bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(d.add_space_prefix),
         // llama.cpp always lower-cases and strips accents for WordPiece; the converter records
         // the model's own setting under hologram.* keys.
-        lowercase: f.get_bool("hologram.tokenizer.do_lower_case")?.unwrap_or(true),
-        strip_accents: f.get_bool("hologram.tokenizer.strip_accents")?.unwrap_or(true),
+        lowercase: f
+            .get_bool("hologram.tokenizer.do_lower_case")?
+            .unwrap_or(true),
+        strip_accents: f
+            .get_bool("hologram.tokenizer.strip_accents")?
+            .unwrap_or(true),
         pre,
         tokens,
         token_types,
@@ -126,14 +167,23 @@ impl Engine {
             ));
         }
         if opts.n_threads == Some(0) {
-            return Err(EngineError::InvalidArgument("n_threads must be positive".into()));
+            return Err(EngineError::InvalidArgument(
+                "n_threads must be positive".into(),
+            ));
         }
         let vocab = vocab_from_gguf(&file)?;
         let tokenizer = Arc::new(Tokenizer::new(vocab)?);
         let cfg = ModelConfig::from_gguf(&file, tokenizer.n_vocab())?;
         let model = DecoderModel::load(&file, cfg)?;
         let c = &model.cfg;
-        let kv = KvPool::new(c.n_layer, c.n_head_kv, c.head_dim, c.head_dim_v, opts.n_ctx, opts.n_seq_max)?;
+        let kv = KvPool::new(
+            c.n_layer,
+            c.n_head_kv,
+            c.head_dim,
+            c.head_dim_v,
+            opts.n_ctx,
+            opts.n_seq_max,
+        )?;
         let n_batch = opts.n_batch.min(opts.n_ctx);
         let scratch = Scratch::new(c, n_batch);
         let n_threads = opts
@@ -150,7 +200,11 @@ impl Engine {
             kv,
             scratch,
             pool,
-            opts: EngineOptions { n_batch, n_threads: Some(n_threads), ..opts },
+            opts: EngineOptions {
+                n_batch,
+                n_threads: Some(n_threads),
+                ..opts
+            },
             chat_template,
             rows: Vec::with_capacity(n_batch),
         })
@@ -221,7 +275,13 @@ impl Engine {
         r
     }
 
-    fn eval_appended(&mut self, seq: SeqId, start: usize, tokens: &[u32], mut logits: Option<&mut [f32]>) -> Result<()> {
+    fn eval_appended(
+        &mut self,
+        seq: SeqId,
+        start: usize,
+        tokens: &[u32],
+        mut logits: Option<&mut [f32]>,
+    ) -> Result<()> {
         let nb = self.scratch.n_batch();
         let n_chunks = tokens.len().div_ceil(nb);
         let mut rows = std::mem::take(&mut self.rows);
@@ -229,13 +289,27 @@ impl Engine {
         for (ci, chunk) in tokens.chunks(nb).enumerate() {
             rows.clear();
             let base = start + ci * nb;
-            rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row { seq, pos: base + i, token: t }));
+            rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row {
+                seq,
+                pos: base + i,
+                token: t,
+            }));
             let last = [rows.len() - 1];
             let out = match (ci + 1 == n_chunks, logits.as_deref_mut()) {
-                (true, Some(l)) => Output::Logits { rows: &last, out: l },
+                (true, Some(l)) => Output::Logits {
+                    rows: &last,
+                    out: l,
+                },
                 _ => Output::None,
             };
-            result = self.model.forward(&self.file, &mut self.kv, &mut self.scratch, &self.pool, &rows, out);
+            result = self.model.forward(
+                &self.file,
+                &mut self.kv,
+                &mut self.scratch,
+                &self.pool,
+                &rows,
+                out,
+            );
             if result.is_err() {
                 break;
             }
@@ -249,7 +323,9 @@ impl Engine {
     pub fn logits_all(&mut self, ids: &[u32], out: &mut [f32]) -> Result<()> {
         let nv = self.model.cfg.n_vocab;
         if out.len() != ids.len() * nv {
-            return Err(EngineError::InvalidArgument("logits buffer has the wrong size".into()));
+            return Err(EngineError::InvalidArgument(
+                "logits buffer has the wrong size".into(),
+            ));
         }
         self.with_temp_seq(ids, |eng, seq, start| {
             let nb = eng.scratch.n_batch();
@@ -258,7 +334,11 @@ impl Engine {
                 let rows: Vec<Row> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(i, &t)| Row { seq, pos: start + ci * nb + i, token: t })
+                    .map(|(i, &t)| Row {
+                        seq,
+                        pos: start + ci * nb + i,
+                        token: t,
+                    })
                     .collect();
                 let o = &mut out[ci * nb * nv..(ci * nb + rows.len()) * nv];
                 eng.model.forward(
@@ -267,7 +347,10 @@ impl Engine {
                     &mut eng.scratch,
                     &eng.pool,
                     &rows,
-                    Output::Logits { rows: &all[..rows.len()], out: o },
+                    Output::Logits {
+                        rows: &all[..rows.len()],
+                        out: o,
+                    },
                 )?;
             }
             Ok(())
@@ -279,7 +362,9 @@ impl Engine {
     pub fn hidden_all(&mut self, ids: &[u32], out: &mut [f32]) -> Result<()> {
         let e = self.model.cfg.n_embd;
         if out.len() != ids.len() * e {
-            return Err(EngineError::InvalidArgument("hidden buffer has the wrong size".into()));
+            return Err(EngineError::InvalidArgument(
+                "hidden buffer has the wrong size".into(),
+            ));
         }
         self.with_temp_seq(ids, |eng, seq, start| {
             let nb = eng.scratch.n_batch();
@@ -287,10 +372,21 @@ impl Engine {
                 let rows: Vec<Row> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(i, &t)| Row { seq, pos: start + ci * nb + i, token: t })
+                    .map(|(i, &t)| Row {
+                        seq,
+                        pos: start + ci * nb + i,
+                        token: t,
+                    })
                     .collect();
                 let o = &mut out[ci * nb * e..(ci * nb + rows.len()) * e];
-                eng.model.forward(&eng.file, &mut eng.kv, &mut eng.scratch, &eng.pool, &rows, Output::Hidden(o))?;
+                eng.model.forward(
+                    &eng.file,
+                    &mut eng.kv,
+                    &mut eng.scratch,
+                    &eng.pool,
+                    &rows,
+                    Output::Hidden(o),
+                )?;
             }
             Ok(())
         })
@@ -305,7 +401,10 @@ impl Engine {
         }
         self.check_tokens(ids)?;
         let seq = self.kv.seq_new()?;
-        let r = self.kv.seq_append(seq, ids.len()).and_then(|start| f(self, seq, start));
+        let r = self
+            .kv
+            .seq_append(seq, ids.len())
+            .and_then(|start| f(self, seq, start));
         self.kv.seq_free(seq);
         r
     }
@@ -485,7 +584,12 @@ impl Generation {
                 return Ok(None);
             }
             // Flush held-back text; the end-of-generation token itself is not part of the output.
-            return Ok(Some(StepOut { token, text, logprob: None, top: Vec::new() }));
+            return Ok(Some(StepOut {
+                token,
+                text,
+                logprob: None,
+                top: Vec::new(),
+            }));
         }
         self.n_generated += 1;
         self.history.push(token);
@@ -502,6 +606,11 @@ impl Generation {
         } else {
             self.pending = Some(token);
         }
-        Ok(Some(StepOut { token, text, logprob, top }))
+        Ok(Some(StepOut {
+            token,
+            text,
+            logprob,
+            top,
+        }))
     }
 }

@@ -16,7 +16,11 @@ pub enum EngineError {
     },
     /// The GGUF container is malformed: names the field and the byte offset where it was read.
     #[error("malformed GGUF: {field} at byte offset {offset}: {msg}")]
-    Gguf { field: String, offset: u64, msg: String },
+    Gguf {
+        field: String,
+        offset: u64,
+        msg: String,
+    },
     /// The container is well formed but the model it describes is not (hyper-parameters,
     /// tensor shapes, tokenizer arrays).
     #[error("invalid model: {0}")]
@@ -37,7 +41,11 @@ pub enum EngineError {
 
 impl EngineError {
     pub fn gguf(field: impl Into<String>, offset: u64, msg: impl Into<String>) -> Self {
-        EngineError::Gguf { field: field.into(), offset, msg: msg.into() }
+        EngineError::Gguf {
+            field: field.into(),
+            offset,
+            msg: msg.into(),
+        }
     }
     pub fn invalid_model(msg: impl Into<String>) -> Self {
         EngineError::InvalidModel(msg.into())

@@ -87,7 +87,11 @@ impl KvPool {
             // Pop from the end: hand out low block numbers first.
             free: (0..n_blocks_u32).rev().collect(),
             seqs: (0..n_seq_max)
-                .map(|_| SeqSlot { in_use: false, len: 0, blocks: Vec::with_capacity(blocks_per_seq) })
+                .map(|_| SeqSlot {
+                    in_use: false,
+                    len: 0,
+                    blocks: Vec::with_capacity(blocks_per_seq),
+                })
                 .collect(),
         })
     }
@@ -160,7 +164,10 @@ impl KvPool {
     fn slot(&self, id: SeqId) -> Result<&SeqSlot> {
         match self.seqs.get(id.0 as usize) {
             Some(s) if s.in_use => Ok(s),
-            _ => Err(EngineError::InvalidArgument(format!("sequence {} is not active", id.0))),
+            _ => Err(EngineError::InvalidArgument(format!(
+                "sequence {} is not active",
+                id.0
+            ))),
         }
     }
     /// Reserve room for `n` more tokens of `id`: checks the length limit and takes the blocks
@@ -183,7 +190,10 @@ impl KvPool {
             )));
         }
         for _ in 0..need {
-            let b = self.free.pop().ok_or_else(|| EngineError::KvCacheFull("no free block".into()))?;
+            let b = self
+                .free
+                .pop()
+                .ok_or_else(|| EngineError::KvCacheFull("no free block".into()))?;
             self.seqs[id.0 as usize].blocks.push(b);
         }
         self.seqs[id.0 as usize].len = end;
@@ -204,11 +214,13 @@ impl KvPool {
 
     #[inline]
     fn k_index(&self, layer: usize, block: usize, head: usize, slot: usize) -> usize {
-        (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot) * self.head_dim_k
+        (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot)
+            * self.head_dim_k
     }
     #[inline]
     fn v_index(&self, layer: usize, block: usize, head: usize, slot: usize) -> usize {
-        (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot) * self.head_dim_v
+        (((layer * self.n_blocks + block) * self.n_kv_head + head) * BLOCK_SIZE + slot)
+            * self.head_dim_v
     }
 
     /// Store the key and value of one token (all kv heads, `(n_kv_head, head_dim)` each),
@@ -266,7 +278,10 @@ mod tests {
         p.seq_append(b, 2).unwrap();
         p.write(0, b, 1, &k, &k);
         let (blk, slot) = p.locate(b, 1);
-        let got: Vec<f32> = p.k_block(0, blk, 0)[slot * 4..slot * 4 + 4].iter().map(|x| x.to_f32()).collect();
+        let got: Vec<f32> = p.k_block(0, blk, 0)[slot * 4..slot * 4 + 4]
+            .iter()
+            .map(|x| x.to_f32())
+            .collect();
         assert_eq!(got, k);
     }
 }

@@ -405,7 +405,9 @@ mod tests {
     #[test]
     fn f16_ops_match_scalar() {
         let a: Vec<f32> = (0..45).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f16> = (0..45).map(|i| f16::from_f32((i as f32 * 0.11).cos())).collect();
+        let b: Vec<f16> = (0..45)
+            .map(|i| f16::from_f32((i as f32 * 0.11).cos()))
+            .collect();
         let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y.to_f32()).sum();
         assert!((dot_f32_f16(&a, &b) - naive).abs() < 1e-4);
         let mut y = a.clone();

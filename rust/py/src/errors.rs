@@ -39,14 +39,24 @@ fn make<'py>(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     let value_error = py.get_type::<PyValueError>();
-    let base = make(py, "HologramError", vec![py.get_type::<PyException>()], "Base class of hologram's errors.")?;
+    let base = make(
+        py,
+        "HologramError",
+        vec![py.get_type::<PyException>()],
+        "Base class of hologram's errors.",
+    )?;
     let model_load = make(
         py,
         "ModelLoadError",
         vec![base.clone(), value_error.clone()],
         "The model file could not be loaded (malformed, inconsistent or unsupported).",
     )?;
-    let gguf = make(py, "GGUFError", vec![model_load.clone()], "The GGUF container is malformed.")?;
+    let gguf = make(
+        py,
+        "GGUFError",
+        vec![model_load.clone()],
+        "The GGUF container is malformed.",
+    )?;
     let unsupported = make(
         py,
         "UnsupportedModelError",
@@ -59,10 +69,27 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         vec![base.clone(), value_error.clone()],
         "The request does not fit in the context window.",
     )?;
-    let kv_full = make(py, "KVCacheFullError", vec![base.clone()], "No room left in the KV cache.")?;
-    let invalid_argument =
-        make(py, "InvalidArgumentError", vec![base.clone(), value_error], "An invalid argument.")?;
-    for t in [&base, &model_load, &gguf, &unsupported, &context_overflow, &kv_full, &invalid_argument] {
+    let kv_full = make(
+        py,
+        "KVCacheFullError",
+        vec![base.clone()],
+        "No room left in the KV cache.",
+    )?;
+    let invalid_argument = make(
+        py,
+        "InvalidArgumentError",
+        vec![base.clone(), value_error],
+        "An invalid argument.",
+    )?;
+    for t in [
+        &base,
+        &model_load,
+        &gguf,
+        &unsupported,
+        &context_overflow,
+        &kv_full,
+        &invalid_argument,
+    ] {
         m.add(t.name()?, t)?;
     }
     let _ = CLASSES.set(

@@ -22,7 +22,8 @@ fn isa_arg(isa: Option<&str>) -> PyResult<Isa> {
 }
 
 fn type_arg(ggml_type: u32) -> PyResult<QuantType> {
-    QuantType::from_ggml_id(ggml_type).ok_or_else(|| invalid(format!("unknown GGML type {ggml_type}")))
+    QuantType::from_ggml_id(ggml_type)
+        .ok_or_else(|| invalid(format!("unknown GGML type {ggml_type}")))
 }
 
 #[pyfunction]
@@ -37,13 +38,19 @@ fn dequantize<'py>(
     let t = type_arg(ggml_type)?;
     let isa = isa_arg(isa)?;
     let mut out = vec![0f32; n];
-    hologram_kernels::dequantize_row_isa(isa, t, data, &mut out).map_err(|e| invalid(e.to_string()))?;
+    hologram_kernels::dequantize_row_isa(isa, t, data, &mut out)
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(PyArray1::from_vec(py, out))
 }
 
 #[pyfunction]
 #[pyo3(signature = (ggml_type, w, x, isa=None))]
-fn vec_dot(ggml_type: u32, w: &[u8], x: PyReadonlyArray1<'_, f32>, isa: Option<&str>) -> PyResult<f32> {
+fn vec_dot(
+    ggml_type: u32,
+    w: &[u8],
+    x: PyReadonlyArray1<'_, f32>,
+    isa: Option<&str>,
+) -> PyResult<f32> {
     let t = type_arg(ggml_type)?;
     let isa = isa_arg(isa)?;
     let x = x.as_slice().map_err(|e| invalid(e.to_string()))?;

@@ -13,10 +13,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hologram_engine::gguf::{Array, Value};
+use hologram_engine::model::bert::Pooling;
 use hologram_engine::sample::SamplingParams;
 use hologram_engine::tokenizer::Tokenizer;
-use hologram_engine::model::bert::Pooling;
-use hologram_engine::{load, Encoder, Engine, EngineError, EngineOptions, GenParams, Generation, Loaded, StepOut};
+use hologram_engine::{
+    load, Encoder, Engine, EngineError, EngineOptions, GenParams, Generation, Loaded, StepOut,
+};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -46,7 +48,10 @@ struct TopLogprob {
 #[pymethods]
 impl TopLogprob {
     fn __repr__(&self) -> String {
-        format!("TopLogprob(token={}, text={:?}, logprob={:.4})", self.token, self.text, self.logprob)
+        format!(
+            "TopLogprob(token={}, text={:?}, logprob={:.4})",
+            self.token, self.text, self.logprob
+        )
     }
 }
 
@@ -63,7 +68,10 @@ struct Step {
 #[pymethods]
 impl Step {
     fn __repr__(&self) -> String {
-        format!("Step(token={}, text={:?}, logprob={:?})", self.token, self.text, self.logprob)
+        format!(
+            "Step(token={}, text={:?}, logprob={:?})",
+            self.token, self.text, self.logprob
+        )
     }
 }
 
@@ -123,7 +131,9 @@ struct Stream {
 
 impl Stream {
     fn step(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
-        let Some(gen) = self.gen.as_mut() else { return Ok(None) };
+        let Some(gen) = self.gen.as_mut() else {
+            return Ok(None);
+        };
         let engine = &self.engine;
         let out = py.allow_threads(|| {
             let mut e = lock(engine);
@@ -156,11 +166,16 @@ impl Stream {
     }
     #[getter]
     fn finish_reason(&self) -> Option<&'static str> {
-        self.gen.as_ref().and_then(|g| g.finish_reason()).map(|f| f.as_str())
+        self.gen
+            .as_ref()
+            .and_then(|g| g.finish_reason())
+            .map(|f| f.as_str())
     }
     #[getter]
     fn token_ids(&self) -> Vec<u32> {
-        self.gen.as_ref().map_or_else(Vec::new, |g| g.generated().to_vec())
+        self.gen
+            .as_ref()
+            .map_or_else(Vec::new, |g| g.generated().to_vec())
     }
 
     /// Decode one token (GIL released). None when the generation has finished.
@@ -256,7 +271,10 @@ fn value_to_py(py: Python<'_>, v: &Value) -> PyResult<PyObject> {
         Value::I64(x) => x.into_pyobject(py)?.into_any().unbind(),
         Value::F32(x) => x.into_pyobject(py)?.into_any().unbind(),
         Value::F64(x) => x.into_pyobject(py)?.into_any().unbind(),
-        Value::Bool(x) => pyo3::types::PyBool::new(py, *x).to_owned().into_any().unbind(),
+        Value::Bool(x) => pyo3::types::PyBool::new(py, *x)
+            .to_owned()
+            .into_any()
+            .unbind(),
         Value::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
         Value::Array(a) => {
             let n = a.len();
@@ -303,7 +321,9 @@ fn gen_params(
     ignore_eos: bool,
 ) -> PyResult<GenParams> {
     if max_tokens < 0 {
-        return Err(errors::invalid(format!("max_tokens must be >= 0, got {max_tokens}")));
+        return Err(errors::invalid(format!(
+            "max_tokens must be >= 0, got {max_tokens}"
+        )));
     }
     if top_k < 0 || repeat_last_n < 0 {
         return Err(errors::invalid("top_k and repeat_last_n must be >= 0"));
@@ -311,7 +331,11 @@ fn gen_params(
     let logprobs = match logprobs {
         None => None,
         Some(k) if (0..=100).contains(&k) => Some(k as usize),
-        Some(k) => return Err(errors::invalid(format!("logprobs must be in [0, 100], got {k}"))),
+        Some(k) => {
+            return Err(errors::invalid(format!(
+                "logprobs must be in [0, 100], got {k}"
+            )))
+        }
     };
     Ok(GenParams {
         max_tokens: max_tokens as usize,
@@ -324,7 +348,9 @@ fn gen_params(
             repeat_last_n: repeat_last_n as usize,
             presence_penalty,
             frequency_penalty,
-            logit_bias: logit_bias.map(|m| m.into_iter().collect()).unwrap_or_default(),
+            logit_bias: logit_bias
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
             seed,
         },
         stop: match stop {
@@ -341,7 +367,13 @@ fn gen_params(
 }
 
 impl PyEngine {
-    fn prompt_ids(&self, py: Python<'_>, prompt: Prompt, add_special: bool, parse_special: bool) -> Vec<u32> {
+    fn prompt_ids(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Vec<u32> {
         match prompt {
             Prompt::Ids(ids) => ids,
             Prompt::Text(t) => {
@@ -358,7 +390,9 @@ impl PyEngine {
                 Kind::Decoder(_) => Pooling::Mean,
             }),
             Some(p) => Pooling::from_name(p).ok_or_else(|| {
-                errors::invalid(format!("pooling must be one of mean, cls, last, none; got {p:?}"))
+                errors::invalid(format!(
+                    "pooling must be one of mean, cls, last, none; got {p:?}"
+                ))
             }),
         }
     }
@@ -450,7 +484,9 @@ impl PyEngine {
         let logprobs = params.logprobs.is_some();
         let n = prompt.len();
         let engine = self.decoder()?;
-        let gen = py.allow_threads(|| Generation::new(&mut lock(engine), prompt, params)).map_err(err)?;
+        let gen = py
+            .allow_threads(|| Generation::new(&mut lock(engine), prompt, params))
+            .map_err(err)?;
         Ok(Stream {
             engine: engine.clone(),
             tokenizer: self.tokenizer.clone(),
@@ -486,7 +522,9 @@ impl PyEngine {
             n_batch: pos("n_batch", n_batch)?,
             n_seq_max: pos("n_seq_max", n_seq_max)?,
         };
-        let loaded = py.allow_threads(|| load(&path, opts)).map_err(|e| errors::to_py(e, true))?;
+        let loaded = py
+            .allow_threads(|| load(&path, opts))
+            .map_err(|e| errors::to_py(e, true))?;
         let metadata = PyDict::new(py);
         let gguf = match &loaded {
             Loaded::Decoder(e) => e.gguf(),
@@ -495,9 +533,17 @@ impl PyEngine {
         for (k, v) in gguf.metadata() {
             metadata.set_item(k, value_to_py(py, v)?)?;
         }
-        let name = gguf.get_str("general.name").ok().flatten().unwrap_or("").to_string();
-        let chat_template =
-            gguf.get_str("tokenizer.chat_template").ok().flatten().map(str::to_string);
+        let name = gguf
+            .get_str("general.name")
+            .ok()
+            .flatten()
+            .unwrap_or("")
+            .to_string();
+        let chat_template = gguf
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .flatten()
+            .map(str::to_string);
         Ok(match loaded {
             Loaded::Decoder(engine) => {
                 let c = engine.config();
@@ -514,7 +560,7 @@ impl PyEngine {
                     n_seq_max: engine.options().n_seq_max,
                     chat_template,
                     metadata: metadata.unbind(),
-                    kind: Kind::Decoder(Arc::new(Mutex::new(engine))),
+                    kind: Kind::Decoder(Arc::new(Mutex::new(*engine))),
                 }
             }
             Loaded::Encoder(enc) => {
@@ -533,7 +579,7 @@ impl PyEngine {
                     n_seq_max: 0,
                     chat_template,
                     metadata: metadata.unbind(),
-                    kind: Kind::Encoder(Arc::new(enc)),
+                    kind: Kind::Encoder(Arc::from(enc)),
                 }
             }
         })
@@ -593,11 +639,15 @@ impl PyEngine {
     }
     #[getter]
     fn bos_token(&self) -> Option<String> {
-        self.tokenizer.bos().map(|t| self.tokenizer.token_text(t).to_string())
+        self.tokenizer
+            .bos()
+            .map(|t| self.tokenizer.token_text(t).to_string())
     }
     #[getter]
     fn eos_token(&self) -> Option<String> {
-        self.tokenizer.eos().map(|t| self.tokenizer.token_text(t).to_string())
+        self.tokenizer
+            .eos()
+            .map(|t| self.tokenizer.token_text(t).to_string())
     }
     #[getter]
     fn add_bos(&self) -> bool {
@@ -618,14 +668,23 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (text, add_special=true, parse_special=false))]
-    fn tokenize(&self, py: Python<'_>, text: String, add_special: bool, parse_special: bool) -> Vec<u32> {
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: String,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Vec<u32> {
         let tok = &self.tokenizer;
         py.allow_threads(|| tok.encode(&text, add_special, parse_special))
     }
 
     fn detokenize(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<String> {
         if let Some(t) = ids.iter().find(|&&t| t as usize >= self.n_vocab) {
-            return Err(errors::invalid(format!("token id {t} is out of range (n_vocab {})", self.n_vocab)));
+            return Err(errors::invalid(format!(
+                "token id {t} is out of range (n_vocab {})",
+                self.n_vocab
+            )));
         }
         let tok = &self.tokenizer;
         Ok(py.allow_threads(|| tok.decode(&ids, false)))
@@ -633,7 +692,10 @@ impl PyEngine {
 
     fn token_to_bytes<'py>(&self, py: Python<'py>, id: u32) -> PyResult<Bound<'py, PyBytes>> {
         if id as usize >= self.n_vocab {
-            return Err(errors::invalid(format!("token id {id} is out of range (n_vocab {})", self.n_vocab)));
+            return Err(errors::invalid(format!(
+                "token id {id} is out of range (n_vocab {})",
+                self.n_vocab
+            )));
         }
         Ok(PyBytes::new(py, self.tokenizer.token_bytes(id)))
     }
@@ -669,8 +731,20 @@ impl PyEngine {
         ignore_eos: bool,
     ) -> PyResult<GenerationResult> {
         let params = gen_params(
-            max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, repeat_last_n,
-            presence_penalty, frequency_penalty, logit_bias, stop, seed, logprobs, ignore_eos,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            repeat_penalty,
+            repeat_last_n,
+            presence_penalty,
+            frequency_penalty,
+            logit_bias,
+            stop,
+            seed,
+            logprobs,
+            ignore_eos,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
         let mut stream = self.start(py, ids, params)?;
@@ -686,7 +760,10 @@ impl PyEngine {
         Ok(GenerationResult {
             text,
             token_ids: gen.map_or_else(Vec::new, |g| g.generated().to_vec()),
-            finish_reason: gen.and_then(|g| g.finish_reason()).map_or("stop", |f| f.as_str()).to_string(),
+            finish_reason: gen
+                .and_then(|g| g.finish_reason())
+                .map_or("stop", |f| f.as_str())
+                .to_string(),
             prompt_tokens: stream.prompt_tokens,
             completion_tokens: gen.map_or(0, |g| g.completion_tokens()),
             steps,
@@ -720,8 +797,20 @@ impl PyEngine {
         ignore_eos: bool,
     ) -> PyResult<Stream> {
         let params = gen_params(
-            max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, repeat_last_n,
-            presence_penalty, frequency_penalty, logit_bias, stop, seed, logprobs, ignore_eos,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            repeat_penalty,
+            repeat_last_n,
+            presence_penalty,
+            frequency_penalty,
+            logit_bias,
+            stop,
+            seed,
+            logprobs,
+            ignore_eos,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
         self.start(py, ids, params)
@@ -772,7 +861,9 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let pooling = self.pooling_arg(pooling)?;
         if pooling == Pooling::None {
-            return Err(errors::invalid("embed_batch needs a pooling other than \"none\""));
+            return Err(errors::invalid(
+                "embed_batch needs a pooling other than \"none\"",
+            ));
         }
         let n = batch.len();
         let out = self.embed_many(py, batch, pooling, normalize)?;
@@ -788,7 +879,11 @@ impl PyEngine {
 }
 
 fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
         v.iter_mut().for_each(|x| *x *= inv);

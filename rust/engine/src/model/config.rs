@@ -68,21 +68,24 @@ fn key(arch: &str, suffix: &str) -> String {
 }
 
 fn req_u64(f: &GgufFile, k: &str) -> Result<u64> {
-    f.get_u64(k)?.ok_or_else(|| EngineError::invalid_model(format!("missing required key {k}")))
+    f.get_u64(k)?
+        .ok_or_else(|| EngineError::invalid_model(format!("missing required key {k}")))
 }
 
 fn bounded(k: &str, v: u64, lo: u64, hi: u64) -> Result<usize> {
     if v < lo || v > hi {
-        return Err(EngineError::invalid_model(format!("{k} = {v} is out of range [{lo}, {hi}]")));
+        return Err(EngineError::invalid_model(format!(
+            "{k} = {v} is out of range [{lo}, {hi}]"
+        )));
     }
     Ok(v as usize)
 }
 
 impl ModelConfig {
     pub fn from_gguf(f: &GgufFile, n_vocab: usize) -> Result<Self> {
-        let arch_name = f
-            .get_str("general.architecture")?
-            .ok_or_else(|| EngineError::invalid_model("missing required key general.architecture"))?;
+        let arch_name = f.get_str("general.architecture")?.ok_or_else(|| {
+            EngineError::invalid_model("missing required key general.architecture")
+        })?;
         let arch = Arch::from_name(arch_name).ok_or_else(|| {
             EngineError::Unsupported(format!(
                 "architecture {arch_name:?} (supported: llama, gemma3)"
@@ -91,9 +94,24 @@ impl ModelConfig {
         let a = arch.name();
         let name = f.get_str("general.name")?.unwrap_or("").to_string();
 
-        let n_embd = bounded(&key(a, "embedding_length"), req_u64(f, &key(a, "embedding_length"))?, 1, MAX_DIM)?;
-        let n_layer = bounded(&key(a, "block_count"), req_u64(f, &key(a, "block_count"))?, 1, MAX_LAYERS)?;
-        let n_ff = bounded(&key(a, "feed_forward_length"), req_u64(f, &key(a, "feed_forward_length"))?, 1, MAX_DIM)?;
+        let n_embd = bounded(
+            &key(a, "embedding_length"),
+            req_u64(f, &key(a, "embedding_length"))?,
+            1,
+            MAX_DIM,
+        )?;
+        let n_layer = bounded(
+            &key(a, "block_count"),
+            req_u64(f, &key(a, "block_count"))?,
+            1,
+            MAX_LAYERS,
+        )?;
+        let n_ff = bounded(
+            &key(a, "feed_forward_length"),
+            req_u64(f, &key(a, "feed_forward_length"))?,
+            1,
+            MAX_DIM,
+        )?;
         let k_head = key(a, "attention.head_count");
         let n_head = bounded(&k_head, req_u64(f, &k_head)?, 1, MAX_HEADS)?;
         let k_kv = key(a, "attention.head_count_kv");
@@ -130,8 +148,10 @@ impl ModelConfig {
         };
         let k_eps = key(a, "attention.layer_norm_rms_epsilon");
         let norm_eps = f.get_f32(&k_eps)?.unwrap_or(1e-5);
-        if !(norm_eps.is_finite() && norm_eps >= 0.0 && norm_eps < 1.0) {
-            return Err(EngineError::invalid_model(format!("{k_eps} = {norm_eps} is not a valid epsilon")));
+        if !(norm_eps.is_finite() && (0.0..1.0).contains(&norm_eps)) {
+            return Err(EngineError::invalid_model(format!(
+                "{k_eps} = {norm_eps} is not a valid epsilon"
+            )));
         }
         let k_rd = key(a, "rope.dimension_count");
         let rope_dims = match f.get_u64(&k_rd)? {
@@ -139,12 +159,16 @@ impl ModelConfig {
             None => head_dim,
         };
         if rope_dims % 2 != 0 {
-            return Err(EngineError::invalid_model(format!("{k_rd} = {rope_dims} is odd")));
+            return Err(EngineError::invalid_model(format!(
+                "{k_rd} = {rope_dims} is odd"
+            )));
         }
         let k_base = key(a, "rope.freq_base");
         let rope_base = f.get_f32(&k_base)?.unwrap_or(10_000.0);
         if !(rope_base.is_finite() && rope_base > 0.0) {
-            return Err(EngineError::invalid_model(format!("{k_base} = {rope_base} must be positive")));
+            return Err(EngineError::invalid_model(format!(
+                "{k_base} = {rope_base} must be positive"
+            )));
         }
         let k_sc = key(a, "rope.scaling.factor");
         let rope_freq_scale = match f.get_f32(&k_sc)? {
@@ -155,10 +179,16 @@ impl ModelConfig {
                 } else if ty == "none" {
                     1.0
                 } else {
-                    return Err(EngineError::Unsupported(format!("rope scaling type {ty:?}")));
+                    return Err(EngineError::Unsupported(format!(
+                        "rope scaling type {ty:?}"
+                    )));
                 }
             }
-            Some(s) => return Err(EngineError::invalid_model(format!("{k_sc} = {s} must be positive"))),
+            Some(s) => {
+                return Err(EngineError::invalid_model(format!(
+                    "{k_sc} = {s} must be positive"
+                )))
+            }
             None => 1.0,
         };
 
@@ -202,6 +232,6 @@ impl ModelConfig {
 
     /// Whether layer `il` attends through a sliding window.
     pub fn is_swa_layer(&self, il: usize) -> bool {
-        self.swa_period > 0 && (il + 1) % self.swa_period != 0
+        self.swa_period > 0 && !(il + 1).is_multiple_of(self.swa_period)
     }
 }

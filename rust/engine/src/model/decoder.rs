@@ -31,27 +31,27 @@ pub enum Activation {
 
 #[derive(Debug)]
 pub struct Layer {
-    pub attn_norm: Vec<f32>,          // (n_embd)
-    pub wq: Linear,                   // (n_head * head_dim, n_embd)
-    pub wk: Linear,                   // (n_head_kv * head_dim, n_embd)
-    pub wv: Linear,                   // (n_head_kv * head_dim_v, n_embd)
-    pub wo: Linear,                   // (n_embd, n_head * head_dim_v)
-    pub q_norm: Option<Vec<f32>>,     // (head_dim), gemma3
-    pub k_norm: Option<Vec<f32>>,     // (head_dim), gemma3
+    pub attn_norm: Vec<f32>,              // (n_embd)
+    pub wq: Linear,                       // (n_head * head_dim, n_embd)
+    pub wk: Linear,                       // (n_head_kv * head_dim, n_embd)
+    pub wv: Linear,                       // (n_head_kv * head_dim_v, n_embd)
+    pub wo: Linear,                       // (n_embd, n_head * head_dim_v)
+    pub q_norm: Option<Vec<f32>>,         // (head_dim), gemma3
+    pub k_norm: Option<Vec<f32>>,         // (head_dim), gemma3
     pub post_attn_norm: Option<Vec<f32>>, // (n_embd), gemma3
-    pub ffn_norm: Vec<f32>,           // (n_embd)
-    pub w_gate: Linear,               // (n_ff, n_embd)
-    pub w_up: Linear,                 // (n_ff, n_embd)
-    pub w_down: Linear,               // (n_embd, n_ff)
-    pub post_ffn_norm: Option<Vec<f32>>, // (n_embd), gemma3
+    pub ffn_norm: Vec<f32>,               // (n_embd)
+    pub w_gate: Linear,                   // (n_ff, n_embd)
+    pub w_up: Linear,                     // (n_ff, n_embd)
+    pub w_down: Linear,                   // (n_embd, n_ff)
+    pub post_ffn_norm: Option<Vec<f32>>,  // (n_embd), gemma3
 }
 
 #[derive(Debug)]
 pub struct DecoderModel {
     pub cfg: ModelConfig,
-    pub token_embd: Linear, // (n_vocab, n_embd)
+    pub token_embd: Linear,    // (n_vocab, n_embd)
     pub output_norm: Vec<f32>, // (n_embd)
-    pub output: Linear,     // (n_vocab, n_embd); token_embd when tied
+    pub output: Linear,        // (n_vocab, n_embd); token_embd when tied
     pub tied_output: bool,
     pub layers: Vec<Layer>,
     pub activation: Activation,
@@ -73,7 +73,10 @@ pub enum Output<'a> {
     None,
     /// Logits of the rows listed in `rows` (indices into the batch), row after row:
     /// `out` is `(rows.len(), n_vocab)`.
-    Logits { rows: &'a [usize], out: &'a mut [f32] },
+    Logits {
+        rows: &'a [usize],
+        out: &'a mut [f32],
+    },
     /// Final hidden states (after the output norm) of every row: `(n_rows, n_embd)`.
     Hidden(&'a mut [f32]),
 }
@@ -91,7 +94,14 @@ impl DecoderModel {
         let max_blk = f
             .tensors()
             .iter()
-            .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok())
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
             .max();
         if max_blk.map_or(0, |m| m + 1) != cfg.n_layer {
             return Err(EngineError::invalid_model(format!(
@@ -130,7 +140,11 @@ impl DecoderModel {
             });
         }
         Ok(DecoderModel {
-            activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
             embd_scale: if gemma { (e as f32).sqrt() } else { 1.0 },
             cfg,
             token_embd,
@@ -156,18 +170,18 @@ impl DecoderModel {
 /// Activation buffers for up to `n_batch` rows, allocated once.
 pub struct Scratch {
     n_batch: usize,
-    x: Vec<f32>,      // (n_batch, n_embd) residual stream
-    xn: Vec<f32>,     // (n_batch, n_embd) normalised input of a sub-block
-    q: Vec<f32>,      // (n_batch, n_head * head_dim)
-    k: Vec<f32>,      // (n_batch, n_head_kv * head_dim)
-    v: Vec<f32>,      // (n_batch, n_head_kv * head_dim_v)
-    att: Vec<f32>,    // (n_batch, n_head * head_dim_v)
-    tmp: Vec<f32>,    // (n_batch, n_embd) sub-block output
-    gate: Vec<f32>,   // (n_batch, n_ff)
-    up: Vec<f32>,     // (n_batch, n_ff)
-    rope: Vec<f32>,   // (n_batch, rope_dims) interleaved cos/sin
+    x: Vec<f32>,        // (n_batch, n_embd) residual stream
+    xn: Vec<f32>,       // (n_batch, n_embd) normalised input of a sub-block
+    q: Vec<f32>,        // (n_batch, n_head * head_dim)
+    k: Vec<f32>,        // (n_batch, n_head_kv * head_dim)
+    v: Vec<f32>,        // (n_batch, n_head_kv * head_dim_v)
+    att: Vec<f32>,      // (n_batch, n_head * head_dim_v)
+    tmp: Vec<f32>,      // (n_batch, n_embd) sub-block output
+    gate: Vec<f32>,     // (n_batch, n_ff)
+    up: Vec<f32>,       // (n_batch, n_ff)
+    rope: Vec<f32>,     // (n_batch, rope_dims) interleaved cos/sin
     rope_swa: Vec<f32>, // (n_batch, rope_dims), sliding-window layers' base
-    qbuf: Vec<u8>,    // quantized activations for matmul
+    qbuf: Vec<u8>,      // quantized activations for matmul
 }
 
 impl Scratch {
@@ -194,9 +208,27 @@ impl Scratch {
     }
 }
 
-fn mm(pool: &Pool, f: &GgufFile, w: &Linear, x: &[f32], n: usize, out: &mut [f32], q: &mut Vec<u8>) -> Result<()> {
-    hologram_kernels::matmul(pool, w.bytes(f), w.ttype, w.rows, w.cols, &x[..n * w.cols], n, &mut out[..n * w.rows], q)
-        .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", w.info.name)))
+fn mm(
+    pool: &Pool,
+    f: &GgufFile,
+    w: &Linear,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    q: &mut Vec<u8>,
+) -> Result<()> {
+    hologram_kernels::matmul(
+        pool,
+        w.bytes(f),
+        w.ttype,
+        w.rows,
+        w.cols,
+        &x[..n * w.cols],
+        n,
+        &mut out[..n * w.rows],
+        q,
+    )
+    .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", w.info.name)))
 }
 
 fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], n: usize) {
@@ -249,9 +281,21 @@ impl DecoderModel {
         }
         // RoPE tables, shared by all layers and heads.
         for (r, row) in rows.iter().enumerate() {
-            ops::rope_cos_sin(row.pos, rd, c.rope_base, c.rope_freq_scale, &mut s.rope[r * rd..(r + 1) * rd]);
+            ops::rope_cos_sin(
+                row.pos,
+                rd,
+                c.rope_base,
+                c.rope_freq_scale,
+                &mut s.rope[r * rd..(r + 1) * rd],
+            );
             if c.swa_period > 0 {
-                ops::rope_cos_sin(row.pos, rd, c.rope_base_swa, 1.0, &mut s.rope_swa[r * rd..(r + 1) * rd]);
+                ops::rope_cos_sin(
+                    row.pos,
+                    rd,
+                    c.rope_base_swa,
+                    1.0,
+                    &mut s.rope_swa[r * rd..(r + 1) * rd],
+                );
             }
         }
 
@@ -289,7 +333,16 @@ impl DecoderModel {
                 );
             }
             let window = if swa { c.sliding_window } else { None };
-            attention(c, kv, il, rows, &s.q, &mut s.att[..n * nh * hdv], window, pool);
+            attention(
+                c,
+                kv,
+                il,
+                rows,
+                &s.q,
+                &mut s.att[..n * nh * hdv],
+                window,
+                pool,
+            );
             mm(pool, f, &l.wo, &s.att, n, &mut s.tmp, &mut s.qbuf)?;
             if let Some(w) = &l.post_attn_norm {
                 for r in 0..n {
@@ -324,7 +377,9 @@ impl DecoderModel {
             Output::None => Ok(()),
             Output::Hidden(h) => {
                 if h.len() != n * e {
-                    return Err(EngineError::InvalidArgument("hidden output buffer has the wrong size".into()));
+                    return Err(EngineError::InvalidArgument(
+                        "hidden output buffer has the wrong size".into(),
+                    ));
                 }
                 rms_rows(&s.x, &self.output_norm, c.norm_eps, h, n);
                 Ok(())
@@ -332,14 +387,23 @@ impl DecoderModel {
             Output::Logits { rows: want, out } => {
                 let m = want.len();
                 if out.len() != m * c.n_vocab {
-                    return Err(EngineError::InvalidArgument("logits buffer has the wrong size".into()));
+                    return Err(EngineError::InvalidArgument(
+                        "logits buffer has the wrong size".into(),
+                    ));
                 }
                 // Only the rows whose logits are wanted go through the output matrix.
                 for (j, &r) in want.iter().enumerate() {
                     if r >= n {
-                        return Err(EngineError::InvalidArgument(format!("logits row {r} out of batch")));
+                        return Err(EngineError::InvalidArgument(format!(
+                            "logits row {r} out of batch"
+                        )));
                     }
-                    ops::rms_norm(&s.x[r * e..(r + 1) * e], &self.output_norm, c.norm_eps, &mut s.xn[j * e..(j + 1) * e]);
+                    ops::rms_norm(
+                        &s.x[r * e..(r + 1) * e],
+                        &self.output_norm,
+                        c.norm_eps,
+                        &mut s.xn[j * e..(j + 1) * e],
+                    );
                 }
                 mm(pool, f, &self.output, &s.xn, m, out, &mut s.qbuf)
             }
@@ -381,8 +445,14 @@ fn attention(
             let mut m = f32::NEG_INFINITY;
             let mut l = 0f32;
             let mut sc = [0f32; BLOCK_SIZE];
-            for bi in start / BLOCK_SIZE..end.div_ceil(BLOCK_SIZE) {
-                let blk = blocks[bi] as usize;
+            let first = start / BLOCK_SIZE;
+            for (bi, &blk) in blocks
+                .iter()
+                .enumerate()
+                .take(end.div_ceil(BLOCK_SIZE))
+                .skip(first)
+            {
+                let blk = blk as usize;
                 let base = bi * BLOCK_SIZE;
                 let s0 = start.max(base) - base;
                 let s1 = end.min(base + BLOCK_SIZE) - base;

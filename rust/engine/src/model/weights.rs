@@ -17,18 +17,20 @@ pub struct Linear {
 impl Linear {
     /// Look up `name` and check its shape is `[cols, rows]` and its type is one the kernels run.
     pub fn load(f: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Self> {
-        let t = f
-            .tensor(name)
-            .ok_or_else(|| EngineError::invalid_model(format!("required tensor {name} is missing")))?;
+        let t = f.tensor(name).ok_or_else(|| {
+            EngineError::invalid_model(format!("required tensor {name} is missing"))
+        })?;
         Self::from_info(t, cols, rows)
     }
 
     pub fn load_opt(f: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Option<Self>> {
-        f.tensor(name).map(|t| Self::from_info(t, cols, rows)).transpose()
+        f.tensor(name)
+            .map(|t| Self::from_info(t, cols, rows))
+            .transpose()
     }
 
     fn from_info(t: &TensorInfo, cols: usize, rows: usize) -> Result<Self> {
-        let dims: Vec<u64> = t.dims.iter().copied().collect();
+        let dims: Vec<u64> = t.dims.to_vec();
         let ok = dims.len() == 2 && dims[0] == cols as u64 && dims[1] == rows as u64
             || dims.len() == 1 && rows == 1 && dims[0] == cols as u64;
         if !ok {
@@ -44,7 +46,12 @@ impl Linear {
                 t.ttype.name()
             )));
         }
-        Ok(Linear { info: t.clone(), ttype: t.ttype, rows, cols })
+        Ok(Linear {
+            info: t.clone(),
+            ttype: t.ttype,
+            rows,
+            cols,
+        })
     }
 
     #[inline]
@@ -79,7 +86,9 @@ pub fn load_vector(f: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
 }
 
 pub fn load_vector_opt(f: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
-    f.tensor(name).map(|t| load_vector_info(f, t, n)).transpose()
+    f.tensor(name)
+        .map(|t| load_vector_info(f, t, n))
+        .transpose()
 }
 
 fn load_vector_info(f: &GgufFile, t: &TensorInfo, n: usize) -> Result<Vec<f32>> {

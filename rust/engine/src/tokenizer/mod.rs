@@ -483,7 +483,11 @@ impl Tokenizer {
         // WordPiece (BERT) always frames the input as [CLS] ... [SEP] (llama.cpp WPM).
         let wpm = matches!(self.algorithm, Algorithm::WordPiece(_));
         if add_special && (self.add_bos || wpm) {
-            out.extend(if wpm { self.special.cls.or(self.special.bos) } else { self.special.bos });
+            out.extend(if wpm {
+                self.special.cls.or(self.special.bos)
+            } else {
+                self.special.bos
+            });
         }
         // SentencePiece prefixes a space (with add_space_prefix) to a fragment at the start of
         // the input or right after a special token.

@@ -87,7 +87,7 @@ fn hsum_ps(v: __m256) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn bcast_mask(a: i32, b: i32) -> __m256i {
-    let w = |i: i32| ((2 * i + 1) << 8 | 2 * i) as i16;
+    let w = |i: i32| (((2 * i + 1) << 8) | (2 * i)) as i16;
     _mm256_set_m128i(_mm_set1_epi16(w(b)), _mm_set1_epi16(w(a)))
 }
 
