@@ -231,6 +231,27 @@ fn mm(
     .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", w.info.name)))
 }
 
+/// Several matrices applied to the same input `x` (`n` rows of `cols`).
+fn mm_multi<const K: usize>(
+    pool: &Pool,
+    f: &GgufFile,
+    jobs: [(&Linear, &mut [f32]); K],
+    x: &[f32],
+    n: usize,
+    q: &mut Vec<u8>,
+) -> Result<()> {
+    let cols = jobs[0].0.cols;
+    let names: [&str; K] = std::array::from_fn(|i| jobs[i].0.info.name.as_str());
+    let mut mj = jobs.map(|(w, out)| hologram_kernels::MatmulJob {
+        w: w.bytes(f),
+        wt: w.ttype,
+        rows: w.rows,
+        out: &mut out[..n * w.rows],
+    });
+    hologram_kernels::matmul_multi(pool, &mut mj, cols, &x[..n * cols], n, q)
+        .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", names.join("+"))))
+}
+
 fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], n: usize) {
     let e = w.len();
     for r in 0..n {
@@ -303,9 +324,15 @@ impl DecoderModel {
             let swa = c.is_swa_layer(il);
             // --- attention ---
             rms_rows(&s.x, &l.attn_norm, c.norm_eps, &mut s.xn, n);
-            mm(pool, f, &l.wq, &s.xn, n, &mut s.q, &mut s.qbuf)?;
-            mm(pool, f, &l.wk, &s.xn, n, &mut s.k, &mut s.qbuf)?;
-            mm(pool, f, &l.wv, &s.xn, n, &mut s.v, &mut s.qbuf)?;
+            // q, k and v share their input: one activation quantization, one parallel region.
+            mm_multi(
+                pool,
+                f,
+                [(&l.wq, &mut s.q[..]), (&l.wk, &mut s.k[..]), (&l.wv, &mut s.v[..])],
+                &s.xn,
+                n,
+                &mut s.qbuf,
+            )?;
             let table = if swa { &s.rope_swa } else { &s.rope };
             for r in 0..n {
                 let cs = &table[r * rd..(r + 1) * rd];
@@ -355,8 +382,14 @@ impl DecoderModel {
 
             // --- feed-forward ---
             rms_rows(&s.x, &l.ffn_norm, c.norm_eps, &mut s.xn, n);
-            mm(pool, f, &l.w_gate, &s.xn, n, &mut s.gate, &mut s.qbuf)?;
-            mm(pool, f, &l.w_up, &s.xn, n, &mut s.up, &mut s.qbuf)?;
+            mm_multi(
+                pool,
+                f,
+                [(&l.w_gate, &mut s.gate[..]), (&l.w_up, &mut s.up[..])],
+                &s.xn,
+                n,
+                &mut s.qbuf,
+            )?;
             let nf = n * c.n_ff;
             match self.activation {
                 Activation::Silu => ops::swiglu_inplace(&mut s.gate[..nf], &s.up[..nf]),
