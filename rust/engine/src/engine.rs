@@ -321,71 +321,55 @@ impl Engine {
     /// Logits for every position of `ids` evaluated as a fresh sequence: `(len, n_vocab)`
     /// written into `out`.
     pub fn logits_all(&mut self, ids: &[u32], out: &mut [f32]) -> Result<()> {
-        let nv = self.model.cfg.n_vocab;
-        if out.len() != ids.len() * nv {
-            return Err(EngineError::InvalidArgument(
-                "logits buffer has the wrong size".into(),
-            ));
-        }
-        self.with_temp_seq(ids, |eng, seq, start| {
-            let nb = eng.scratch.n_batch();
-            let all: Vec<usize> = (0..nb).collect();
-            for (ci, chunk) in ids.chunks(nb).enumerate() {
-                let rows: Vec<Row> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| Row {
-                        seq,
-                        pos: start + ci * nb + i,
-                        token: t,
-                    })
-                    .collect();
-                let o = &mut out[ci * nb * nv..(ci * nb + rows.len()) * nv];
-                eng.model.forward(
-                    &eng.file,
-                    &mut eng.kv,
-                    &mut eng.scratch,
-                    &eng.pool,
-                    &rows,
-                    Output::Logits {
-                        rows: &all[..rows.len()],
-                        out: o,
-                    },
-                )?;
-            }
-            Ok(())
-        })
+        self.every_position(ids, out, false)
     }
 
     /// Final hidden states (after the output norm) for every position of `ids`:
     /// `(len, n_embd)` into `out`.
     pub fn hidden_all(&mut self, ids: &[u32], out: &mut [f32]) -> Result<()> {
-        let e = self.model.cfg.n_embd;
-        if out.len() != ids.len() * e {
+        self.every_position(ids, out, true)
+    }
+
+    /// Run `ids` as a fresh sequence and write one row per position into `out`: the final
+    /// hidden state (`hidden`) or the logits.
+    fn every_position(&mut self, ids: &[u32], out: &mut [f32], hidden: bool) -> Result<()> {
+        let width = if hidden {
+            self.model.cfg.n_embd
+        } else {
+            self.model.cfg.n_vocab
+        };
+        if out.len() != ids.len() * width {
             return Err(EngineError::InvalidArgument(
-                "hidden buffer has the wrong size".into(),
+                "output buffer has the wrong size".into(),
             ));
         }
         self.with_temp_seq(ids, |eng, seq, start| {
             let nb = eng.scratch.n_batch();
+            let all: Vec<usize> = (0..nb).collect();
+            let mut rows = Vec::with_capacity(nb);
             for (ci, chunk) in ids.chunks(nb).enumerate() {
-                let rows: Vec<Row> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| Row {
-                        seq,
-                        pos: start + ci * nb + i,
-                        token: t,
-                    })
-                    .collect();
-                let o = &mut out[ci * nb * e..(ci * nb + rows.len()) * e];
+                rows.clear();
+                rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row {
+                    seq,
+                    pos: start + ci * nb + i,
+                    token: t,
+                }));
+                let o = &mut out[ci * nb * width..(ci * nb + rows.len()) * width];
+                let output = if hidden {
+                    Output::Hidden(o)
+                } else {
+                    Output::Logits {
+                        rows: &all[..rows.len()],
+                        out: o,
+                    }
+                };
                 eng.model.forward(
                     &eng.file,
                     &mut eng.kv,
                     &mut eng.scratch,
                     &eng.pool,
                     &rows,
-                    Output::Hidden(o),
+                    output,
                 )?;
             }
             Ok(())

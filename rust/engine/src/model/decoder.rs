@@ -328,7 +328,11 @@ impl DecoderModel {
             mm_multi(
                 pool,
                 f,
-                [(&l.wq, &mut s.q[..]), (&l.wk, &mut s.k[..]), (&l.wv, &mut s.v[..])],
+                [
+                    (&l.wq, &mut s.q[..]),
+                    (&l.wk, &mut s.k[..]),
+                    (&l.wv, &mut s.v[..]),
+                ],
                 &s.xn,
                 n,
                 &mut s.qbuf,
