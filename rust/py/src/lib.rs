@@ -214,8 +214,10 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        // Waiting for the engine lock (another thread may be mid-step) must not hold the GIL.
         if let Some(gen) = self.gen.as_mut() {
-            gen.release(&mut lock(&self.engine));
+            let engine = &self.engine;
+            Python::with_gil(|py| py.allow_threads(|| gen.release(&mut lock(engine))));
         }
     }
 }
