@@ -13,7 +13,9 @@
 //! activations are quantized and "prepared" once, row chunks run on the pool, and matmuls with
 //! little work run inline on the caller's thread (no hand-off). [`matmul_multi`] runs several
 //! matrices that share one input (q/k/v, gate/up) in one parallel region with one activation
-//! quantization.
+//! quantization. With AVX2 and several tokens, Q4_K / Q6_K go through the register-tiled
+//! K-quant kernels of `simd::x86_avx2_kquants` (Q8_K activations quantized once, 2 rows x 4
+//! tokens per tile); Q4_0 / Q5_0 with more than 8 tokens convert each row panel to Q8_0 once.
 
 use rayon::prelude::*;
 
@@ -215,7 +217,24 @@ pub fn matmul_isa(
         let mut jobs = [MatmulJob { w, wt, rows, out }];
         return tiled_avx2(pool, &mut jobs, cols, x, n_tok, scratch);
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512)
+        && n_tok > 1
+        && simd::x86_avx2_float::supports(wt)
+        && simd::x86_avx2_float::matmul(pool, w, wt, rows, cols, x, n_tok, out)
+    {
+        return Ok(());
+    }
     let out_ptr = OutPtr(out.as_mut_ptr());
+
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && n_tok > 1 {
+        if let (Some(g), Some(q)) = (simd::x86_avx2_kquants::gemm_fn(wt), p.quantize) {
+            return ktiled_avx2(
+                pool, g, q, p.vt, w, rb, rows, cols, x, n_tok, out_ptr, scratch,
+            );
+        }
+    }
 
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && n_tok >= GEMM_MIN_TOK {
@@ -361,6 +380,68 @@ fn gemm_path(
             )
         };
     });
+    Ok(())
+}
+
+/// The AVX2 register-tiled K-quant path (several tokens): quantize all tokens to Q8_K once,
+/// then row chunks (multiples of 2 rows) x all tokens on the pool, or inline if little work.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn ktiled_avx2(
+    pool: &Pool,
+    gemm: simd::x86_avx2_kquants::KGemmFn,
+    q: simd::QuantizeFn,
+    vt: QuantType,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n_tok: usize,
+    out: OutPtr,
+    scratch: &mut Vec<u8>,
+) -> Result<(), KernelError> {
+    let xrb = row_bytes(vt, cols)?;
+    let nb = cols / vt.block_size();
+    let n = n_tok.checked_mul(xrb).ok_or(KernelError::Overflow)?;
+    if scratch.len() < n {
+        scratch.resize(n, 0);
+    }
+    quantize_all(pool, q, x, cols, &mut scratch[..n], xrb);
+    let xq: &[u8] = &scratch[..n];
+    let work = w.len().saturating_mul(n_tok);
+    let par = pool.n_threads() > 1 && work >= MIN_PAR_WORK;
+    let target = if par {
+        (pool.n_threads() * 4).min(rows.div_ceil(2)).max(1)
+    } else {
+        1
+    };
+    let chunk = rows.div_ceil(target).next_multiple_of(2);
+    let n_chunks = rows.div_ceil(chunk);
+    let run = |c: usize| {
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+        // SAFETY: Avx2 is available (checked by plan()); rows r0..r1 of w are whole blocks; xq
+        // holds n_tok Q8_K rows of nb blocks at stride xrb; out + t*rows + r for r in r0..r1,
+        // t < n_tok is inside `out` and written only by this chunk.
+        unsafe {
+            gemm(
+                &w[r0 * rb..r1 * rb],
+                rb,
+                r1 - r0,
+                xq,
+                xrb,
+                n_tok,
+                nb,
+                out.ptr().add(r0),
+                rows,
+            )
+        };
+    };
+    if par && n_chunks > 1 {
+        pool.for_each_chunk(n_chunks, run);
+    } else {
+        (0..n_chunks).for_each(run);
+    }
     Ok(())
 }
 

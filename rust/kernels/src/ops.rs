@@ -76,10 +76,50 @@ pub fn softmax_inplace(x: &mut [f32]) -> f32 {
 
 /// `gate = silu(gate) * up` (SwiGLU).
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { swiglu_avx2(gate, up) };
+    }
+    swiglu_body(gate, up)
+}
+
+#[inline(always)]
+fn swiglu_body(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = *g;
-        *g = x / (1.0 + (-x).exp()) * u;
+        *g = x / (1.0 + exp_fast(-x)) * u;
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
+    swiglu_body(gate, up)
+}
+
+/// e^x in plain arithmetic that vectorises (relative error ~1e-7 over the f32 range):
+/// x = n ln2 + r with |r| <= ln2/2, e^r by its degree-7 Taylor polynomial, 2^n by the exponent
+/// bits. Inputs are clamped to [-87, 88] (results to ~[1.6e-38, 1.6e38]).
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    // r = x - n ln2, in two steps to keep the low bits of ln2 (Cody-Waite).
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    let bits = ((n as i32 + 127) as u32) << 23;
+    p * f32::from_bits(bits)
 }
 
 /// GELU, tanh approximation (ggml `ggml_gelu`, used by Gemma's `gelu_pytorch_tanh`).
@@ -95,11 +135,30 @@ pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
 }
 
-/// `gate = gelu_tanh(gate) * up` (GeGLU, Gemma).
+/// `gate = gelu_tanh(gate) * up` (GeGLU, Gemma). Uses 0.5 (1 + tanh u) = 1 / (1 + e^-2u).
 pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = gelu_tanh(*g) * u;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { geglu_avx2(gate, up) };
     }
+    geglu_body(gate, up)
+}
+
+#[inline(always)]
+fn geglu_body(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let t = SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x);
+        *g = x / (1.0 + exp_fast(-2.0 * t)) * u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn geglu_avx2(gate: &mut [f32], up: &[f32]) {
+    geglu_body(gate, up)
 }
 
 /// erf with max error ~1.5e-7 (Abramowitz-Stegun 7.1.26 is too coarse for golden tests;
@@ -414,6 +473,44 @@ mod tests {
         axpy_f16(0.5, &b, &mut y);
         for i in 0..45 {
             assert!((y[i] - (a[i] + 0.5 * b[i].to_f32())).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn exp_fast_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let e = (x as f64).exp();
+            worst = worst.max(((exp_fast(x) as f64) - e).abs() / e);
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "max relative error {worst}");
+        assert!(exp_fast(-200.0) < 1e-37);
+        assert!(exp_fast(200.0).is_finite());
+    }
+
+    #[test]
+    fn fused_activations_match_the_definitions() {
+        let xs: Vec<f32> = (-400..400).map(|i| i as f32 * 0.031).collect();
+        let up: Vec<f32> = xs.iter().map(|x| 1.0 + 0.1 * x).collect();
+        let mut g = xs.clone();
+        geglu_inplace(&mut g, &up);
+        let mut s = xs.clone();
+        swiglu_inplace(&mut s, &up);
+        for i in 0..xs.len() {
+            let x = xs[i] as f64;
+            let gelu = 0.5 * x * (1.0 + (0.797_884_560_8 * (x + 0.044_715 * x * x * x)).tanh());
+            let silu = x / (1.0 + (-x).exp());
+            let u = up[i] as f64;
+            assert!(
+                (g[i] as f64 - gelu * u).abs() <= 1e-5 * (1.0 + (gelu * u).abs()),
+                "gelu {x}"
+            );
+            assert!(
+                (s[i] as f64 - silu * u).abs() <= 1e-5 * (1.0 + (silu * u).abs()),
+                "silu {x}"
+            );
         }
     }
 

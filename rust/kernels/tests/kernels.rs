@@ -556,3 +556,55 @@ fn bad_inputs_are_errors() {
     )
     .is_ok());
 }
+
+/// Q4_0 / Q5_0 with many tokens convert each row panel to Q8_0 first: several panels, a row
+/// count that is not a multiple of the tile, token counts around the conversion threshold,
+/// against per-row scalar reference dots, 1 and 2 threads.
+#[test]
+fn converted_panel_matmul_vs_scalar_reference() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    let mut scratch = Vec::new();
+    let mut s2 = Vec::new();
+    let (rows, cols) = (401usize, 640usize);
+    for isa in simd::available() {
+        for t in [QuantType::Q4_0, QuantType::Q5_0] {
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| make_row(t, cols, Kind::Random, &mut rng))
+                .collect();
+            let rb = t.row_bytes(cols).unwrap();
+            for n_tok in [8usize, 9, 13, 64] {
+                let x = rand_x(n_tok * cols, &mut rng);
+                for pool in &pools {
+                    let mut out = vec![f32::NAN; n_tok * rows];
+                    matmul_isa(
+                        isa,
+                        pool,
+                        &w,
+                        t,
+                        rows,
+                        cols,
+                        &x,
+                        n_tok,
+                        &mut out,
+                        &mut scratch,
+                    )
+                    .unwrap();
+                    for tk in 0..n_tok {
+                        let xr = &x[tk * cols..(tk + 1) * cols];
+                        for r in 0..rows {
+                            let wr = &w[r * rb..(r + 1) * rb];
+                            let e = vec_dot_f32(Isa::Scalar, t, wr, xr, &mut s2).unwrap();
+                            let (_, mag) = f32_dot(t, wr, xr);
+                            let got = out[tk * rows + r];
+                            assert!(
+                                (got - e).abs() <= 1e-5 * mag + 1e-30,
+                                "{isa:?} {t:?} n_tok={n_tok} t={tk} r={r}: {got} vs {e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

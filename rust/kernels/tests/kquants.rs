@@ -431,3 +431,74 @@ fn bad_inputs_are_errors() {
         ));
     }
 }
+
+/// The AVX2 register-tiled K-quant matmul (n_tok > 1) against per-row scalar reference dots:
+/// token counts around the 2x4 tile, row counts not multiples of the tile, every weight kind,
+/// inline and pooled runs (1 and 2 threads).
+#[test]
+fn tiled_matmul_equals_scalar_per_row() {
+    let mut rng = StdRng::seed_from_u64(18);
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    let mut scratch = Vec::new();
+    let mut s2 = Vec::new();
+    let isas: Vec<Isa> = simd::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .collect();
+    let shapes = [
+        (1usize, 256usize),
+        (3, 512),
+        (17, 1024),
+        (33, 256),
+        (130, 2048),
+    ];
+    for isa in isas {
+        for t in [QuantType::Q4_K, QuantType::Q6_K, QuantType::Q5_K] {
+            for (si, &(rows, cols)) in shapes.iter().enumerate() {
+                for (ki, kind) in KINDS.into_iter().enumerate() {
+                    // The large shape (pooled path) with two weight kinds only, to keep it quick.
+                    if si == shapes.len() - 1 && ki > 1 {
+                        continue;
+                    }
+                    let w = make_row(t, rows * cols / QK, kind, &mut rng);
+                    let rb = t.row_bytes(cols).unwrap();
+                    for n_tok in [2usize, 3, 4, 5, 8, 17, 64] {
+                        let x: Vec<f32> = (0..n_tok)
+                            .flat_map(|k| adversarial_x(cols, (k + ki) % 8, &mut rng))
+                            .collect();
+                        for pool in &pools {
+                            let mut out = vec![f32::NAN; n_tok * rows];
+                            matmul_isa(
+                                isa,
+                                pool,
+                                &w,
+                                t,
+                                rows,
+                                cols,
+                                &x,
+                                n_tok,
+                                &mut out,
+                                &mut scratch,
+                            )
+                            .unwrap();
+                            for tk in 0..n_tok {
+                                let xr = &x[tk * cols..(tk + 1) * cols];
+                                for r in 0..rows {
+                                    let wr = &w[r * rb..(r + 1) * rb];
+                                    let e = vec_dot_f32(Isa::Scalar, t, wr, xr, &mut s2).unwrap();
+                                    let (_, mag) = f64_dot(t, wr, xr);
+                                    let got = out[tk * rows + r];
+                                    assert!(
+                                        (f64::from(got) - f64::from(e)).abs() <= 1e-5 * mag + 1e-30,
+                                        "{isa:?} {t:?} {kind:?} {rows}x{cols} n_tok={n_tok} \
+                                         t={tk} r={r}: {got} vs {e}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

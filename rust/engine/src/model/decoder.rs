@@ -231,6 +231,24 @@ fn mm(
     .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", w.info.name)))
 }
 
+/// `gate = act(gate) * up`, split over the pool when there is enough work (prompt chunks).
+fn activate(pool: &Pool, act: Activation, gate: &mut [f32], up: &[f32]) {
+    const CHUNK: usize = 8192;
+    let f = match act {
+        Activation::Silu => ops::swiglu_inplace,
+        Activation::GeluTanh => ops::geglu_inplace,
+    };
+    if gate.len() <= CHUNK || pool.n_threads() == 1 {
+        f(gate, up);
+        return;
+    }
+    pool.install(|| {
+        gate.par_chunks_mut(CHUNK)
+            .zip(up.par_chunks(CHUNK))
+            .for_each(|(g, u)| f(g, u));
+    });
+}
+
 /// Several matrices applied to the same input `x` (`n` rows of `cols`).
 fn mm_multi<const K: usize>(
     pool: &Pool,
@@ -395,10 +413,7 @@ impl DecoderModel {
                 &mut s.qbuf,
             )?;
             let nf = n * c.n_ff;
-            match self.activation {
-                Activation::Silu => ops::swiglu_inplace(&mut s.gate[..nf], &s.up[..nf]),
-                Activation::GeluTanh => ops::geglu_inplace(&mut s.gate[..nf], &s.up[..nf]),
-            }
+            activate(pool, self.activation, &mut s.gate[..nf], &s.up[..nf]);
             mm(pool, f, &l.w_down, &s.gate, n, &mut s.tmp, &mut s.qbuf)?;
             if let Some(w) = &l.post_ffn_norm {
                 for r in 0..n {

@@ -24,6 +24,8 @@ use crate::quant::{self, QuantType};
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2_float;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2_kquants;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx512;

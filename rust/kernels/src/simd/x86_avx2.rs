@@ -75,6 +75,19 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
+/// f16 at `p` as f32 from a 32-bit load (`vmovd` writes the whole register; the 16-bit insert
+/// of [`f16_at`] carries a false dependency on the register's previous value).
+///
+/// # Safety
+/// `p..p+4` readable; F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_lo32_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees four readable bytes at p.
+    let bits = unsafe { p.cast::<u32>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
 /// 16 bytes of nibbles at `p` -> 32 bytes: low nibbles first (elements 0..16), then high.
 ///
 /// # Safety
@@ -493,7 +506,8 @@ unsafe fn tile<const T: u32, const R: usize, const C: usize>(
             // SAFETY: row r < R, block b < nb: inside the caller-guaranteed weight rows.
             let bw = unsafe { w.add(r * rb + b * f.bytes) };
             // SAFETY: bw is a whole block of T.
-            let (q, dw) = unsafe { (raw_quants::<T>(bw), _mm256_set1_ps(f16_at(bw))) };
+            // SAFETY: bw is a whole block of T (at least 18 bytes).
+            let (q, dw) = unsafe { (raw_quants::<T>(bw), _mm256_set1_ps(f16_lo32_at(bw))) };
             let mw = if f.has_m {
                 // SAFETY: as above (the min is at offset 2 of Q4_1/Q5_1 blocks).
                 _mm256_set1_ps(unsafe { f16_at(bw.add(2)) })
@@ -590,6 +604,11 @@ unsafe fn gemm_q<const T: u32>(
         return;
     }
     const { assert!(GR <= 2 && GC <= 4 && VR <= 4) };
+    if (T == Q4_0 || T == Q5_0) && n_tok > 2 * GC {
+        // SAFETY: forwarded caller contract.
+        unsafe { gemm_conv::<T>(w, rb, nrows, act, arb, n_tok, nb, out, ldo) };
+        return;
+    }
     let panel = (PANEL_BYTES / rb.max(1)).max(GR).next_multiple_of(GR);
     let mut p0 = 0;
     while p0 < nrows {
@@ -621,6 +640,87 @@ unsafe fn gemm_q<const T: u32>(
         }
         p0 = p1;
     }
+}
+
+thread_local! {
+    /// Per-thread buffer of a row panel converted to Q8_0 (see [`gemm_conv`]).
+    static CONV: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`gemm_q`] for Q4_0 / Q5_0 with many tokens: each row panel is first converted once to Q8_0
+/// blocks (same f16 d, quants `q - off` as i8: exact), then runs through the Q8_0 tile, whose
+/// inner loop needs no unpacking, no zero-point correction and fewer registers. The tokens use
+/// the same prepared records (quants and d are where the Q8_0 tile reads them).
+///
+/// # Safety
+/// As [`gemm_q`]; T is Q4_0 or Q5_0.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_conv<const T: u32>(
+    w: &[u8],
+    rb: usize,
+    nrows: usize,
+    act: &[u8],
+    arb: usize,
+    n_tok: usize,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let f = const { fmt(T) };
+    let rb8 = nb * 34;
+    let panel = (PANEL_BYTES / rb8.max(1)).max(GR).next_multiple_of(GR);
+    let (pw, pa) = (w.as_ptr(), act.as_ptr());
+    CONV.with_borrow_mut(|buf| {
+        let need = panel.min(nrows) * rb8;
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
+        let pc = buf.as_mut_ptr();
+        let mut p0 = 0;
+        while p0 < nrows {
+            let p1 = (p0 + panel).min(nrows);
+            for i in 0..(p1 - p0) * nb {
+                // SAFETY: block i of rows p0..p1 is inside w (whole blocks of T); converted
+                // block i (34 bytes) is inside buf ((p1 - p0) * rb8 <= need bytes).
+                unsafe {
+                    let src = pw.add(p0 * rb + i * f.bytes);
+                    let dst = pc.add(i * 34);
+                    let q = _mm256_sub_epi8(raw_quants::<T>(src), _mm256_set1_epi8(f.off));
+                    dst.cast::<u16>()
+                        .write_unaligned(src.cast::<u16>().read_unaligned());
+                    _mm256_storeu_si256(dst.add(2).cast(), q);
+                }
+            }
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let c = (n_tok - t0).min(GC);
+                let mut r = p0;
+                while r < p1 {
+                    let rr = (p1 - r).min(GR);
+                    // SAFETY: converted rows r-p0..r-p0+rr are inside buf, tokens t0..t0+c <
+                    // n_tok are in act, and out + t*ldo + r is writable (caller contract).
+                    unsafe {
+                        tile_rc!(
+                            Q8_0,
+                            rr,
+                            c,
+                            pc.add((r - p0) * rb8).cast_const(),
+                            rb8,
+                            pa.add(t0 * arb),
+                            arb,
+                            nb,
+                            out.add(t0 * ldo + r),
+                            ldo
+                        )
+                    };
+                    r += rr;
+                }
+                t0 += c;
+            }
+            p0 = p1;
+        }
+    });
 }
 
 /// The tiled matmul of weight type `t` and the activation preparation it needs.

@@ -514,6 +514,260 @@ unsafe fn vec_dot_q3_k(w: &[u8], x: &[u8]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Register-tiled matmul (several tokens): Q4_K / Q6_K x Q8_K.
+//
+// A tile keeps R rows x C tokens. Per super-block each weight row's sub-block scales are
+// broadcast once into 8 scale vectors (one per 32-value chunk), and per chunk each row's 32
+// unsigned quants are unpacked once and reused for C tokens; the Q8_K activation chunks are
+// read straight from L1 and reused across the R rows. Integer sums per (row, token) are exact
+// i32 per super-block (as in the vec_dots), then scaled once: Q4_K's min term and Q6_K's `-32`
+// come from the activation `bsums`. Only the f32 accumulation order differs from the dots.
+
+const KQ4: u32 = QuantType::Q4_K as u32;
+const KQ6: u32 = QuantType::Q6_K as u32;
+
+/// Rows x tokens of the K-quant gemm tile.
+const KR: usize = 2;
+const KC: usize = 4;
+/// Target weight bytes of a row panel (kept L2-resident while all token groups pass over it).
+const KPANEL_BYTES: usize = 96 * 1024;
+
+/// `out[t * ldo + r] = dot(W[r], x[t])` for `r < nrows`, `t < n_tok`, Q8_K activations.
+/// Args: w (nrows rows of `rb` bytes), rb, nrows, x (token t's `nb` Q8_K blocks at byte
+/// `t * xstride`), xstride, n_tok, nb, out, ldo.
+pub(crate) type KGemmFn =
+    unsafe fn(&[u8], usize, usize, &[u8], usize, usize, usize, *mut f32, usize);
+
+const fn kbytes(t: u32) -> usize {
+    if t == KQ4 {
+        144
+    } else {
+        210
+    }
+}
+
+/// Per-row, per-super-block data: d, dmin (Q4_K) and the extra vector (Q4_K: scales + mins as
+/// from [`scales_mins_k4`]; Q6_K: the 16 scales as i16). Fills the 8 chunk scale vectors.
+///
+/// # Safety
+/// `bw` points at a whole block of `T`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_scales<const T: u32>(bw: *const u8, sc: &mut [__m256i; 8]) -> (f32, f32, __m256i) {
+    // SAFETY: all offsets are inside the block (Q4_K: d/dmin 0..4, scales 4..16; Q6_K: scales
+    // 192..208, d 208..210).
+    unsafe {
+        if T == KQ4 {
+            let (d, dmin) = f16x2_at(bw);
+            let ms = scales_mins_k4(bw.add(4));
+            let s128 = _mm256_castsi256_si128(ms);
+            let s = _mm256_set_m128i(s128, s128);
+            for (c, v) in sc.iter_mut().enumerate() {
+                *v = _mm256_shuffle_epi8(s, bcast_mask(c as i32, c as i32));
+            }
+            (d, dmin, ms)
+        } else {
+            let d = f16_at_hi(bw.add(208));
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bw.add(192).cast()));
+            let s0 = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+            let s1 = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+            for (c, v) in sc.iter_mut().enumerate() {
+                let (h, k) = (c / 4, (c % 4) as i32);
+                let s = if h == 0 { s0 } else { s1 };
+                *v = _mm256_shuffle_epi8(s, bcast_mask(2 * k, 2 * k + 1));
+            }
+            (d, 0.0, sc16)
+        }
+    }
+}
+
+/// The 32 unsigned quants of chunk `c` (elements 32c..32c+32) of the block at `bw`.
+///
+/// # Safety
+/// `bw` points at a whole block of `T`; c < 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_chunk<const T: u32>(bw: *const u8, c: usize) -> __m256i {
+    let m4 = _mm256_set1_epi8(0x0F);
+    // SAFETY: Q4_K qs 16..144, Q6_K ql 0..128 and qh 128..192 are inside the block.
+    unsafe {
+        if T == KQ4 {
+            let v = load(bw.add(16 + 32 * (c / 2)));
+            let v = if c % 2 == 1 {
+                _mm256_srli_epi16(v, 4)
+            } else {
+                v
+            };
+            _mm256_and_si256(v, m4)
+        } else {
+            let (h, k) = (c / 4, c % 4);
+            let l = load(bw.add(64 * h + 32 * (k & 1)));
+            let l = if k >= 2 { _mm256_srli_epi16(l, 4) } else { l };
+            let hb = load(bw.add(128 + 32 * h));
+            // Bits 2k..2k+2 of each qh byte moved to bits 4..6 (16-bit shifts stay inside the
+            // byte for the masked bits).
+            let hi = match k {
+                0 => _mm256_slli_epi16(hb, 4),
+                1 => _mm256_slli_epi16(hb, 2),
+                2 => hb,
+                _ => _mm256_srli_epi16(hb, 2),
+            };
+            _mm256_or_si256(
+                _mm256_and_si256(l, m4),
+                _mm256_and_si256(hi, _mm256_set1_epi8(0x30)),
+            )
+        }
+    }
+}
+
+/// R x C tile over all `nb` super-blocks: rows at `w + r * rb`, Q8_K tokens at `a + t * xs`.
+///
+/// # Safety
+/// AVX2+FMA+F16C; R whole rows of `nb` blocks of `T` and C rows of `nb` Q8_K blocks are
+/// readable; `out + t * ldo + r` writable for r < R, t < C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ktile<const T: u32, const R: usize, const C: usize>(
+    w: *const u8,
+    rb: usize,
+    a: *const u8,
+    xs: usize,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let bb = const { kbytes(T) };
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut sc = [[_mm256_setzero_si256(); 8]; R];
+    for b in 0..nb {
+        let mut dd = [(0.0f32, 0.0f32, _mm256_setzero_si256()); R];
+        for (r, (s, e)) in sc.iter_mut().zip(dd.iter_mut()).enumerate() {
+            // SAFETY: row r < R, block b < nb are inside the caller-guaranteed rows.
+            *e = unsafe { k_scales::<T>(w.add(r * rb + b * bb), s) };
+        }
+        let mut sumi = [[_mm256_setzero_si256(); C]; R];
+        for c in 0..8 {
+            for (r, (sr, scr)) in sumi.iter_mut().zip(sc.iter()).enumerate() {
+                // SAFETY: as above; c < 8.
+                let q = unsafe { k_chunk::<T>(w.add(r * rb + b * bb), c) };
+                let s = scr[c];
+                for (t, st) in sr.iter_mut().enumerate() {
+                    // SAFETY: token t < C, block b < nb: 32 quants at Y_QS + 32c are inside.
+                    let y = unsafe { load(a.add(t * xs + b * Y_BYTES + Y_QS + 32 * c)) };
+                    *st = _mm256_add_epi32(*st, scaled_dot(q, y, s));
+                }
+            }
+        }
+        for (r, (ar, sr)) in acc.iter_mut().zip(sumi.iter()).enumerate() {
+            let (d, dmin, ex) = dd[r];
+            for (t, (at, st)) in ar.iter_mut().zip(sr.iter()).enumerate() {
+                // SAFETY: token t < C, block b < nb: d at 0 and bsums at Y_BSUMS are inside.
+                let (yd, bs) = unsafe {
+                    let bx = a.add(t * xs + b * Y_BYTES);
+                    (f32_at(bx), load(bx.add(Y_BSUMS)))
+                };
+                if T == KQ4 {
+                    let mt = min_term_k4(ex, bs);
+                    let mt = _mm256_set_m128i(_mm_setzero_si128(), mt);
+                    *at = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(*st), *at);
+                    *at = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * yd), _mm256_cvtepi32_ps(mt), *at);
+                } else {
+                    let off = _mm256_slli_epi32(_mm256_madd_epi16(ex, bs), 5);
+                    let s = _mm256_sub_epi32(*st, off);
+                    *at = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(s), *at);
+                }
+            }
+        }
+    }
+    for (r, ar) in acc.iter().enumerate() {
+        for (t, at) in ar.iter().enumerate() {
+            // SAFETY: r < R, t < C: writable per the caller.
+            unsafe { *out.add(t * ldo + r) = hsum_ps(*at) };
+        }
+    }
+}
+
+/// Dispatch a K-quant tile with `r <= KR` rows and `c <= KC` tokens.
+macro_rules! ktile_rc {
+    ($t:ident, $r:expr, $c:expr, $($args:expr),*) => {
+        match ($r, $c) {
+            (1, 1) => ktile::<$t, 1, 1>($($args),*),
+            (1, 2) => ktile::<$t, 1, 2>($($args),*),
+            (1, 3) => ktile::<$t, 1, 3>($($args),*),
+            (1, _) => ktile::<$t, 1, 4>($($args),*),
+            (_, 1) => ktile::<$t, 2, 1>($($args),*),
+            (_, 2) => ktile::<$t, 2, 2>($($args),*),
+            (_, 3) => ktile::<$t, 2, 3>($($args),*),
+            _ => ktile::<$t, 2, 4>($($args),*),
+        }
+    };
+}
+
+/// Matmul of `nrows` K-quant weight rows against `n_tok` Q8_K rows (see [`KGemmFn`]).
+///
+/// # Safety
+/// AVX2+FMA+F16C; `w.len() >= nrows * rb` with `rb = nb * block bytes`; `x` holds `nb` Q8_K
+/// blocks at `t * xs` for t < n_tok (n_tok >= 1); `out + t * ldo + r` writable for r < nrows,
+/// t < n_tok.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kgemm<const T: u32>(
+    w: &[u8],
+    rb: usize,
+    nrows: usize,
+    x: &[u8],
+    xs: usize,
+    n_tok: usize,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    debug_assert_eq!(rb, nb * kbytes(T));
+    debug_assert!(w.len() >= nrows * rb && x.len() >= (n_tok - 1) * xs + nb * Y_BYTES);
+    const { assert!(KR <= 2 && KC <= 4) };
+    let (pw, px) = (w.as_ptr(), x.as_ptr());
+    let panel = (KPANEL_BYTES / rb.max(1)).max(KR).next_multiple_of(KR);
+    let mut p0 = 0;
+    while p0 < nrows {
+        let p1 = (p0 + panel).min(nrows);
+        let mut t0 = 0;
+        while t0 < n_tok {
+            let c = (n_tok - t0).min(KC);
+            let mut r = p0;
+            while r < p1 {
+                let rr = (p1 - r).min(KR);
+                // SAFETY: rows r..r+rr < nrows and tokens t0..t0+c < n_tok are in bounds.
+                unsafe {
+                    ktile_rc!(
+                        T,
+                        rr,
+                        c,
+                        pw.add(r * rb),
+                        rb,
+                        px.add(t0 * xs),
+                        xs,
+                        nb,
+                        out.add(t0 * ldo + r),
+                        ldo
+                    )
+                };
+                r += rr;
+            }
+            t0 += c;
+        }
+        p0 = p1;
+    }
+}
+
+/// The tiled multi-token matmul of K-quant weight type `t` (Q8_K activations), if any.
+pub(crate) fn gemm_fn(t: QuantType) -> Option<KGemmFn> {
+    Some(match t {
+        QuantType::Q4_K => kgemm::<KQ4>,
+        QuantType::Q6_K => kgemm::<KQ6>,
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dequantization
 
 /// Stores `dl * q - ml` (or `dl * q` if `ml` is None) for the 8 bytes of `q` (low 64 bits;
