@@ -37,4 +37,7 @@ if not out.is_file():
 print("embedding model:", out)
 PYEOF
 
+# Under pyenv, new console scripts (hologram-serve, hologram) need their shims.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+
 $PY -c "import hologram; print('hologram', hologram.__version__, 'default model:', hologram.default_model_path())"
