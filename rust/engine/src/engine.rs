@@ -536,10 +536,7 @@ impl Generation {
         // Evaluate what the model has not seen yet: the prompt, or the last sampled token.
         let r = if !self.prompt_done {
             self.prompt_done = true;
-            let prompt = std::mem::take(&mut self.prompt);
-            let r = engine.eval(seq, &prompt, Some(&mut self.logits));
-            self.prompt = prompt;
-            r
+            engine.eval(seq, &self.prompt, Some(&mut self.logits))
         } else if let Some(t) = self.pending.take() {
             engine.eval(seq, &[t], Some(&mut self.logits))
         } else {
@@ -551,7 +548,8 @@ impl Generation {
             return Err(e);
         }
 
-        let (logprob, top) = match self.params.logprobs {
+        // Logprobs come from the model's own distribution, before any sampling adjustment.
+        let (lse, top) = match self.params.logprobs {
             Some(k) => {
                 let lse = log_softmax_top(&self.logits, k, &mut self.top);
                 (Some(lse), self.top.clone())
@@ -560,7 +558,7 @@ impl Generation {
         };
         self.work.copy_from_slice(&self.logits);
         let token = self.sampler.sample(&mut self.work, &self.history);
-        let logprob = logprob.map(|lse| self.logits[token as usize] - lse);
+        let logprob = lse.map(|lse| self.logits[token as usize] - lse);
 
         if engine.tokenizer.is_eog(token) && !self.params.ignore_eos {
             let text = self.finish(engine, FinishReason::Stop);
