@@ -135,6 +135,13 @@ class Engine:
     def tokenize(
         self, text: str, add_special: bool = True, parse_special: bool = False
     ) -> list[int]: ...
+    def tokenize_segments(
+        self, segments: Sequence[tuple[str, bool]], add_special: bool = True
+    ) -> list[int]:
+        """Tokenize the concatenation of ``(text, parse_special)`` segments: control tokens are
+        recognised only wholly inside segments that allow them."""
+    def control_texts_in(self, text: str) -> list[str]:
+        """Control-token texts occurring in ``text``, longest first."""
     def detokenize(self, ids: Sequence[int]) -> str: ...
     def token_to_bytes(self, id: int) -> bytes: ...
     def is_eog(self, id: int) -> bool: ...

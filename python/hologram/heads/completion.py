@@ -9,8 +9,10 @@ progress, then frees the sequence's KV blocks.
 from __future__ import annotations
 
 import math
+import re
+import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,13 +229,17 @@ class CompletionHead:
                 param,
             )
 
-    def encode_prompt(self, prompt: str | Sequence[int], param: str = "prompt") -> Prompt:
-        """Tokenize a text prompt (special-token text is parsed, BOS added as the model asks),
-        or validate a token-id prompt."""
+    def encode_prompt(
+        self, prompt: str | Sequence[int], param: str = "prompt", parse_special: bool = False
+    ) -> Prompt:
+        """Tokenize a text prompt (BOS added as the model asks; control-token text such as
+        ``<|im_start|>`` becomes those tokens only with ``parse_special``), or validate a
+        token-id prompt."""
         if isinstance(prompt, str):
             self._check_text_length(prompt, param)
             try:
-                ids = list(self.engine.tokenize(prompt, add_special=True, parse_special=True))
+                ids = list(self.engine.tokenize(prompt, add_special=True,
+                                                parse_special=parse_special))
             except _core.HologramError as exc:
                 raise translate_engine_error(exc, param) from None
             text = prompt
@@ -246,9 +252,13 @@ class CompletionHead:
         return Prompt(ids=ids, text=text)
 
     def render_chat(
-        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[ChatMessage],
+        add_generation_prompt: bool = True,
+        escape: Callable[[str], str] | None = None,
     ) -> str:
-        """Render messages with the model's chat template (ChatML when it has none)."""
+        """Render messages with the model's chat template (ChatML when it has none).
+        ``escape`` is applied to every message's content and name before rendering."""
         if not messages:
             raise InvalidInputError("messages must contain at least one message", "messages")
         rendered: list[dict[str, Any]] = []
@@ -260,19 +270,55 @@ class CompletionHead:
                     f"messages.{i}.role",
                 )
             role = "system" if m.role == "developer" else m.role
-            item: dict[str, Any] = {"role": role, "content": m.content}
+            content = m.content if escape is None else escape(m.content)
+            item: dict[str, Any] = {"role": role, "content": content}
             if m.name is not None:
-                item["name"] = m.name
+                item["name"] = m.name if escape is None else escape(m.name)
             rendered.append(item)
         return self.template.render(rendered, add_generation_prompt=add_generation_prompt)
 
     def encode_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
-        text = self.render_chat(messages)
+        """Render and tokenize a chat. Only the template's own markup may produce control
+        tokens: control-token text inside a message (``<|im_start|>`` typed by a user) is
+        tokenized as plain text, so no message can close its turn or open another role's.
+
+        Each control-token text in a content or name is swapped for a per-request placeholder
+        before rendering (so the template sees ordinary text and may transform it as it likes),
+        and the rendered text is tokenized in segments: the placeholders' original texts with
+        special-token parsing off, everything else with it on."""
+        nonce = str(secrets.randbelow(10**18))  # digits: survive upper()/lower()
+        originals: list[str] = []
+
+        def escape(text: str) -> str:
+            found = self.engine.control_texts_in(text)
+            if not found:
+                return text
+            pattern = re.compile("|".join(re.escape(t) for t in found))  # longest first
+
+            def placeholder(m: re.Match[str]) -> str:
+                originals.append(m.group(0))
+                return f"\ue000{nonce}:{len(originals) - 1}\ue001"
+
+            return pattern.sub(placeholder, text)
+
+        rendered = self.render_chat(messages, escape=escape)
+        segments: list[tuple[str, bool]] = []
+        if originals:
+            parts = re.split(f"\ue000{nonce}:(\\d+)\ue001", rendered)
+            for k, part in enumerate(parts):
+                if k % 2 == 0:
+                    if part:
+                        segments.append((part, True))
+                else:
+                    segments.append((originals[int(part)], False))
+        else:
+            segments.append((rendered, True))
+        text = "".join(s for s, _ in segments)
         self._check_text_length(text, "messages")
         bos = self.engine.bos_token
         add_special = not (bos and text.startswith(bos))
         try:
-            ids = list(self.engine.tokenize(text, add_special=add_special, parse_special=True))
+            ids = list(self.engine.tokenize_segments(segments, add_special=add_special))
         except _core.HologramError as exc:
             raise translate_engine_error(exc, "messages") from None
         if not ids:

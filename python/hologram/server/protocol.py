@@ -95,6 +95,9 @@ class CompletionRequest(SamplingFields):
     echo: StrictBool | None = None
     best_of: Annotated[StrictInt | None, Field(default=None, ge=0, le=20)] = None
     suffix: StrictStr | None = None
+    #: hologram extension: tokenize control-token text in the prompt (``<|im_start|>``) as
+    #: those control tokens. Off by default: prompt text is plain text.
+    parse_special: StrictBool | None = None
 
 
 class TextContentPart(RequestModel):

@@ -368,7 +368,7 @@ class Service:
             jobs: list[_Job] = []
             for p_i, p in enumerate(prompts):
                 param = "prompt" if len(prompts) == 1 else f"prompt.{p_i}"
-                prompt = head.encode_prompt(p, param)
+                prompt = head.encode_prompt(p, param, parse_special=bool(req.parse_special))
                 head.resolve_max_tokens(len(prompt.ids), max_tokens)
                 for j in range(n):
                     params = self._sampling(req, head, max_tokens, req.logprobs)

@@ -681,6 +681,33 @@ impl PyEngine {
         py.allow_threads(|| tok.encode(&text, add_special, parse_special))
     }
 
+    /// Tokenizes the concatenation of `segments` (`(text, parse_special)` pairs): control
+    /// tokens are recognised only wholly inside segments that allow them.
+    #[pyo3(signature = (segments, add_special=true))]
+    fn tokenize_segments(
+        &self,
+        py: Python<'_>,
+        segments: Vec<(String, bool)>,
+        add_special: bool,
+    ) -> Vec<u32> {
+        let tok = &self.tokenizer;
+        py.allow_threads(|| {
+            let segs: Vec<(&str, bool)> = segments.iter().map(|(s, b)| (s.as_str(), *b)).collect();
+            tok.encode_segments(&segs, add_special)
+        })
+    }
+
+    /// The control-token texts occurring in `text`, longest first.
+    fn control_texts_in(&self, py: Python<'_>, text: String) -> Vec<String> {
+        let tok = &self.tokenizer;
+        py.allow_threads(|| {
+            tok.control_texts_in(&text)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+
     fn detokenize(&self, py: Python<'_>, ids: Vec<u32>) -> PyResult<String> {
         if let Some(t) = ids.iter().find(|&&t| t as usize >= self.n_vocab) {
             return Err(errors::invalid(format!(
