@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import hologram
@@ -104,18 +105,31 @@ def test_context_overflow(smollm2_path: Path) -> None:
     assert out.prompt_tokens + out.completion_tokens == 32
 
 
-def test_kv_blocks_are_freed(smollm2_path: Path) -> None:
+def _wait_stats(eng: hologram.Engine, **want: int) -> dict[str, object]:
+    deadline = time.monotonic() + 10
+    while True:
+        st = eng.stats()
+        if all(st[k] == v for k, v in want.items()):
+            return st
+        assert time.monotonic() < deadline, (want, st)
+        time.sleep(0.01)
+
+
+def test_streams_beyond_n_seq_max_queue_and_blocks_are_freed(smollm2_path: Path) -> None:
     eng = hologram.Engine(smollm2_path, n_ctx=64, n_threads=1, n_seq_max=2)
-    a = eng.stream("one", max_tokens=4)
-    b = eng.stream("two", max_tokens=4)
-    with pytest.raises(hologram.KVCacheFullError):
-        eng.stream("three", max_tokens=4)
-    a.close()
+    a = eng.stream("one", max_tokens=40, ignore_eos=True)
+    b = eng.stream("two", max_tokens=40, ignore_eos=True)
+    assert a.next_step() is not None and b.next_step() is not None
+    # A third stream waits for a running slot instead of failing.
     c = eng.stream("three", max_tokens=4, temperature=0.0)
+    _wait_stats(eng, running=2, waiting=1)
+    a.close()  # cancelling frees a's slot and blocks at the engine's next step
     assert "".join(c)  # runs to the end and frees its sequence
     del b
     assert eng.generate("four", max_tokens=3).completion_tokens <= 3
-    assert eng.generate("five", max_tokens=3).completion_tokens <= 3
+    st = _wait_stats(eng, running=0, waiting=0)
+    assert st["kv_blocks_free"] == st["kv_blocks_total"]
+    assert st["steps"] > 0
 
 
 def test_invalid_arguments(smollm2: hologram.Engine) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "GGUFError",
     "GenerationResult",
     "HologramError",
+    "InternalError",
     "InvalidArgumentError",
     "KVCacheFullError",
     "ModelLoadError",
@@ -36,6 +37,7 @@ class UnsupportedModelError(ModelLoadError): ...
 class ContextOverflowError(HologramError, ValueError): ...
 class KVCacheFullError(HologramError): ...
 class InvalidArgumentError(HologramError, ValueError): ...
+class InternalError(HologramError): ...
 
 @final
 class TopLogprob:
@@ -58,6 +60,9 @@ class Step:
     #: None unless logprobs were asked for.
     logprob: float | None
     top_logprobs: list[TopLogprob]
+    #: The end-of-generation step that only flushes held-back text: ``token`` is the
+    #: end-of-generation token, not a generated one (not counted in completion_tokens).
+    flush: bool
 
 @final
 class GenerationResult:
@@ -70,19 +75,30 @@ class GenerationResult:
 
 @final
 class Stream:
-    """An in-progress generation. Iterating yields text pieces; ``next_step`` gives one token at a
-    time with its logprobs. Closing (or dropping) it frees the sequence's KV blocks."""
+    """A generation submitted to the model's engine thread, which batches it with every other
+    running one. Iterating yields text pieces; ``next_step`` waits for the next token with its
+    logprobs; ``poll`` takes what has arrived without waiting (for event loops: see
+    ``Engine.notify_fd``). Closing (or dropping) it cancels the generation: its KV blocks are
+    freed at the engine's next step. Methods may be called from several threads."""
 
+    #: Request id, as reported by ``Engine.take_ready``.
+    id: int
     prompt_tokens: int
     completion_tokens: int
     #: None while running; "stop" or "length" when finished.
     finish_reason: str | None
     token_ids: list[int]
+    #: True once the generation has ended (or was closed) and every step has been read.
+    done: bool
     def __iter__(self) -> Iterator[str]: ...
     def __next__(self) -> str: ...
-    def next_step(self) -> Step | None:
-        """Decode one token (GIL released). None when the generation has finished; the
-        remaining held-back text, if any, is flushed by the last Step."""
+    def next_step(self, timeout: float | None = None) -> Step | None:
+        """The next token (waits with the GIL released, at most ``timeout`` seconds: else
+        TimeoutError). None when the generation has finished; the remaining held-back text, if
+        any, is flushed by the last Step. Raises the engine's error if it failed."""
+    def poll(self) -> list[Step]:
+        """Every step that has arrived, without waiting (possibly none). Raises the engine's
+        error once the steps before it have been returned."""
     def close(self) -> None: ...
     def __enter__(self) -> Stream: ...
     def __exit__(self, *args: object) -> None: ...
@@ -95,8 +111,16 @@ class Engine:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         n_batch: int = 512,
-        n_seq_max: int = 4,
-    ) -> Engine: ...
+        n_seq_max: int = 16,
+        kv_tokens: int | None = None,
+        step_tokens: int = 256,
+    ) -> Engine:
+        """Load a GGUF model. A decoder gets its own engine thread, which runs up to
+        ``n_seq_max`` generations at once in one batch per step (continuous batching), each
+        step at most ``step_tokens`` rows (prompts are read in chunks). ``kv_tokens`` sizes the
+        KV block pool shared by all sequences (default ``n_ctx * min(n_seq_max, 4)``, never
+        less than one context); when it runs out the newest sequence is preempted and
+        recomputed later. ``n_batch`` is the most rows of one forward pass."""
     @property
     def path(self) -> str: ...
     @property
@@ -115,6 +139,20 @@ class Engine:
     def n_threads(self) -> int: ...
     @property
     def n_seq_max(self) -> int: ...
+    @property
+    def kv_tokens(self) -> int:
+        """Token slots of the KV block pool (0 for embedding models)."""
+    @property
+    def notify_fd(self) -> int | None:
+        """A file descriptor that becomes readable when some stream has new steps: read and
+        discard its bytes, then call ``take_ready``. None for embedding models."""
+    def take_ready(self) -> list[int]:
+        """Ids of the streams that received steps since the last call (may repeat)."""
+    def stats(self) -> dict[str, Any]:
+        """The engine thread's gauges and counters: running, waiting, kv_blocks_total,
+        kv_blocks_free, kv_block_tokens, preemptions, steps, prompt_rows, decode_rows,
+        batch_buckets (upper bounds) and batch_hist (steps per bucket, one more slot for larger
+        batches). Empty for embedding models."""
     @property
     def metadata(self) -> dict[str, Any]:
         """GGUF metadata (large arrays such as the vocabulary are summarised)."""

@@ -1,9 +1,9 @@
 """Completion head: prompt text, token ids or chat messages in; text or a stream of deltas out.
 
-Everything here is blocking and thread-safe per object (the engine serialises compute); front
-ends that run an event loop call it from worker threads. A :class:`CompletionStream` may be
-closed from any thread while another thread is stepping it: the close waits for the step in
-progress, then frees the sequence's KV blocks.
+Generations run on the model's engine thread, which batches all of them: starting one only
+queues it. A :class:`CompletionStream` is read by blocking (``next_delta``, from any thread) or
+by polling (``poll_deltas``, for event loops woken by the engine's notify fd), and may be closed
+from any thread.
 """
 
 from __future__ import annotations
@@ -120,15 +120,22 @@ def _token_text(data: bytes) -> str:
 
 
 class CompletionStream:
-    """An in-progress generation, one token per :meth:`next_delta`."""
+    """A generation running on the model's engine thread (batched with every other one).
+
+    Blocking readers call :meth:`next_delta`; event loops call :meth:`poll_deltas` when the
+    engine's notify fd says the stream (:attr:`id`) has news. :meth:`close` may be called from
+    any thread at any time: the generation is cancelled and its KV blocks are freed at the
+    engine's next step.
+    """
 
     def __init__(self, raw: _core.Stream, prompt_tokens: int, want_logprobs: bool) -> None:
         self._raw = raw
-        self._lock = threading.Lock()
-        self._closed = False
-        self._done = False
         self._want_logprobs = want_logprobs
         self.prompt_tokens = prompt_tokens
+
+    @property
+    def id(self) -> int:
+        return int(self._raw.id)
 
     @property
     def completion_tokens(self) -> int:
@@ -139,23 +146,27 @@ class CompletionStream:
         return self._raw.finish_reason
 
     @property
-    def closed(self) -> bool:
-        return self._closed
+    def done(self) -> bool:
+        """The generation has ended (or was closed) and every delta has been read."""
+        return bool(self._raw.done)
 
     def next_delta(self) -> Delta | None:
-        """Decode one token (blocking). None once the generation has finished or was closed."""
-        with self._lock:
-            if self._closed or self._done:
-                return None
-            try:
-                step = self._raw.next_step()
-            except _core.HologramError as exc:
-                self._done = True
-                raise translate_engine_error(exc) from None
-            if step is None:
-                self._done = True
-                return None
-            return Delta(text=step.text, token=self._token_info(step))
+        """Wait for the next token. None once the generation has finished or was closed."""
+        try:
+            step = self._raw.next_step()
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc) from None
+        if step is None:
+            return None
+        return Delta(text=step.text, token=self._token_info(step))
+
+    def poll_deltas(self) -> list[Delta]:
+        """The deltas that have arrived, without waiting (possibly none)."""
+        try:
+            steps = self._raw.poll()
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc) from None
+        return [Delta(text=s.text, token=self._token_info(s)) for s in steps]
 
     def _token_info(self, step: _core.Step) -> TokenInfo:
         data = bytes(step.token_bytes)
@@ -177,12 +188,8 @@ class CompletionStream:
             yield delta
 
     def close(self) -> None:
-        """Stop the generation and free its KV blocks. Safe from any thread, idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._raw.close()
+        """Stop the generation (its KV blocks are freed at the next step). Idempotent."""
+        self._raw.close()
 
     def __enter__(self) -> CompletionStream:  # noqa: PYI034
         return self

@@ -34,6 +34,7 @@ class ModelInfo:
 @dataclass
 class LoadedModel:
     info: ModelInfo
+    engine: _core.Engine
     completion: CompletionHead | None  # None for embedding-only models
     embedding: EmbeddingHead
 
@@ -53,7 +54,9 @@ def load_model(
     n_ctx: int = 2048,
     n_threads: int | None = None,
     n_batch: int = 512,
-    n_seq_max: int = 4,
+    n_seq_max: int = 16,
+    kv_tokens: int | None = None,
+    step_tokens: int = 256,
     template_timeout_s: float = 2.0,
 ) -> LoadedModel:
     """Open ``path`` and build its heads. Raises ModelLoadFailure with a one-line reason."""
@@ -62,7 +65,8 @@ def load_model(
         raise ModelLoadFailure(f"model file not found: {p}")
     try:
         engine = _core.Engine(
-            str(p), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, n_seq_max=n_seq_max
+            str(p), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, n_seq_max=n_seq_max,
+            kv_tokens=kv_tokens, step_tokens=step_tokens,
         )
     except (_core.HologramError, OSError, ValueError) as exc:
         first = (str(exc) or type(exc).__name__).strip().splitlines()[0]
@@ -82,4 +86,5 @@ def load_model(
         created=int(p.stat().st_mtime),
     )
     completion = None if is_embedding else CompletionHead(engine, template_timeout_s)
-    return LoadedModel(info=info, completion=completion, embedding=EmbeddingHead(engine))
+    return LoadedModel(info=info, engine=engine, completion=completion,
+                       embedding=EmbeddingHead(engine))

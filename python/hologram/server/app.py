@@ -40,6 +40,7 @@ from quart.wrappers import Websocket
 from werkzeug.exceptions import HTTPException
 
 from hologram.heads import HeadError
+from hologram.server.admission import RateLimiter
 from hologram.server.errors import APIError, from_head_error
 from hologram.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from hologram.server.protocol import (
@@ -49,7 +50,6 @@ from hologram.server.protocol import (
     HealthResponse,
     RequestModel,
 )
-from hologram.server.scheduler import RateLimiter
 from hologram.server.serving import RequestLog, Service
 from hologram.server.settings import ServerSettings
 from hologram.server.sse import DONE, encode_event

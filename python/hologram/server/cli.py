@@ -67,9 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="context window per model in tokens (default 2048)")
     p.add_argument("--threads", type=_positive, default=None, metavar="N",
                    help="compute threads per model (default: the engine's choice)")
-    p.add_argument("--parallel", type=_positive, default=4, metavar="N",
-                   help="generations running at once per model, i.e. the engine's n_seq_max "
-                   "(default 4); more requests wait in the queue")
+    p.add_argument("--parallel", type=_positive, default=16, metavar="N",
+                   help="most sequences the engine runs at once per model, all batched "
+                   "together in each step (default 16); more requests wait in its queue")
+    p.add_argument("--kv-tokens", type=_positive, default=None, metavar="N",
+                   help="size of each model's KV cache in tokens, shared by all its sequences "
+                   "in blocks of 32 (default: ctx x min(parallel, 4), at least one ctx); when "
+                   "it runs out the newest sequence is paused and recomputed later")
+    p.add_argument("--step-tokens", type=_positive, default=256, metavar="N",
+                   help="most tokens the engine processes in one step (decode rows plus "
+                   "prompt chunks; default 256): lower keeps streams smoother while long "
+                   "prompts are read, higher reads prompts a little faster")
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help="require 'Authorization: Bearer KEY' (or X-Api-Key) on every route "
                    "but /health; comma-separate several keys. Default: $HOLOGRAM_API_KEY.")
@@ -77,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N requests per minute per API key (or per client address "
                    "without a key); excess requests get 429 with Retry-After. Default: off.")
     p.add_argument("--max-queue", type=_non_negative, default=64, metavar="N",
-                   help="requests allowed to wait for a generation slot per model (default "
-                   "64); beyond that the server answers 503")
+                   help="requests accepted per model beyond --parallel, waiting for the "
+                   "engine (default 64); beyond that the server answers 503")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long in-flight requests may take to finish "
                    "(default 30)")
@@ -107,7 +115,8 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
     keys = [k.strip() for k in (key_text or "").split(",") if k.strip()]
     return ServerSettings(
         models=specs, host=args.host, port=args.port, n_ctx=args.ctx, n_threads=args.threads,
-        parallel=args.parallel, api_keys=keys, rate_limit=args.rate_limit,
+        parallel=args.parallel, kv_tokens=args.kv_tokens, step_tokens=args.step_tokens,
+        api_keys=keys, rate_limit=args.rate_limit,
         max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
     )
 

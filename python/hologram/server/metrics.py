@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -12,7 +14,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -45,21 +54,14 @@ class Metrics:
             "hologram_inter_token_latency_seconds", "Time between consecutive generated tokens",
             ["model"], buckets=_ITL_BUCKETS, registry=r,
         )
-        self.queue_time = Histogram(
-            "hologram_queue_time_seconds", "Time a request waited for a generation slot",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
-        )
         self.e2e = Histogram(
             "hologram_request_duration_seconds", "Request latency, arrival to last byte",
             ["endpoint"], buckets=_E2E_BUCKETS, registry=r,
         )
-        self.queue_depth = Gauge(
-            "hologram_queue_depth", "Requests waiting for a generation slot", ["model"],
-            registry=r,
-        )
         self.in_flight = Gauge(
-            "hologram_requests_in_flight", "Generations currently holding a slot", ["model"],
-            registry=r,
+            "hologram_requests_in_flight",
+            "Requests accepted and not finished (running in the engine or queued for it)",
+            ["model"], registry=r,
         )
         self.rejected = Counter(
             "hologram_rejected_requests", "Requests refused for capacity (reason: queue_full, "
@@ -72,6 +74,65 @@ class Metrics:
         uptime = Gauge("hologram_uptime_seconds", "Seconds since the server started", registry=r)
         uptime.set_function(lambda: time.time() - self.started)
         ProcessCollector(registry=r)
+        #: Set by the service: the engine threads' stats per model, read at scrape time.
+        self.engine_stats: Callable[[], dict[str, dict[str, Any]]] = dict
+        r.register(_EngineCollector(self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineCollector(Collector):
+    """The engine processor's gauges and counters, read from each model's engine at scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._metrics.engine_stats()
+        gauges = {
+            "hologram_sequences_running": ("Sequences the engine is running (holding KV blocks)",
+                                           "running"),
+            "hologram_queue_depth": ("Sequences waiting in the engine's queue (new or preempted)",
+                                     "waiting"),
+            "hologram_kv_blocks_free": ("Free blocks of the KV cache pool", "kv_blocks_free"),
+            "hologram_kv_blocks_total": ("Blocks of the KV cache pool", "kv_blocks_total"),
+        }
+        for name, (doc, key) in gauges.items():
+            g = GaugeMetricFamily(name, doc, labels=["model"])
+            for mid, st in stats.items():
+                g.add_metric([mid], float(st[key]))
+            yield g
+        used = GaugeMetricFamily("hologram_kv_blocks_used", "Used blocks of the KV cache pool",
+                                 labels=["model"])
+        for mid, st in stats.items():
+            used.add_metric([mid], float(st["kv_blocks_total"] - st["kv_blocks_free"]))
+        yield used
+        counters = {
+            "hologram_preemptions": ("Sequences preempted for KV memory (recomputed later)",
+                                     "preemptions"),
+            "hologram_engine_steps": ("Forward passes of the engine loop", "steps"),
+            "hologram_prompt_rows": ("Prompt tokens evaluated (recomputation included)",
+                                     "prompt_rows"),
+            "hologram_decode_rows": ("Decode rows evaluated", "decode_rows"),
+        }
+        for name, (doc, key) in counters.items():
+            c = CounterMetricFamily(name, doc, labels=["model"])
+            for mid, st in stats.items():
+                c.add_metric([mid], float(st[key]))
+            yield c
+        h = HistogramMetricFamily("hologram_batch_rows", "Rows (tokens) per engine step",
+                                  labels=["model"])
+        for mid, st in stats.items():
+            acc = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip(st["batch_buckets"], st["batch_hist"], strict=False):
+                acc += n
+                buckets.append((str(float(bound)), acc))
+            acc += st["batch_hist"][-1]
+            buckets.append(("+Inf", acc))
+            h.add_metric([mid], buckets, float(st["prompt_rows"] + st["decode_rows"]))
+        yield h

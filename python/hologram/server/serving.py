@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 import secrets
-import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +20,11 @@ from typing import Any, Literal
 import numpy as np
 
 from hologram.heads import (
-    Cancelled,
     ChatMessage,
     CompletionHead,
+    CompletionStream,
     Delta,
+    EngineFailure,
     HeadError,
     LoadedModel,
     Prompt,
@@ -32,6 +32,7 @@ from hologram.heads import (
     TokenInfo,
     load_model,
 )
+from hologram.server.admission import QueueFull, QueueLimit
 from hologram.server.errors import APIError, from_head_error
 from hologram.server.metrics import Metrics
 from hologram.server.protocol import (
@@ -58,7 +59,7 @@ from hologram.server.protocol import (
     TopLogprobOut,
     Usage,
 )
-from hologram.server.scheduler import Admission, QueueFull, run_in_thread_events
+from hologram.server.runner import StreamHub, run_blocking
 from hologram.server.settings import ServerSettings
 
 __all__ = ["Plan", "RequestLog", "ServedModel", "Service"]
@@ -91,7 +92,12 @@ class RequestLog:
 class ServedModel:
     id: str
     loaded: LoadedModel
-    admission: Admission
+    #: Requests in flight for this model (running in the engine or waiting for it).
+    limit: QueueLimit
+    #: Wakes the readers of this model's streams (decoder models).
+    hub: StreamHub
+    #: Encoder (embedding-only) models compute here, one request at a time.
+    executor: ThreadPoolExecutor
 
 
 # -- events from the worker thread ------------------------------------------------------------
@@ -164,10 +170,9 @@ class Service:
         self.models: dict[str, ServedModel] = {}
         self.state: Literal["loading", "ready", "failed", "shutting_down"] = "loading"
         self.load_error: str | None = None
-        n_slots = max(1, settings.parallel) * max(1, len(settings.models))
-        self.compute = ThreadPoolExecutor(max_workers=n_slots, thread_name_prefix="hologram-gen")
         self.aux = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hologram-aux")
         self.on_fatal: Callable[[str], None] | None = None
+        self.metrics.engine_stats = self.engine_stats
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -188,20 +193,24 @@ class Service:
                         n_threads=self.settings.n_threads,
                         n_batch=self.settings.n_batch,
                         n_seq_max=self.settings.parallel,
+                        kv_tokens=self.settings.kv_tokens,
+                        step_tokens=self.settings.step_tokens,
                         template_timeout_s=self.settings.template_timeout_s,
                     ),
                 )
                 mid = spec.model_id
-                self.models[mid] = ServedModel(
+                served = ServedModel(
                     id=mid,
                     loaded=loaded,
-                    admission=Admission(
-                        loaded.info.n_seq_max,
-                        self.settings.max_queue,
-                        self._gauge_updater(mid),
-                    ),
+                    limit=QueueLimit(self.settings.parallel + self.settings.max_queue,
+                                     self.metrics.in_flight.labels(mid).set),
+                    hub=StreamHub(loaded.engine),
+                    executor=ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix=f"hologram-embed-{mid}"),
                 )
-                self._gauge_updater(mid)(0, 0)
+                served.hub.attach(loop)
+                self.models[mid] = served
+                self.metrics.in_flight.labels(mid).set(0)
                 log.info(
                     "loaded model %s (%s, %s, n_ctx=%d, slots=%d) in %.2f s",
                     mid, os.path.basename(loaded.info.path), loaded.info.architecture,
@@ -218,15 +227,15 @@ class Service:
         if self.state == "loading":
             self.state = "ready"
 
-    def _gauge_updater(self, model_id: str) -> Callable[[int, int], None]:
-        def update(running: int, waiting: int) -> None:
-            self.metrics.in_flight.labels(model_id).set(running)
-            self.metrics.queue_depth.labels(model_id).set(waiting)
-
-        return update
+    def engine_stats(self) -> dict[str, dict[str, Any]]:
+        """The engine thread's gauges and counters per decoder model (for /metrics)."""
+        return {mid: m.loaded.engine.stats() for mid, m in self.models.items()
+                if m.loaded.completion is not None}
 
     def shutdown(self) -> None:
-        self.compute.shutdown(wait=False, cancel_futures=True)
+        for m in self.models.values():
+            m.hub.detach()
+            m.executor.shutdown(wait=False, cancel_futures=True)
         self.aux.shutdown(wait=False, cancel_futures=True)
 
     # -- models ------------------------------------------------------------------------------
@@ -453,85 +462,72 @@ class Service:
                     _new_id("chatcmpl"), int(time.time()), rlog.started, rlog)
 
     def check_capacity(self, served: ServedModel) -> None:
-        """Refuse now (503) if the request could not even queue."""
-        if served.admission.would_queue_overflow():
+        """Refuse now (503) if the model already has as many requests as it accepts."""
+        if served.limit.would_overflow():
             self.metrics.rejected.labels("queue_full").inc()
             raise _queue_full(served)
 
     # -- execution ---------------------------------------------------------------------------
 
-    async def _admit(self, served: ServedModel) -> Any:
-        t0 = time.monotonic()
+    def _enter(self, served: ServedModel) -> None:
         try:
-            ticket = await served.admission.acquire()
+            served.limit.enter()
         except QueueFull:
             self.metrics.rejected.labels("queue_full").inc()
             raise _queue_full(served) from None
-        self.metrics.queue_time.labels(served.id).observe(time.monotonic() - t0)
-        return ticket
 
     async def events(self, plan: Plan) -> AsyncGenerator[Any, None]:
-        """Run the plan's jobs under admission control; yield worker events in order."""
+        """Submit the plan's jobs to the engine (they run together, batched with every other
+        request) and yield their events as they arrive: per job, optional prompt logprobs,
+        deltas, then its finish."""
         served = plan.served
         head = plan.head
-        ticket = await self._admit(served)
         metrics = self.metrics
         mid = served.id
-
-        def producer(emit: Callable[[Any], None], cancel: threading.Event) -> None:
-            try:
-                for job in plan.jobs:
-                    if cancel.is_set():
-                        return
-                    if job.prompt_logprobs is not None:
-                        emit(_PromptLogprobs(job.index,
-                                             head.prompt_logprobs(job.prompt.ids,
-                                                                  job.prompt_logprobs)))
-                    with head.start(job.prompt, job.params) as stream:
-                        while True:
-                            if cancel.is_set():
-                                return
-                            delta = stream.next_delta()
-                            if delta is None:
-                                break
-                            emit(_DeltaEvent(job.index, delta))
-                        emit(_Finish(job.index, _finish_reason(stream.finish_reason),
-                                     stream.prompt_tokens, stream.completion_tokens))
-            except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
-                emit(_Error(exc))
-
-        first = True
-        last_token_at: float | None = None
-        current = -1
+        self._enter(served)
+        streams: dict[int, CompletionStream] = {}
         try:
-            async with contextlib.aclosing(
-                run_in_thread_events(self.compute, producer, ticket.release)
-            ) as stream:
-                async for ev in stream:
-                    if isinstance(ev, _DeltaEvent):
-                        now = time.monotonic()
-                        if first:
-                            metrics.ttft.labels(mid).observe(now - plan.arrival)
-                            first = False
-                        elif last_token_at is not None and ev.index == current:
-                            metrics.itl.labels(mid).observe(now - last_token_at)
-                        current = ev.index
-                        last_token_at = now
-                        metrics.generation_tokens.labels(mid).inc()
-                    elif isinstance(ev, _Finish):
-                        last_token_at = None
-                    elif isinstance(ev, _Error):
-                        exc = ev.error
-                        if isinstance(exc, HeadError):
-                            raise from_head_error(exc)
-                        log.error("generation failed: %r", exc)
-                        raise APIError(500, "internal error during generation",
-                                       "server_error", None, "engine_error")
-                    yield ev
+            for job in plan.jobs:
+                if job.prompt_logprobs is not None:
+                    k = job.prompt_logprobs
+                    lps = await self._off_loop(
+                        lambda job=job, k=k: head.prompt_logprobs(job.prompt.ids, k))  # type: ignore[misc]
+                    yield _PromptLogprobs(job.index, lps)
+                try:
+                    streams[job.index] = head.start(job.prompt, job.params)
+                except HeadError as exc:
+                    raise from_head_error(exc) from None
+            first = True
+            last_token_at: dict[int, float] = {}
+            async for index, delta in served.hub.deltas(streams):
+                if delta is None:
+                    s = streams[index]
+                    yield _Finish(index, _finish_reason(s.finish_reason), s.prompt_tokens,
+                                  s.completion_tokens)
+                    continue
+                now = time.monotonic()
+                if first:
+                    metrics.ttft.labels(mid).observe(now - plan.arrival)
+                    first = False
+                prev = last_token_at.get(index)
+                if prev is not None:
+                    metrics.itl.labels(mid).observe(now - prev)
+                last_token_at[index] = now
+                metrics.generation_tokens.labels(mid).inc()
+                yield _DeltaEvent(index, delta)
+        except HeadError as exc:
+            if isinstance(exc, EngineFailure):
+                log.error("generation failed (request %s): %s", plan.log.request_id,
+                          type(exc).__name__)
+            raise from_head_error(exc) from None
         except (asyncio.CancelledError, GeneratorExit):
             plan.log.cancelled = True
             metrics.cancelled.labels(mid).inc()
             raise
+        finally:
+            for st in streams.values():
+                st.close()
+            served.limit.leave()
 
     def _count_prompt_tokens(self, plan: Plan, prompt_tokens: dict[int, int]) -> int:
         total = sum(prompt_tokens.values())
@@ -738,27 +734,17 @@ class Service:
             head.check_dimensions(req.dimensions)
         except HeadError as exc:
             raise from_head_error(exc) from None
-        ticket = await self._admit(served)
-        result: list[Any] = []
-
-        def producer(emit: Callable[[Any], None], cancel: threading.Event) -> None:
-            try:
-                emit(head.embed(inputs, req.dimensions, cancel))
-            except BaseException as exc:  # noqa: BLE001
-                emit(_Error(exc))
-
-        async with contextlib.aclosing(
-            run_in_thread_events(self.compute, producer, ticket.release)
-        ) as stream:
-            async for item in stream:
-                result.append(item)
-        out = result[0] if result else _Error(Cancelled("cancelled"))
-        if isinstance(out, _Error):
-            if isinstance(out.error, HeadError):
-                raise from_head_error(out.error)
-            log.error("embedding failed: %r", out.error)
-            raise APIError(500, "internal error during embedding", "server_error", None,
-                           "engine_error")
+        self._enter(served)
+        try:
+            out = await run_blocking(
+                served.executor, lambda cancel: head.embed(inputs, req.dimensions, cancel))
+        except HeadError as exc:
+            if isinstance(exc, EngineFailure):
+                log.error("embedding failed (request %s): %s", rlog.request_id,
+                          type(exc).__name__)
+            raise from_head_error(exc) from None
+        finally:
+            served.limit.leave()
         data = []
         for i, vec in enumerate(out.vectors):
             emb: list[float] | str
@@ -783,8 +769,7 @@ def _replace_seed(params: SamplingParams, seed: int) -> SamplingParams:
 def _queue_full(served: ServedModel) -> APIError:
     return APIError(
         503,
-        f"server busy: {served.admission.running} requests running and "
-        f"{served.admission.waiting} waiting for model '{served.id}' (max queue "
-        f"{served.admission.max_queue}); retry later",
+        f"server busy: {served.limit.in_flight} requests in flight for model '{served.id}' "
+        f"(at most {served.limit.limit}: --parallel plus --max-queue); retry later",
         "server_error", None, "server_busy", {"Retry-After": "1"},
     )

@@ -30,12 +30,17 @@ class ServerSettings:
     n_ctx: int = 2048
     n_threads: int | None = None
     n_batch: int = 512
-    #: Generation slots per model (the engine's n_seq_max).
-    parallel: int = 4
+    #: Most sequences running at once per model (the engine's n_seq_max).
+    parallel: int = 16
+    #: Token slots of each model's KV block pool; None = n_ctx * min(parallel, 4).
+    kv_tokens: int | None = None
+    #: Most rows (decode rows plus prompt chunks) in one engine step.
+    step_tokens: int = 256
     api_keys: list[str] = field(default_factory=list)
     #: Requests per minute per API key (or client address without a key); None = unlimited.
     rate_limit: int | None = None
-    #: Requests allowed to wait for a slot, per model, before 503.
+    #: Requests accepted per model beyond ``parallel`` (they wait in the engine's queue);
+    #: past that, 503.
     max_queue: int = 64
     max_body_bytes: int = 16 * 1024 * 1024
     #: Seconds in-flight requests get to finish after SIGTERM.

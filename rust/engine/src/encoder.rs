@@ -101,6 +101,28 @@ impl Encoder {
             .embed(&self.file, &self.pool, inputs, pooling, normalize, out)
     }
 
+    /// What the embedding API returns: pooled vectors `(inputs.len(), n_embd)`, or with
+    /// `Pooling::None` the per-token states of all inputs concatenated; L2-normalised (per
+    /// vector) if `normalize`.
+    pub fn vectors(
+        &self,
+        inputs: &[Vec<u32>],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<f32>> {
+        let e = self.model.cfg.n_embd;
+        if pooling == Pooling::None {
+            let mut h = self.hidden_states(inputs)?;
+            if normalize {
+                h.chunks_mut(e).for_each(crate::model::bert::l2_normalize);
+            }
+            return Ok(h);
+        }
+        let mut out = vec![0f32; inputs.len() * e];
+        self.embed(inputs, pooling, normalize, &mut out)?;
+        Ok(out)
+    }
+
     /// Per-token final hidden states of a batch, concatenated: `(sum of lengths, n_embd)`.
     pub fn hidden_states(&self, inputs: &[Vec<u32>]) -> Result<Vec<f32>> {
         self.model.hidden_states(&self.file, &self.pool, inputs)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv::{KvPool, SeqId};
+use crate::model::bert::{l2_normalize, pool_states, Pooling};
 use crate::model::{DecoderModel, ModelConfig, Output, Row, Scratch};
 use crate::sample::{log_softmax_top, Sampler, SamplingParams, StopMatcher};
 use crate::tokenizer::{model_defaults, StreamDecoder, Tokenizer, Vocab};
@@ -22,8 +23,18 @@ pub struct EngineOptions {
     pub n_threads: Option<usize>,
     /// Maximum rows of one forward pass (prompt chunks larger than this are split).
     pub n_batch: usize,
-    /// Sequences that can be alive at once (the KV pool holds n_ctx * n_seq_max tokens).
+    /// Sequences that can be alive at once.
     pub n_seq_max: usize,
+    /// Token slots of the KV block pool, shared by all sequences; None = the default,
+    /// [`default_kv_tokens`]. At least one whole context is always allocated.
+    pub kv_tokens: Option<usize>,
+}
+
+/// The default KV pool size: room for `min(n_seq_max, 4)` whole contexts. Sequences are paged,
+/// so many short ones share what one long one would use; when the pool runs out the processor
+/// preempts (and later recomputes) the newest sequence rather than fail a request.
+pub fn default_kv_tokens(n_ctx: usize, n_seq_max: usize) -> usize {
+    n_ctx.saturating_mul(n_seq_max.clamp(1, 4))
 }
 
 impl Default for EngineOptions {
@@ -32,7 +43,8 @@ impl Default for EngineOptions {
             n_ctx: 2048,
             n_threads: None,
             n_batch: 512,
-            n_seq_max: 4,
+            n_seq_max: 16,
+            kv_tokens: None,
         }
     }
 }
@@ -182,7 +194,11 @@ impl Engine {
             c.head_dim,
             c.head_dim_v,
             opts.n_ctx,
-            opts.n_seq_max,
+            // One slot more than the running limit, for whole-sequence jobs (logits, hidden
+            // states) run between the processor's steps.
+            opts.n_seq_max + 1,
+            opts.kv_tokens
+                .unwrap_or_else(|| default_kv_tokens(opts.n_ctx, opts.n_seq_max)),
         )?;
         let n_batch = opts.n_batch.min(opts.n_ctx);
         let scratch = Scratch::new(c, n_batch);
@@ -376,6 +392,36 @@ impl Engine {
         })
     }
 
+    /// Embeddings from a decoder's final hidden states, input by input: pooled vectors
+    /// `(inputs.len(), n_embd)`, or with `Pooling::None` every input's per-token states
+    /// concatenated; L2-normalised per vector if `normalize`.
+    pub fn vectors(
+        &mut self,
+        inputs: &[Vec<u32>],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<f32>> {
+        let e = self.model.cfg.n_embd;
+        let mut out = Vec::new();
+        let mut hidden = Vec::new();
+        for ids in inputs {
+            hidden.clear();
+            hidden.resize(ids.len() * e, 0.0);
+            self.hidden_all(ids, &mut hidden)?;
+            if pooling == Pooling::None {
+                if normalize {
+                    hidden.chunks_mut(e).for_each(l2_normalize);
+                }
+                out.extend_from_slice(&hidden);
+            } else {
+                let at = out.len();
+                out.resize(at + e, 0.0);
+                pool_states(&hidden, pooling, normalize, &mut out[at..])?;
+            }
+        }
+        Ok(out)
+    }
+
     fn with_temp_seq<F>(&mut self, ids: &[u32], f: F) -> Result<()>
     where
         F: FnOnce(&mut Engine, SeqId, usize) -> Result<()>,
@@ -430,33 +476,43 @@ pub struct StepOut {
     pub text: String,
     pub logprob: Option<f32>,
     pub top: Vec<(u32, f32)>,
+    /// The end-of-generation step that only flushes held-back text: `token` is the
+    /// end-of-generation token, which is not part of the output or of the token count.
+    pub flush: bool,
 }
 
-/// A generation in progress: owns one sequence of the engine's KV pool until it finishes (or
-/// is released). Call [`Generation::step`] with the engine that created it.
+/// The decoding state of one generation: sampler, stop strings, UTF-8 stream decoder and the
+/// token history. It owns no KV memory: whoever runs the model (the [`crate::processor`], or
+/// [`Engine::generate_alone`]) feeds it the logits of its last token with [`Generation::accept`].
 pub struct Generation {
-    seq: Option<SeqId>,
-    prompt: Vec<u32>,
-    prompt_done: bool,
-    pending: Option<u32>,
+    prompt_len: usize,
     params: GenParams,
     sampler: Sampler,
+    /// Prompt followed by the generated tokens.
     history: Vec<u32>,
     stop: StopMatcher,
     decoder: StreamDecoder,
     n_generated: usize,
     finish: Option<FinishReason>,
-    logits: Vec<f32>,
+    n_ctx: usize,
     work: Vec<f32>,
     top: Vec<(u32, f32)>,
 }
 
 impl Generation {
-    /// Claim a sequence and prepare to generate from `prompt` (not evaluated until the first
-    /// step). Fails if the prompt is empty or does not fit in the context.
-    pub fn new(engine: &mut Engine, prompt: Vec<u32>, params: GenParams) -> Result<Self> {
-        let n_ctx = engine.opts.n_ctx;
-        let nv = engine.model.cfg.n_vocab;
+    /// Validate `prompt` and `params` for `engine` and prepare to generate. Fails if the prompt
+    /// is empty, holds an id outside the vocabulary, or does not fit in the context.
+    pub fn new(engine: &Engine, prompt: Vec<u32>, params: GenParams) -> Result<Self> {
+        Self::with_limits(engine.opts.n_ctx, engine.model.cfg.n_vocab, prompt, params)
+    }
+
+    /// [`new`](Self::new) for a model with context `n_ctx` and vocabulary `nv`.
+    pub fn with_limits(
+        n_ctx: usize,
+        nv: usize,
+        prompt: Vec<u32>,
+        params: GenParams,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(EngineError::InvalidArgument("the prompt is empty".into()));
         }
@@ -466,32 +522,32 @@ impl Generation {
                 prompt.len()
             )));
         }
-        engine.check_tokens(&prompt)?;
+        if let Some(t) = prompt.iter().find(|&&t| t as usize >= nv) {
+            return Err(EngineError::InvalidArgument(format!(
+                "token id {t} is out of range (n_vocab {nv})"
+            )));
+        }
         params.sampling.validate(nv)?;
         let finish = (params.max_tokens == 0).then_some(FinishReason::Length);
-        let seq = engine.seq_new()?;
         let mut history = Vec::with_capacity(prompt.len() + params.max_tokens.min(n_ctx));
         history.extend_from_slice(&prompt);
         Ok(Generation {
-            seq: Some(seq),
+            prompt_len: prompt.len(),
             sampler: Sampler::new(params.sampling.clone(), nv),
             stop: StopMatcher::new(params.stop.clone()),
             decoder: StreamDecoder::new(),
-            prompt,
-            prompt_done: false,
-            pending: None,
             params,
             history,
             n_generated: 0,
             finish,
-            logits: vec![0.0; nv],
-            work: vec![0.0; nv],
+            n_ctx,
+            work: Vec::new(),
             top: Vec::new(),
         })
     }
 
     pub fn prompt_tokens(&self) -> usize {
-        self.prompt.len()
+        self.prompt_len
     }
     pub fn completion_tokens(&self) -> usize {
         self.n_generated
@@ -499,22 +555,20 @@ impl Generation {
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.finish
     }
+    pub fn params(&self) -> &GenParams {
+        &self.params
+    }
     /// Generated token ids so far.
     pub fn generated(&self) -> &[u32] {
-        &self.history[self.prompt.len()..]
+        &self.history[self.prompt_len..]
+    }
+    /// Prompt plus generated tokens: what the model must have seen before the next sample.
+    pub fn history(&self) -> &[u32] {
+        &self.history
     }
 
-    /// Give the sequence back to the pool (idempotent). Called when a generation finishes, and
-    /// by owners that abandon one (client disconnect).
-    pub fn release(&mut self, engine: &mut Engine) {
-        if let Some(s) = self.seq.take() {
-            engine.seq_free(s);
-        }
-    }
-
-    fn finish(&mut self, engine: &mut Engine, reason: FinishReason) -> String {
+    fn finish_with(&mut self, reason: FinishReason) -> String {
         self.finish = Some(reason);
-        self.release(engine);
         let mut tail = self.decoder.finish();
         let (emit, _) = self.stop.feed(&tail);
         tail = emit;
@@ -522,77 +576,117 @@ impl Generation {
         tail
     }
 
-    /// Produce the next token. Returns None once the generation has finished. The step that
-    /// finishes a generation carries any text held back until then.
-    pub fn step(&mut self, engine: &mut Engine) -> Result<Option<StepOut>> {
+    /// Take the logits of the last token of [`history`](Self::history) and produce the next
+    /// token. Returns None when this step ends the generation with nothing to report; the step
+    /// that finishes a generation carries any text held back until then. After a step,
+    /// [`finish_reason`](Self::finish_reason) tells whether the generation is over; otherwise
+    /// the sampled token is the last of the history and must be fed to the model next.
+    pub fn accept(&mut self, logits: &[f32], tokenizer: &Tokenizer) -> Option<StepOut> {
         if self.finish.is_some() {
-            self.release(engine);
-            return Ok(None);
+            return None;
         }
-        let seq = match self.seq {
-            Some(s) => s,
-            None => return Ok(None),
-        };
-        // Evaluate what the model has not seen yet: the prompt, or the last sampled token.
-        let r = if !self.prompt_done {
-            self.prompt_done = true;
-            engine.eval(seq, &self.prompt, Some(&mut self.logits))
-        } else if let Some(t) = self.pending.take() {
-            engine.eval(seq, &[t], Some(&mut self.logits))
-        } else {
-            Ok(())
-        };
-        if let Err(e) = r {
-            self.finish = Some(FinishReason::Stop);
-            self.release(engine);
-            return Err(e);
-        }
-
         // Logprobs come from the model's own distribution, before any sampling adjustment.
         let (lse, top) = match self.params.logprobs {
             Some(k) => {
-                let lse = log_softmax_top(&self.logits, k, &mut self.top);
+                let lse = log_softmax_top(logits, k, &mut self.top);
                 (Some(lse), self.top.clone())
             }
             None => (None, Vec::new()),
         };
-        self.work.copy_from_slice(&self.logits);
+        self.work.clear();
+        self.work.extend_from_slice(logits);
         let token = self.sampler.sample(&mut self.work, &self.history);
-        let logprob = lse.map(|lse| self.logits[token as usize] - lse);
+        let logprob = lse.map(|lse| logits[token as usize] - lse);
 
-        if engine.tokenizer.is_eog(token) && !self.params.ignore_eos {
-            let text = self.finish(engine, FinishReason::Stop);
+        if tokenizer.is_eog(token) && !self.params.ignore_eos {
+            let text = self.finish_with(FinishReason::Stop);
             if text.is_empty() {
-                return Ok(None);
+                return None;
             }
             // Flush held-back text; the end-of-generation token itself is not part of the output.
-            return Ok(Some(StepOut {
+            return Some(StepOut {
                 token,
                 text,
                 logprob: None,
                 top: Vec::new(),
-            }));
+                flush: true,
+            });
         }
         self.n_generated += 1;
         self.history.push(token);
         // Control tokens (e.g. <|im_start|>) produce no text, as in llama.cpp's server.
-        let piece = self.decoder.push(engine.tokenizer.piece(token, false));
+        let piece = self.decoder.push(tokenizer.piece(token, false));
         let (mut text, stopped) = self.stop.feed(&piece);
         if stopped {
             self.finish = Some(FinishReason::Stop);
-            self.release(engine);
-        } else if self.n_generated >= self.params.max_tokens
-            || self.history.len() >= engine.opts.n_ctx
-        {
-            text.push_str(&self.finish(engine, FinishReason::Length));
-        } else {
-            self.pending = Some(token);
+        } else if self.n_generated >= self.params.max_tokens || self.history.len() >= self.n_ctx {
+            text.push_str(&self.finish_with(FinishReason::Length));
         }
-        Ok(Some(StepOut {
+        Some(StepOut {
             token,
             text,
             logprob,
             top,
-        }))
+            flush: false,
+        })
+    }
+}
+
+impl Engine {
+    /// Run `rows` through the model; the logits of the rows listed in `want` go to `out`
+    /// (`(want.len(), n_vocab)`). The rows' positions must be reserved in the KV pool.
+    pub(crate) fn forward_rows(
+        &mut self,
+        rows: &[Row],
+        want: &[usize],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let output = if want.is_empty() {
+            Output::None
+        } else {
+            Output::Logits { rows: want, out }
+        };
+        self.model.forward(
+            &self.file,
+            &mut self.kv,
+            &mut self.scratch,
+            &self.pool,
+            rows,
+            output,
+        )
+    }
+
+    pub(crate) fn kv_mut(&mut self) -> &mut KvPool {
+        &mut self.kv
+    }
+
+    /// Run one generation to its end on its own (no batching, no processor): the reference
+    /// the batched processor must reproduce token for token.
+    pub fn generate_alone(
+        &mut self,
+        prompt: Vec<u32>,
+        params: GenParams,
+    ) -> Result<(Generation, Vec<StepOut>)> {
+        let mut gen = Generation::new(self, prompt, params)?;
+        let mut steps = Vec::new();
+        if gen.finish_reason().is_some() {
+            return Ok((gen, steps));
+        }
+        let seq = self.seq_new()?;
+        let mut logits = vec![0f32; self.model.cfg.n_vocab];
+        let mut fed = 0;
+        let r = (|| {
+            while gen.finish_reason().is_none() {
+                let feed = gen.history()[fed..].to_vec();
+                self.eval(seq, &feed, Some(&mut logits))?;
+                fed += feed.len();
+                if let Some(s) = gen.accept(&logits, &self.tokenizer) {
+                    steps.push(s);
+                }
+            }
+            Ok(())
+        })();
+        self.seq_free(seq);
+        r.map(|_| (gen, steps))
     }
 }

@@ -37,6 +37,10 @@ pub enum EngineError {
     /// An argument from the caller is invalid (token id out of range, bad sampling value...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A failure inside the engine (kernel, thread pool, engine thread gone): not the caller's
+    /// fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl EngineError {

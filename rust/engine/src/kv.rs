@@ -1,10 +1,16 @@
 //! The KV cache as a pool of fixed-size blocks (the "processor" memory pool).
 //!
-//! All key/value memory is allocated once, when the engine loads, from `n_ctx * n_seq_max`.
-//! A sequence owns a list of blocks (its block table); appending a token takes a block from the
+//! All key/value memory is allocated once, when the engine loads: `n_blocks` blocks of
+//! [`BLOCK_SIZE`] tokens, shared by up to `n_seq_max` sequences of at most `max_seq_len` tokens
+//! each (the pool is usually smaller than `n_seq_max * max_seq_len`: sequences are paged). A
+//! sequence owns a list of blocks (its block table); appending a token takes a block from the
 //! free list only when the sequence crosses a block boundary, and freeing a sequence returns its
 //! blocks. Nothing here allocates after construction: block tables and the free list are
 //! reserved to their maximum size up front.
+//!
+//! Every block carries metadata for sharing (the prefix cache): a reference count (the block
+//! tables that hold it) and, once full, a content hash. A block returns to the free list when
+//! its count drops to zero.
 //!
 //! Layout, per layer, for keys and values alike:
 //! `(n_blocks, n_kv_head, BLOCK_SIZE, head_dim)` f16 (llama.cpp's default KV type: half the
@@ -20,6 +26,16 @@ pub const BLOCK_SIZE: usize = 32;
 /// Handle of a sequence slot in the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SeqId(pub u32);
+
+/// Per-block metadata.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockMeta {
+    /// Block tables holding this block.
+    pub refs: u32,
+    /// Hash of the block's tokens chained with its predecessors' (a full block's identity for
+    /// prefix sharing); None while the block is partial or unhashed.
+    pub hash: Option<u64>,
+}
 
 #[derive(Debug)]
 struct SeqSlot {
@@ -39,11 +55,13 @@ pub struct KvPool {
     k: Vec<f16>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_k)
     v: Vec<f16>, // (n_layer, n_blocks, n_kv_head, BLOCK_SIZE, head_dim_v)
     free: Vec<u32>,
+    meta: Vec<BlockMeta>,
     seqs: Vec<SeqSlot>,
 }
 
 impl KvPool {
-    /// A pool for `n_seq_max` sequences of up to `max_seq_len` tokens each.
+    /// A pool of `n_tokens` token slots (rounded up to whole blocks, and at least one full
+    /// sequence) for up to `n_seq_max` sequences of up to `max_seq_len` tokens each.
     pub fn new(
         n_layer: usize,
         n_kv_head: usize,
@@ -51,11 +69,10 @@ impl KvPool {
         head_dim_v: usize,
         max_seq_len: usize,
         n_seq_max: usize,
+        n_tokens: usize,
     ) -> Result<Self> {
         let blocks_per_seq = max_seq_len.div_ceil(BLOCK_SIZE);
-        let n_blocks = blocks_per_seq
-            .checked_mul(n_seq_max)
-            .ok_or_else(|| EngineError::InvalidArgument("KV cache size overflows".into()))?;
+        let n_blocks = n_tokens.div_ceil(BLOCK_SIZE).max(blocks_per_seq);
         let per_block_k = n_kv_head * BLOCK_SIZE * head_dim_k;
         let per_block_v = n_kv_head * BLOCK_SIZE * head_dim_v;
         let total_k = n_layer
@@ -69,8 +86,9 @@ impl KvPool {
         let bytes = (total_k + total_v) as u64 * 2;
         if bytes > (64u64 << 30) {
             return Err(EngineError::InvalidArgument(format!(
-                "KV cache would need {} MiB (n_ctx {max_seq_len} x {n_seq_max} sequences); lower n_ctx or n_seq_max",
-                bytes >> 20
+                "KV cache would need {} MiB ({} tokens); lower the KV pool size",
+                bytes >> 20,
+                n_blocks * BLOCK_SIZE
             )));
         }
         let n_blocks_u32 = u32::try_from(n_blocks)
@@ -86,6 +104,7 @@ impl KvPool {
             v: vec![f16::ZERO; total_v],
             // Pop from the end: hand out low block numbers first.
             free: (0..n_blocks_u32).rev().collect(),
+            meta: vec![BlockMeta::default(); n_blocks],
             seqs: (0..n_seq_max)
                 .map(|_| SeqSlot {
                     in_use: false,
@@ -111,6 +130,65 @@ impl KvPool {
     pub fn free_blocks(&self) -> usize {
         self.free.len()
     }
+    /// Blocks needed to hold `n_tokens` tokens of one sequence.
+    pub fn blocks_for(n_tokens: usize) -> usize {
+        n_tokens.div_ceil(BLOCK_SIZE)
+    }
+    /// Token slots in the whole pool.
+    pub fn capacity_tokens(&self) -> usize {
+        self.n_blocks * BLOCK_SIZE
+    }
+    /// Metadata of block `b`.
+    pub fn block_meta(&self, b: u32) -> BlockMeta {
+        self.meta[b as usize]
+    }
+    /// Drop one reference to block `b`; it returns to the free list at zero.
+    fn release_block(&mut self, b: u32) {
+        let m = &mut self.meta[b as usize];
+        debug_assert!(m.refs > 0, "block {b} released with no references");
+        m.refs = m.refs.saturating_sub(1);
+        if m.refs == 0 {
+            m.hash = None;
+            self.free.push(b);
+        }
+    }
+    fn take_block(&mut self) -> Option<u32> {
+        let b = self.free.pop()?;
+        self.meta[b as usize] = BlockMeta {
+            refs: 1,
+            hash: None,
+        };
+        Some(b)
+    }
+    /// Check the free list and reference counts against the block tables (tests and debug
+    /// builds): every block is either free with no references or referenced exactly as often
+    /// as block tables hold it.
+    pub fn check_accounting(&self) -> std::result::Result<(), String> {
+        let mut refs = vec![0u32; self.n_blocks];
+        for s in self.seqs.iter().filter(|s| s.in_use) {
+            for &b in &s.blocks {
+                refs[b as usize] += 1;
+            }
+        }
+        let mut free = vec![false; self.n_blocks];
+        for &b in &self.free {
+            if std::mem::replace(&mut free[b as usize], true) {
+                return Err(format!("block {b} is on the free list twice"));
+            }
+        }
+        for (b, (&r, m)) in refs.iter().zip(&self.meta).enumerate() {
+            if r != m.refs {
+                return Err(format!(
+                    "block {b}: {r} table references, refcount {}",
+                    m.refs
+                ));
+            }
+            if (r == 0) != free[b] {
+                return Err(format!("block {b}: {r} references but free = {}", free[b]));
+            }
+        }
+        Ok(())
+    }
     pub fn total_blocks(&self) -> usize {
         self.n_blocks
     }
@@ -134,9 +212,16 @@ impl KvPool {
     pub fn seq_free(&mut self, id: SeqId) {
         if let Some(s) = self.seqs.get_mut(id.0 as usize) {
             if s.in_use {
-                self.free.extend(s.blocks.drain(..).rev());
+                let blocks = std::mem::take(&mut s.blocks);
                 s.len = 0;
                 s.in_use = false;
+                for &b in blocks.iter().rev() {
+                    self.release_block(b);
+                }
+                // Keep the table's reserved capacity for the slot's next sequence.
+                let s = &mut self.seqs[id.0 as usize];
+                s.blocks = blocks;
+                s.blocks.clear();
             }
         }
     }
@@ -148,9 +233,9 @@ impl KvPool {
         if len < s.len {
             s.len = len;
             let keep = len.div_ceil(BLOCK_SIZE);
-            while s.blocks.len() > keep {
-                if let Some(b) = s.blocks.pop() {
-                    self.free.push(b);
+            while self.seqs[id.0 as usize].blocks.len() > keep {
+                if let Some(b) = self.seqs[id.0 as usize].blocks.pop() {
+                    self.release_block(b);
                 }
             }
         }
@@ -191,8 +276,7 @@ impl KvPool {
         }
         for _ in 0..need {
             let b = self
-                .free
-                .pop()
+                .take_block()
                 .ok_or_else(|| EngineError::KvCacheFull("no free block".into()))?;
             self.seqs[id.0 as usize].blocks.push(b);
         }
@@ -261,7 +345,7 @@ mod tests {
 
     #[test]
     fn blocks_are_taken_and_returned() {
-        let mut p = KvPool::new(1, 1, 4, 4, 100, 2).unwrap();
+        let mut p = KvPool::new(1, 1, 4, 4, 100, 2, 200).unwrap();
         let total = p.free_blocks();
         let a = p.seq_new().unwrap();
         let b = p.seq_new().unwrap();
@@ -274,6 +358,7 @@ mod tests {
         assert_eq!(p.free_blocks(), total - 1);
         p.seq_free(a);
         assert_eq!(p.free_blocks(), total);
+        p.check_accounting().unwrap();
         let k = [1.0f32, 2.0, 3.0, 4.0];
         p.seq_append(b, 2).unwrap();
         p.write(0, b, 1, &k, &k);

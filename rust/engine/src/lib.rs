@@ -11,6 +11,10 @@ pub mod encoder;
 pub mod engine;
 pub mod kv;
 pub mod model;
+pub mod processor;
 
 pub use encoder::{load, Encoder, Loaded};
-pub use engine::{Engine, EngineOptions, FinishReason, GenParams, Generation, StepOut};
+pub use engine::{
+    default_kv_tokens, Engine, EngineOptions, FinishReason, GenParams, Generation, StepOut,
+};
+pub use processor::{Event, ProcessorHandle, ProcessorOptions, Request, Stats};

@@ -18,6 +18,7 @@ pub struct Classes {
     pub context_overflow: Py<PyType>,
     pub kv_full: Py<PyType>,
     pub invalid_argument: Py<PyType>,
+    pub internal: Py<PyType>,
 }
 
 static CLASSES: GILOnceCell<Classes> = GILOnceCell::new();
@@ -81,7 +82,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         vec![base.clone(), value_error],
         "An invalid argument.",
     )?;
+    let internal = make(
+        py,
+        "InternalError",
+        vec![base.clone()],
+        "A failure inside the engine (kernel, thread pool, engine thread): not the caller's fault.",
+    )?;
     for t in [
+        &internal,
         &base,
         &model_load,
         &gguf,
@@ -102,6 +110,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             context_overflow: context_overflow.unbind(),
             kv_full: kv_full.unbind(),
             invalid_argument: invalid_argument.unbind(),
+            internal: internal.unbind(),
         },
     );
     Ok(())
@@ -133,6 +142,7 @@ pub fn to_py(e: EngineError, loading: bool) -> PyErr {
         EngineError::KvCacheFull(_) => raise(|c| &c.kv_full, msg),
         EngineError::InvalidArgument(_) if loading => raise(|c| &c.model_load, msg),
         EngineError::InvalidArgument(_) => raise(|c| &c.invalid_argument, msg),
+        EngineError::Internal(_) => raise(|c| &c.internal, msg),
     }
 }
 

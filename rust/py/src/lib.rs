@@ -2,34 +2,35 @@
 //! arguments into owned Rust values, releases the GIL around every engine call
 //! (`Python::allow_threads`), and maps `EngineError` to Python exceptions (`errors.rs`).
 //!
-//! Concurrency: one `Engine` is shared by every `Stream` it creates through an
-//! `Arc<Mutex<Engine>>`. Each generation step takes the lock once, so concurrent streams
-//! interleave token by token. Tokenizing does not take the lock.
+//! Concurrency: a decoder model lives on its own engine thread (`hologram_engine::processor`),
+//! which batches every running generation into one forward pass per step. A `Stream` is one
+//! submitted generation; its tokens arrive in its inbox whatever thread reads them. Blocking
+//! callers wait in `next_step` (GIL released); event loops watch `Engine.notify_fd` and call
+//! `Stream.poll`. Tokenizing never touches the engine thread.
 
 mod errors;
 mod kernels;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use hologram_engine::gguf::{Array, Value};
 use hologram_engine::model::bert::Pooling;
+use hologram_engine::processor::BATCH_BUCKETS;
 use hologram_engine::sample::SamplingParams;
 use hologram_engine::tokenizer::Tokenizer;
 use hologram_engine::{
-    load, Encoder, Engine, EngineError, EngineOptions, GenParams, Generation, Loaded, StepOut,
+    load, Encoder, EngineError, EngineOptions, Event, GenParams, Loaded, ProcessorHandle,
+    ProcessorOptions, Request, StepOut,
 };
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyStopIteration, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-type Shared = Arc<Mutex<Engine>>;
-
-fn lock(e: &Shared) -> MutexGuard<'_, Engine> {
-    // A panic while holding the lock is a bug that already surfaced as PanicException; the
-    // engine's state is still consistent enough to serve the next call.
-    e.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn err(e: EngineError) -> PyErr {
@@ -63,6 +64,8 @@ struct Step {
     token_bytes: Py<PyBytes>,
     logprob: Option<f32>,
     top_logprobs: Vec<Py<TopLogprob>>,
+    /// The end-of-generation step that only flushes held-back text (not a generated token).
+    flush: bool,
 }
 
 #[pymethods]
@@ -95,6 +98,7 @@ fn make_step(py: Python<'_>, tok: &Tokenizer, s: StepOut, with_logprobs: bool) -
         token_bytes: PyBytes::new(py, tok.token_bytes(s.token)).unbind(),
         logprob: if with_logprobs { s.logprob } else { None },
         top_logprobs: top,
+        flush: s.flush,
     })
 }
 
@@ -119,77 +123,166 @@ impl GenerationResult {
     }
 }
 
-/// A generation in progress (see `Engine.stream`).
-#[pyclass(module = "hologram._core")]
+#[derive(Default)]
+struct StreamState {
+    completion_tokens: usize,
+    finish_reason: Option<&'static str>,
+    token_ids: Vec<u32>,
+    /// A failure not raised yet (raised once the steps before it have been returned).
+    error: Option<EngineError>,
+    /// The final event has been consumed (or the stream was closed).
+    done: bool,
+}
+
+/// A generation in progress (see `Engine.stream`): one request on the model's engine thread.
+/// Safe to use from several threads; `close` may be called while another thread waits in
+/// `next_step`.
+#[pyclass(module = "hologram._core", frozen)]
 struct Stream {
-    engine: Shared,
+    req: Request,
     tokenizer: Arc<Tokenizer>,
-    gen: Option<Generation>,
     logprobs: bool,
-    prompt_tokens: usize,
+    state: Mutex<StreamState>,
 }
 
 impl Stream {
-    fn step(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
-        let Some(gen) = self.gen.as_mut() else {
-            return Ok(None);
-        };
-        let engine = &self.engine;
-        let out = py.allow_threads(|| {
-            let mut e = lock(engine);
-            gen.step(&mut e)
-        });
-        match out {
-            Ok(Some(s)) => Ok(Some(make_step(py, &self.tokenizer, s, self.logprobs)?)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(err(e)),
+    /// Apply one event to the state; a token becomes a Step.
+    fn absorb(&self, py: Python<'_>, st: &mut StreamState, ev: Event) -> PyResult<Option<Step>> {
+        match ev {
+            Event::Token(s) => {
+                // The end-of-generation flush carries text but is not a generated token.
+                if !s.flush {
+                    st.completion_tokens += 1;
+                    st.token_ids.push(s.token);
+                }
+                Ok(Some(make_step(py, &self.tokenizer, s, self.logprobs)?))
+            }
+            Event::Finished {
+                reason,
+                completion_tokens,
+                ..
+            } => {
+                st.completion_tokens = completion_tokens;
+                st.finish_reason = Some(reason.as_str());
+                st.done = true;
+                Ok(None)
+            }
+            Event::Failed(e) => {
+                st.error = Some(e);
+                st.done = true;
+                Ok(None)
+            }
         }
     }
 
-    fn release(&mut self, py: Python<'_>) {
-        if let Some(gen) = self.gen.as_mut() {
-            let engine = &self.engine;
-            py.allow_threads(|| gen.release(&mut lock(engine)));
+    fn take_error(st: &mut StreamState) -> PyResult<()> {
+        match st.error.take() {
+            Some(e) => Err(err(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn step(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Step>> {
+        {
+            let mut st = lock(&self.state);
+            Self::take_error(&mut st)?;
+            if st.done {
+                return Ok(None);
+            }
+        }
+        let wait = match timeout {
+            Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
+            Some(t) if t.is_nan() || t < 0.0 => {
+                return Err(errors::invalid(format!("timeout must be >= 0, got {t}")))
+            }
+            _ => None,
+        };
+        let inbox = self.req.inbox();
+        let ev = py.allow_threads(|| inbox.recv(wait));
+        let mut st = lock(&self.state);
+        match ev {
+            Some(ev) => {
+                if let Some(step) = self.absorb(py, &mut st, ev)? {
+                    return Ok(Some(step));
+                }
+                Self::take_error(&mut st)?;
+                Ok(None)
+            }
+            None if inbox.is_finished() => {
+                // Closed without a final event: cancelled.
+                st.done = true;
+                Ok(None)
+            }
+            None => Err(PyTimeoutError::new_err("no token within the timeout")),
         }
     }
 }
 
 #[pymethods]
 impl Stream {
+    /// The request id (what `Engine.take_ready` reports).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.req.id()
+    }
     #[getter]
     fn prompt_tokens(&self) -> usize {
-        self.prompt_tokens
+        self.req.prompt_tokens()
     }
     #[getter]
     fn completion_tokens(&self) -> usize {
-        self.gen.as_ref().map_or(0, |g| g.completion_tokens())
+        lock(&self.state).completion_tokens
     }
     #[getter]
     fn finish_reason(&self) -> Option<&'static str> {
-        self.gen
-            .as_ref()
-            .and_then(|g| g.finish_reason())
-            .map(|f| f.as_str())
+        lock(&self.state).finish_reason
     }
     #[getter]
     fn token_ids(&self) -> Vec<u32> {
-        self.gen
-            .as_ref()
-            .map_or_else(Vec::new, |g| g.generated().to_vec())
+        lock(&self.state).token_ids.clone()
+    }
+    /// True once the generation has ended and every step has been read.
+    #[getter]
+    fn done(&self) -> bool {
+        let st = lock(&self.state);
+        st.done && st.error.is_none()
     }
 
-    /// Decode one token (GIL released). None when the generation has finished.
-    fn next_step(&mut self, py: Python<'_>) -> PyResult<Option<Step>> {
-        self.step(py)
+    /// The next step, waiting (GIL released) up to `timeout` seconds (None: no limit). None
+    /// when the generation has finished; TimeoutError when nothing arrived in time.
+    #[pyo3(signature = (timeout=None))]
+    fn next_step(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Step>> {
+        self.step(py, timeout)
+    }
+
+    /// Every step available now, without waiting (possibly none). Raises the generation's
+    /// error once the steps before it have been returned.
+    fn poll(&self, py: Python<'_>) -> PyResult<Vec<Step>> {
+        let mut evs = Vec::new();
+        self.req.inbox().drain(&mut evs);
+        let mut st = lock(&self.state);
+        let mut out = Vec::with_capacity(evs.len());
+        for ev in evs {
+            if let Some(step) = self.absorb(py, &mut st, ev)? {
+                out.push(step);
+            }
+        }
+        if out.is_empty() {
+            Self::take_error(&mut st)?;
+            if !st.done && self.req.inbox().is_finished() {
+                st.done = true; // cancelled
+            }
+        }
+        Ok(out)
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<String> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<String> {
         loop {
-            match self.step(py)? {
+            match self.step(py, None)? {
                 Some(s) if s.text.is_empty() => continue,
                 Some(s) => return Ok(s.text),
                 None => return Err(PyStopIteration::new_err(())),
@@ -197,9 +290,13 @@ impl Stream {
         }
     }
 
-    /// Stop generating and free the sequence's KV blocks.
-    fn close(&mut self, py: Python<'_>) {
-        self.release(py);
+    /// Stop generating; the sequence's KV blocks are freed at the engine's next step.
+    fn close(&self) {
+        self.req.cancel();
+        let mut st = lock(&self.state);
+        if !st.done {
+            st.done = true;
+        }
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -207,18 +304,8 @@ impl Stream {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&mut self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) {
-        self.release(py);
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        // Waiting for the engine lock (another thread may be mid-step) must not hold the GIL.
-        if let Some(gen) = self.gen.as_mut() {
-            let engine = &self.engine;
-            Python::with_gil(|py| py.allow_threads(|| gen.release(&mut lock(engine))));
-        }
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        self.close();
     }
 }
 
@@ -235,11 +322,10 @@ enum Stop {
     Many(Vec<String>),
 }
 
-/// A model loaded for inference.
-/// The loaded model: a decoder (behind a lock: generation mutates the KV cache) or an
-/// encoder (immutable, shared without a lock).
+/// The loaded model: a decoder (owned by its engine thread) or an encoder (immutable, shared
+/// without a lock).
 enum Kind {
-    Decoder(Shared),
+    Decoder(Arc<ProcessorHandle>),
     Encoder(Arc<Encoder>),
 }
 
@@ -256,6 +342,7 @@ struct PyEngine {
     n_embd: usize,
     n_threads: usize,
     n_seq_max: usize,
+    kv_tokens: usize,
     chat_template: Option<String>,
     metadata: Py<PyDict>,
 }
@@ -407,7 +494,6 @@ impl PyEngine {
         pooling: Pooling,
         normalize: bool,
     ) -> PyResult<Vec<f32>> {
-        let e = self.n_embd;
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -423,58 +509,17 @@ impl PyEngine {
         }
         match &self.kind {
             Kind::Encoder(enc) => py
-                .allow_threads(|| {
-                    if pooling == Pooling::None {
-                        let mut h = enc.hidden_states(&batch)?;
-                        if normalize {
-                            h.chunks_mut(e).for_each(l2_normalize);
-                        }
-                        return Ok(h);
-                    }
-                    let mut out = vec![0f32; batch.len() * e];
-                    enc.embed(&batch, pooling, normalize, &mut out).map(|_| out)
-                })
+                .allow_threads(|| enc.vectors(&batch, pooling, normalize))
                 .map_err(err),
-            Kind::Decoder(engine) => py
-                .allow_threads(|| {
-                    let mut out = Vec::with_capacity(batch.len() * e);
-                    for ids in &batch {
-                        let n = ids.len();
-                        let mut hidden = vec![0f32; n * e];
-                        lock(engine).hidden_all(ids, &mut hidden)?;
-                        match pooling {
-                            Pooling::None => {
-                                if normalize {
-                                    hidden.chunks_mut(e).for_each(l2_normalize);
-                                }
-                                out.extend_from_slice(&hidden);
-                                continue;
-                            }
-                            Pooling::Mean => {
-                                let mut acc = vec![0f32; e];
-                                for row in hidden.chunks(e) {
-                                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                                }
-                                acc.iter_mut().for_each(|a| *a /= n as f32);
-                                hidden = acc;
-                            }
-                            Pooling::Cls => hidden.truncate(e),
-                            Pooling::Last => hidden = hidden[(n - 1) * e..].to_vec(),
-                        }
-                        if normalize {
-                            l2_normalize(&mut hidden);
-                        }
-                        out.extend_from_slice(&hidden);
-                    }
-                    Ok(out)
-                })
+            Kind::Decoder(proc) => py
+                .allow_threads(|| proc.run(move |e| e.vectors(&batch, pooling, normalize)))
                 .map_err(err),
         }
     }
 
-    fn decoder(&self) -> PyResult<&Shared> {
+    fn decoder(&self) -> PyResult<&Arc<ProcessorHandle>> {
         match &self.kind {
-            Kind::Decoder(e) => Ok(e),
+            Kind::Decoder(p) => Ok(p),
             Kind::Encoder(_) => Err(errors::invalid(format!(
                 "{} is an embedding model ({}): it cannot generate or give logits; use embed()",
                 self.path, self.architecture
@@ -484,17 +529,15 @@ impl PyEngine {
 
     fn start(&self, py: Python<'_>, prompt: Vec<u32>, params: GenParams) -> PyResult<Stream> {
         let logprobs = params.logprobs.is_some();
-        let n = prompt.len();
-        let engine = self.decoder()?;
-        let gen = py
-            .allow_threads(|| Generation::new(&mut lock(engine), prompt, params))
+        let proc = self.decoder()?;
+        let req = py
+            .allow_threads(|| proc.submit(prompt, params))
             .map_err(err)?;
         Ok(Stream {
-            engine: engine.clone(),
+            req,
             tokenizer: self.tokenizer.clone(),
-            gen: Some(gen),
             logprobs,
-            prompt_tokens: n,
+            state: Mutex::new(StreamState::default()),
         })
     }
 }
@@ -502,7 +545,9 @@ impl PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, n_ctx=2048, n_threads=None, n_batch=512, n_seq_max=4))]
+    #[pyo3(signature = (path, n_ctx=2048, n_threads=None, n_batch=512, n_seq_max=16,
+        kv_tokens=None, step_tokens=256))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -510,6 +555,8 @@ impl PyEngine {
         n_threads: Option<i64>,
         n_batch: i64,
         n_seq_max: i64,
+        kv_tokens: Option<i64>,
+        step_tokens: i64,
     ) -> PyResult<Self> {
         let pos = |name: &str, v: i64| -> PyResult<usize> {
             if v <= 0 {
@@ -523,7 +570,9 @@ impl PyEngine {
             n_threads: n_threads.map(|t| pos("n_threads", t)).transpose()?,
             n_batch: pos("n_batch", n_batch)?,
             n_seq_max: pos("n_seq_max", n_seq_max)?,
+            kv_tokens: kv_tokens.map(|t| pos("kv_tokens", t)).transpose()?,
         };
+        let step_tokens = pos("step_tokens", step_tokens)?;
         let loaded = py
             .allow_threads(|| load(&path, opts))
             .map_err(|e| errors::to_py(e, true))?;
@@ -548,21 +597,31 @@ impl PyEngine {
             .map(str::to_string);
         Ok(match loaded {
             Loaded::Decoder(engine) => {
-                let c = engine.config();
+                let c = engine.config().clone();
+                let (path, n_threads, o) = (
+                    engine.path().to_string(),
+                    engine.n_threads(),
+                    engine.options().clone(),
+                );
+                let kv_tokens = engine.kv().capacity_tokens();
+                let tokenizer = engine.tokenizer().clone();
+                let proc = ProcessorHandle::start(*engine, ProcessorOptions { step_tokens })
+                    .map_err(|e| errors::to_py(e, true))?;
                 PyEngine {
-                    tokenizer: engine.tokenizer().clone(),
-                    path: engine.path().to_string(),
+                    tokenizer,
+                    path,
                     architecture: c.arch.name().to_string(),
                     name,
-                    n_ctx: engine.options().n_ctx,
+                    n_ctx: o.n_ctx,
                     n_ctx_train: c.n_ctx_train,
                     n_vocab: c.n_vocab,
                     n_embd: c.n_embd,
-                    n_threads: engine.n_threads(),
-                    n_seq_max: engine.options().n_seq_max,
+                    n_threads,
+                    n_seq_max: o.n_seq_max,
+                    kv_tokens,
                     chat_template,
                     metadata: metadata.unbind(),
-                    kind: Kind::Decoder(Arc::new(Mutex::new(*engine))),
+                    kind: Kind::Decoder(Arc::new(proc)),
                 }
             }
             Loaded::Encoder(enc) => {
@@ -579,6 +638,7 @@ impl PyEngine {
                     n_embd: c.n_embd,
                     n_threads: enc.n_threads(),
                     n_seq_max: 0,
+                    kv_tokens: 0,
                     chat_template,
                     metadata: metadata.unbind(),
                     kind: Kind::Encoder(Arc::from(enc)),
@@ -622,6 +682,46 @@ impl PyEngine {
     #[getter]
     fn n_seq_max(&self) -> usize {
         self.n_seq_max
+    }
+    /// Token slots of the KV block pool (0 for embedding models).
+    #[getter]
+    fn kv_tokens(&self) -> usize {
+        self.kv_tokens
+    }
+    /// A file descriptor that becomes readable when some stream has new steps: read and
+    /// discard its bytes, then call `take_ready`. None for embedding models.
+    #[getter]
+    fn notify_fd(&self) -> Option<i32> {
+        match &self.kind {
+            Kind::Decoder(p) => Some(p.notify_fd()),
+            Kind::Encoder(_) => None,
+        }
+    }
+    /// Ids of the streams that received steps since the last call (may repeat).
+    fn take_ready(&self) -> Vec<u64> {
+        match &self.kind {
+            Kind::Decoder(p) => p.take_ready(),
+            Kind::Encoder(_) => Vec::new(),
+        }
+    }
+    /// The engine thread's counters and gauges (see the stub).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if let Kind::Decoder(p) = &self.kind {
+            let st = p.stats();
+            d.set_item("running", st.running)?;
+            d.set_item("waiting", st.waiting)?;
+            d.set_item("kv_blocks_total", st.kv_blocks_total)?;
+            d.set_item("kv_blocks_free", st.kv_blocks_free)?;
+            d.set_item("kv_block_tokens", hologram_engine::kv::BLOCK_SIZE)?;
+            d.set_item("preemptions", st.preemptions)?;
+            d.set_item("steps", st.steps)?;
+            d.set_item("prompt_rows", st.prompt_rows)?;
+            d.set_item("decode_rows", st.decode_rows)?;
+            d.set_item("batch_buckets", BATCH_BUCKETS.to_vec())?;
+            d.set_item("batch_hist", st.batch_hist.to_vec())?;
+        }
+        Ok(d)
     }
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -776,25 +876,22 @@ impl PyEngine {
             ignore_eos,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
-        let mut stream = self.start(py, ids, params)?;
+        let stream = self.start(py, ids, params)?;
         let mut text = String::new();
         let mut steps = Vec::new();
-        while let Some(s) = stream.step(py)? {
+        while let Some(s) = stream.step(py, None)? {
             text.push_str(&s.text);
-            if stream.logprobs {
+            if stream.logprobs && !s.flush {
                 steps.push(Py::new(py, s)?);
             }
         }
-        let gen = stream.gen.as_ref();
+        let st = lock(&stream.state);
         Ok(GenerationResult {
             text,
-            token_ids: gen.map_or_else(Vec::new, |g| g.generated().to_vec()),
-            finish_reason: gen
-                .and_then(|g| g.finish_reason())
-                .map_or("stop", |f| f.as_str())
-                .to_string(),
-            prompt_tokens: stream.prompt_tokens,
-            completion_tokens: gen.map_or(0, |g| g.completion_tokens()),
+            token_ids: st.token_ids.clone(),
+            finish_reason: st.finish_reason.unwrap_or("stop").to_string(),
+            prompt_tokens: stream.req.prompt_tokens(),
+            completion_tokens: st.completion_tokens,
             steps,
         })
     }
@@ -852,8 +949,10 @@ impl PyEngine {
         let n = ids.len();
         let buf = py
             .allow_threads(|| {
-                let mut out = vec![0f32; n * nv];
-                lock(engine).logits_all(&ids, &mut out).map(|_| out)
+                engine.run(move |e| {
+                    let mut out = vec![0f32; n * nv];
+                    e.logits_all(&ids, &mut out).map(|_| out)
+                })
             })
             .map_err(err)?;
         PyArray1::from_vec(py, buf).reshape([n, nv])
@@ -904,18 +1003,6 @@ impl PyEngine {
             "Engine(path={:?}, architecture={:?}, n_ctx={}, n_threads={})",
             self.path, self.architecture, self.n_ctx, self.n_threads
         )
-    }
-}
-
-fn l2_normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt();
-    if norm > 0.0 {
-        let inv = (1.0 / norm) as f32;
-        v.iter_mut().for_each(|x| *x *= inv);
     }
 }
 

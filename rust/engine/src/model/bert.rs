@@ -70,6 +70,54 @@ pub enum Pooling {
     None,
 }
 
+/// Pool the per-token states `rows` (`(n, e)`, n >= 1) of one input into `out` (`e`), then
+/// L2-normalise it if `normalize`. `Pooling::None` is refused (it keeps every row).
+pub fn pool_states(rows: &[f32], pooling: Pooling, normalize: bool, out: &mut [f32]) -> Result<()> {
+    let e = out.len();
+    let n = rows.len() / e.max(1);
+    if n == 0 || rows.len() != n * e {
+        return Err(EngineError::InvalidArgument(
+            "no token states to pool".into(),
+        ));
+    }
+    match pooling {
+        Pooling::Mean => {
+            out.fill(0.0);
+            for r in rows.chunks_exact(e) {
+                for (a, &b) in out.iter_mut().zip(r) {
+                    *a += b;
+                }
+            }
+            let inv = 1.0 / n as f32;
+            out.iter_mut().for_each(|a| *a *= inv);
+        }
+        Pooling::Cls => out.copy_from_slice(&rows[..e]),
+        Pooling::Last => out.copy_from_slice(&rows[(n - 1) * e..]),
+        Pooling::None => {
+            return Err(EngineError::InvalidArgument(
+                "pooling \"none\" gives one vector per token, not per input".into(),
+            ))
+        }
+    }
+    if normalize {
+        l2_normalize(out);
+    }
+    Ok(())
+}
+
+/// Scale `v` to unit L2 norm (a zero vector stays zero).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|&a| (a as f64) * (a as f64))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
+        v.iter_mut().for_each(|a| *a *= inv);
+    }
+}
+
 impl Pooling {
     /// From the value of `{arch}.pooling_type`; None for values hologram does not support
     /// (4 = rank needs a classifier head).
@@ -445,33 +493,7 @@ impl BertModel {
                 .zip(out[range.start * e..range.end * e].chunks_exact_mut(e))
             {
                 let n = ids.len();
-                let rows = &hidden[off * e..(off + n) * e];
-                match pooling {
-                    Pooling::Mean => {
-                        o.fill(0.0);
-                        for r in rows.chunks_exact(e) {
-                            for (a, &b) in o.iter_mut().zip(r) {
-                                *a += b;
-                            }
-                        }
-                        let inv = 1.0 / n as f32;
-                        o.iter_mut().for_each(|a| *a *= inv);
-                    }
-                    Pooling::Cls => o.copy_from_slice(&rows[..e]),
-                    Pooling::Last => o.copy_from_slice(&rows[(n - 1) * e..]),
-                    Pooling::None => return Err(no_pooling()),
-                }
-                if normalize {
-                    let norm = o
-                        .iter()
-                        .map(|&a| (a as f64) * (a as f64))
-                        .sum::<f64>()
-                        .sqrt();
-                    if norm > 0.0 {
-                        let inv = (1.0 / norm) as f32;
-                        o.iter_mut().for_each(|a| *a *= inv);
-                    }
-                }
+                pool_states(&hidden[off * e..(off + n) * e], pooling, normalize, o)?;
                 off += n;
             }
         }

@@ -228,7 +228,7 @@ fn mm(
         &mut out[..n * w.rows],
         q,
     )
-    .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", w.info.name)))
+    .map_err(|e| EngineError::Internal(format!("{}: {e}", w.info.name)))
 }
 
 /// `gate = act(gate) * up`, split over the pool when there is enough work (prompt chunks).
@@ -267,7 +267,7 @@ fn mm_multi<const K: usize>(
         out: &mut out[..n * w.rows],
     });
     hologram_kernels::matmul_multi(pool, &mut mj, cols, &x[..n * cols], n, q)
-        .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", names.join("+"))))
+        .map_err(|e| EngineError::Internal(format!("{}: {e}", names.join("+"))))
 }
 
 fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], n: usize) {

@@ -1,0 +1,109 @@
+"""Reading the engine's generations from the event loop without blocking it.
+
+A decoder model's engine thread (Rust) batches every running generation and fills each
+stream's inbox; it never waits for Python. Its ``notify_fd`` becomes readable when some stream
+has news: :class:`StreamHub` watches that fd with ``loop.add_reader`` and wakes the coroutines
+reading those streams, which then take what arrived with ``poll_deltas`` (no thread per
+request, no GIL taken by the engine thread).
+
+:func:`run_blocking` runs blocking work (encoder embeddings) in an executor with a cancel flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncGenerator, Callable, Mapping
+from concurrent.futures import Executor
+from typing import TypeVar
+
+from hologram import _core
+from hologram.heads import CompletionStream, Delta
+
+__all__ = ["StreamHub", "run_blocking"]
+
+T = TypeVar("T")
+
+
+class StreamHub:
+    """Wakes the readers of one engine's streams when its engine thread reports new steps."""
+
+    def __init__(self, engine: _core.Engine) -> None:
+        self._engine = engine
+        self._waiters: dict[int, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        fd = self._engine.notify_fd
+        if fd is None or self._fd is not None:
+            return
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_ready)
+        self._loop, self._fd = loop, fd
+
+    def detach(self) -> None:
+        if self._loop is not None and self._fd is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._fd)
+        self._loop = self._fd = None
+
+    def _on_ready(self) -> None:
+        # Drain the pipe first, then take the ids: an id reported after take_ready writes a
+        # new byte, so nothing is missed.
+        if self._fd is not None:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                os.read(self._fd, 4096)
+        for sid in self._engine.take_ready():
+            ev = self._waiters.get(sid)
+            if ev is not None:
+                ev.set()
+
+    async def deltas(
+        self, streams: Mapping[int, CompletionStream]
+    ) -> AsyncGenerator[tuple[int, Delta | None], None]:
+        """Yield ``(key, delta)`` as the streams (by key) produce them, and ``(key, None)`` once
+        a stream has finished. Raises the first stream error (a HeadError). The streams are
+        closed (cancelled if still running) when the generator ends, however it ends."""
+        wake = asyncio.Event()
+        for s in streams.values():
+            self._waiters[s.id] = wake
+        active = dict(streams)
+        try:
+            while active:
+                wake.clear()
+                got = False
+                for key, s in list(active.items()):
+                    for d in s.poll_deltas():
+                        got = True
+                        yield key, d
+                    if s.done:
+                        del active[key]
+                        got = True
+                        yield key, None
+                if active and not got:
+                    await wake.wait()
+        finally:
+            for s in streams.values():
+                self._waiters.pop(s.id, None)
+                s.close()
+
+
+async def run_blocking(
+    executor: Executor, fn: Callable[[threading.Event], T]
+) -> T:
+    """Run ``fn(cancel)`` in ``executor``; if the awaiting task is cancelled, set ``cancel``
+    (``fn`` checks it between units of work) and wait for ``fn`` to return before
+    re-raising, so the work never outlives its request."""
+    cancel = threading.Event()
+    fut = asyncio.get_running_loop().run_in_executor(executor, fn, cancel)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        cancel.set()
+        with contextlib.suppress(BaseException):
+            await fut
+        raise
+
