@@ -25,6 +25,7 @@ __all__ = [
     "active_isa",
     "available_isas",
     "dequantize",
+    "sampling_defaults",
     "vec_dot",
 ]
 
@@ -187,14 +188,14 @@ class Engine:
         self,
         prompt: str | Sequence[int],
         max_tokens: int = 128,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        repeat_penalty: float | None = None,
+        repeat_last_n: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
         logit_bias: dict[int, float] | None = None,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
@@ -204,21 +205,22 @@ class Engine:
         ignore_eos: bool = False,
     ) -> GenerationResult:
         """Generate from ``prompt`` (text, tokenized with ``add_special``/``parse_special``, or
-        token ids fed as given). temperature 0 is greedy. ``logprobs=k`` fills
+        token ids fed as given). temperature 0 is greedy; settings left None take
+        ``sampling_defaults()``. ``logprobs=k`` fills
         ``GenerationResult.steps`` with each token's logprob and the top k alternatives.
         Raises ContextOverflowError when the prompt does not fit in n_ctx."""
     def stream(
         self,
         prompt: str | Sequence[int],
         max_tokens: int = 128,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        repeat_last_n: int = 64,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        repeat_penalty: float | None = None,
+        repeat_last_n: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
         logit_bias: dict[int, float] | None = None,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
@@ -245,6 +247,11 @@ class Engine:
     ) -> npt.NDArray[np.float32]:
         """Vectors for many token sequences, (len(batch), n_embd); an encoder runs the whole
         batch in one pass."""
+
+def sampling_defaults() -> dict[str, float | int]:
+    """The sampling values used when a request leaves them unset (llama.cpp's defaults):
+    temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
+    frequency_penalty."""
 
 def dequantize(ggml_type: int, data: bytes, n: int, isa: str | None = None) -> npt.NDArray[np.float32]:
     """Dequantize ``n`` values of GGML type ``ggml_type`` from ``data`` with the kernel path

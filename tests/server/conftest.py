@@ -107,8 +107,8 @@ def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(server_logs: Path) -> Iterator[Server]:
-    """The default server: default model, no key, 2 slots, ctx 1024."""
-    srv = start_server(["--ctx", "1024", "--parallel", "2", "--threads", "2"], server_logs)
+    """The default server: default model, no key, 8 running sequences, ctx 1024."""
+    srv = start_server(["--ctx", "1024", "--parallel", "8", "--threads", "2"], server_logs)
     yield srv
     code = srv.stop()
     assert code == 0, f"server exit code {code} after SIGTERM:\n{srv.log()[-3000:]}"

@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from hologram.heads.base import (
     translate_engine_error,
 )
 from hologram.heads.chat_template import ChatTemplate, fallback_template
+from hologram.sampling import SamplingParams
 
 __all__ = [
     "ChatMessage",
@@ -41,27 +42,6 @@ __all__ = [
 #: Characters per context token beyond which a text prompt is refused before tokenizing.
 MAX_CHARS_PER_CTX_TOKEN = 256
 CHAT_ROLES = ("system", "developer", "user", "assistant")
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Generation settings. ``max_tokens`` None means "until end of text or context full"."""
-
-    max_tokens: int | None = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logit_bias: Mapping[int, float] | None = None
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    #: None: no logprobs; k >= 0: each token's logprob plus its k most likely alternatives.
-    logprobs: int | None = None
-    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,6 +192,21 @@ class CompletionHead:
             timeout_s=template_timeout_s,
             fallback=fallback_template(str(engine.architecture)),
         )
+
+    # -- engine thread -----------------------------------------------------------------------
+
+    @property
+    def notify_fd(self) -> int | None:
+        """Readable when some stream of this engine has new deltas (see ``take_ready``)."""
+        return self.engine.notify_fd
+
+    def take_ready(self) -> list[int]:
+        """Ids of the streams with new deltas since the last call."""
+        return list(self.engine.take_ready())
+
+    def engine_stats(self) -> dict[str, Any]:
+        """The engine thread's gauges and counters (``_core.Engine.stats``)."""
+        return dict(self.engine.stats())
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -365,23 +360,8 @@ class CompletionHead:
         """Begin generating (the prompt is evaluated on the first step)."""
         max_tokens = self.resolve_max_tokens(len(prompt.ids), params.max_tokens)
         try:
-            raw = self.engine.stream(
-                prompt.ids,
-                max_tokens=max_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                min_p=params.min_p,
-                repeat_penalty=params.repeat_penalty,
-                repeat_last_n=params.repeat_last_n,
-                presence_penalty=params.presence_penalty,
-                frequency_penalty=params.frequency_penalty,
-                logit_bias=dict(params.logit_bias) if params.logit_bias else None,
-                stop=list(params.stop) if params.stop else None,
-                seed=params.seed,
-                logprobs=params.logprobs,
-                ignore_eos=params.ignore_eos,
-            )
+            raw = self.engine.stream(prompt.ids, max_tokens=max_tokens,
+                                     **params.engine_kwargs())
         except _core.HologramError as exc:
             raise translate_engine_error(exc) from None
         return CompletionStream(raw, len(prompt.ids), params.logprobs is not None)

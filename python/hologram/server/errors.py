@@ -54,5 +54,5 @@ def from_head_error(exc: HeadError) -> APIError:
                         None, "server_busy", {"Retry-After": "1"})
     if isinstance(exc, (EngineFailure, ModelLoadFailure)):
         return APIError(500, f"engine error: {exc.message}", "server_error", None,
-                        "engine_error")
+                        "internal_error")
     return APIError(500, exc.message or "internal error", "server_error", None, None)

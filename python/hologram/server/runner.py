@@ -17,9 +17,8 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import Executor
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from hologram import _core
 from hologram.heads import CompletionStream, Delta
 
 __all__ = ["StreamHub", "run_blocking"]
@@ -27,10 +26,18 @@ __all__ = ["StreamHub", "run_blocking"]
 T = TypeVar("T")
 
 
+class Notifier(Protocol):
+    """What the hub needs of an engine (a ``CompletionHead`` provides it)."""
+
+    @property
+    def notify_fd(self) -> int | None: ...
+    def take_ready(self) -> list[int]: ...
+
+
 class StreamHub:
     """Wakes the readers of one engine's streams when its engine thread reports new steps."""
 
-    def __init__(self, engine: _core.Engine) -> None:
+    def __init__(self, engine: Notifier) -> None:
         self._engine = engine
         self._waiters: dict[int, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

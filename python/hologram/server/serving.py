@@ -94,8 +94,8 @@ class ServedModel:
     loaded: LoadedModel
     #: Requests in flight for this model (running in the engine or waiting for it).
     limit: QueueLimit
-    #: Wakes the readers of this model's streams (decoder models).
-    hub: StreamHub
+    #: Wakes the readers of this model's streams (None for embedding-only models).
+    hub: StreamHub | None
     #: Encoder (embedding-only) models compute here, one request at a time.
     executor: ThreadPoolExecutor
 
@@ -204,11 +204,12 @@ class Service:
                     loaded=loaded,
                     limit=QueueLimit(self.settings.parallel + self.settings.max_queue,
                                      self.metrics.in_flight.labels(mid).set),
-                    hub=StreamHub(loaded.engine),
+                    hub=StreamHub(loaded.completion) if loaded.completion else None,
                     executor=ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix=f"hologram-embed-{mid}"),
                 )
-                served.hub.attach(loop)
+                if served.hub is not None:
+                    served.hub.attach(loop)
                 self.models[mid] = served
                 self.metrics.in_flight.labels(mid).set(0)
                 log.info(
@@ -229,12 +230,13 @@ class Service:
 
     def engine_stats(self) -> dict[str, dict[str, Any]]:
         """The engine thread's gauges and counters per decoder model (for /metrics)."""
-        return {mid: m.loaded.engine.stats() for mid, m in self.models.items()
+        return {mid: m.loaded.completion.engine_stats() for mid, m in self.models.items()
                 if m.loaded.completion is not None}
 
     def shutdown(self) -> None:
         for m in self.models.values():
-            m.hub.detach()
+            if m.hub is not None:
+                m.hub.detach()
             m.executor.shutdown(wait=False, cancel_futures=True)
         self.aux.shutdown(wait=False, cancel_futures=True)
 
@@ -316,16 +318,17 @@ class Service:
             stop = (req.stop,) if req.stop else ()
         elif req.stop:
             stop = tuple(s for s in req.stop if s)
-        top_k = req.top_k if req.top_k is not None else 40
-        return SamplingParams(
+        return SamplingParams.build(
             max_tokens=max_tokens,
-            temperature=float(req.temperature) if req.temperature is not None else 1.0,
-            top_p=float(req.top_p) if req.top_p is not None else 1.0,
-            top_k=max(0, top_k),
-            min_p=float(req.min_p) if req.min_p is not None else 0.05,
-            repeat_penalty=float(req.repeat_penalty) if req.repeat_penalty is not None else 1.0,
-            presence_penalty=float(req.presence_penalty or 0.0),
-            frequency_penalty=float(req.frequency_penalty or 0.0),
+            temperature=None if req.temperature is None else float(req.temperature),
+            top_p=None if req.top_p is None else float(req.top_p),
+            top_k=None if req.top_k is None else max(0, req.top_k),
+            min_p=None if req.min_p is None else float(req.min_p),
+            repeat_penalty=None if req.repeat_penalty is None else float(req.repeat_penalty),
+            presence_penalty=None if req.presence_penalty is None
+            else float(req.presence_penalty),
+            frequency_penalty=None if req.frequency_penalty is None
+            else float(req.frequency_penalty),
             logit_bias=bias or None,
             stop=stop,
             seed=req.seed,
@@ -499,6 +502,7 @@ class Service:
                     raise from_head_error(exc) from None
             first = True
             last_token_at: dict[int, float] = {}
+            assert served.hub is not None  # a model that generates has a hub
             async for index, delta in served.hub.deltas(streams):
                 if delta is None:
                     s = streams[index]

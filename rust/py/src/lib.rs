@@ -395,14 +395,14 @@ fn value_to_py(py: Python<'_>, v: &Value) -> PyResult<PyObject> {
 #[allow(clippy::too_many_arguments)]
 fn gen_params(
     max_tokens: i64,
-    temperature: f32,
-    top_p: f32,
-    top_k: i64,
-    min_p: f32,
-    repeat_penalty: f32,
-    repeat_last_n: i64,
-    presence_penalty: f32,
-    frequency_penalty: f32,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i64>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    repeat_last_n: Option<i64>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
     logit_bias: Option<std::collections::HashMap<u32, f32>>,
     stop: Option<Stop>,
     seed: Option<u64>,
@@ -414,6 +414,17 @@ fn gen_params(
             "max_tokens must be >= 0, got {max_tokens}"
         )));
     }
+    // Unset values take the one set of defaults (`SamplingParams::default`, llama.cpp's),
+    // which `sampling_defaults()` also gives to Python.
+    let d = SamplingParams::default();
+    let temperature = temperature.unwrap_or(d.temperature);
+    let top_p = top_p.unwrap_or(d.top_p);
+    let top_k = top_k.unwrap_or(d.top_k as i64);
+    let min_p = min_p.unwrap_or(d.min_p);
+    let repeat_penalty = repeat_penalty.unwrap_or(d.repeat_penalty);
+    let repeat_last_n = repeat_last_n.unwrap_or(d.repeat_last_n as i64);
+    let presence_penalty = presence_penalty.unwrap_or(d.presence_penalty);
+    let frequency_penalty = frequency_penalty.unwrap_or(d.frequency_penalty);
     if top_k < 0 || repeat_last_n < 0 {
         return Err(errors::invalid("top_k and repeat_last_n must be >= 0"));
     }
@@ -833,8 +844,9 @@ impl PyEngine {
         self.tokenizer.is_eog(id)
     }
 
-    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_p=0.95, top_k=40, min_p=0.05,
-        repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0,
+    #[pyo3(signature = (prompt, max_tokens=128, temperature=None, top_p=None, top_k=None,
+        min_p=None, repeat_penalty=None, repeat_last_n=None, presence_penalty=None,
+        frequency_penalty=None,
         logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
         ignore_eos=false))]
     #[allow(clippy::too_many_arguments)]
@@ -843,14 +855,14 @@ impl PyEngine {
         py: Python<'_>,
         prompt: Prompt,
         max_tokens: i64,
-        temperature: f32,
-        top_p: f32,
-        top_k: i64,
-        min_p: f32,
-        repeat_penalty: f32,
-        repeat_last_n: i64,
-        presence_penalty: f32,
-        frequency_penalty: f32,
+        temperature: Option<f32>,
+        top_p: Option<f32>,
+        top_k: Option<i64>,
+        min_p: Option<f32>,
+        repeat_penalty: Option<f32>,
+        repeat_last_n: Option<i64>,
+        presence_penalty: Option<f32>,
+        frequency_penalty: Option<f32>,
         logit_bias: Option<std::collections::HashMap<u32, f32>>,
         stop: Option<Stop>,
         seed: Option<u64>,
@@ -896,8 +908,9 @@ impl PyEngine {
         })
     }
 
-    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_p=0.95, top_k=40, min_p=0.05,
-        repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0,
+    #[pyo3(signature = (prompt, max_tokens=128, temperature=None, top_p=None, top_k=None,
+        min_p=None, repeat_penalty=None, repeat_last_n=None, presence_penalty=None,
+        frequency_penalty=None,
         logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
         ignore_eos=false))]
     #[allow(clippy::too_many_arguments)]
@@ -906,14 +919,14 @@ impl PyEngine {
         py: Python<'_>,
         prompt: Prompt,
         max_tokens: i64,
-        temperature: f32,
-        top_p: f32,
-        top_k: i64,
-        min_p: f32,
-        repeat_penalty: f32,
-        repeat_last_n: i64,
-        presence_penalty: f32,
-        frequency_penalty: f32,
+        temperature: Option<f32>,
+        top_p: Option<f32>,
+        top_k: Option<i64>,
+        min_p: Option<f32>,
+        repeat_penalty: Option<f32>,
+        repeat_last_n: Option<i64>,
+        presence_penalty: Option<f32>,
+        frequency_penalty: Option<f32>,
         logit_bias: Option<std::collections::HashMap<u32, f32>>,
         stop: Option<Stop>,
         seed: Option<u64>,
@@ -1006,6 +1019,22 @@ impl PyEngine {
     }
 }
 
+/// The sampling defaults every front end uses for values a request leaves unset.
+#[pyfunction]
+fn sampling_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = SamplingParams::default();
+    let out = PyDict::new(py);
+    out.set_item("temperature", d.temperature)?;
+    out.set_item("top_k", d.top_k)?;
+    out.set_item("top_p", d.top_p)?;
+    out.set_item("min_p", d.min_p)?;
+    out.set_item("repeat_penalty", d.repeat_penalty)?;
+    out.set_item("repeat_last_n", d.repeat_last_n)?;
+    out.set_item("presence_penalty", d.presence_penalty)?;
+    out.set_item("frequency_penalty", d.frequency_penalty)?;
+    Ok(out)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -1015,6 +1044,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Step>()?;
     m.add_class::<TopLogprob>()?;
     m.add_class::<GenerationResult>()?;
+    m.add_function(wrap_pyfunction!(sampling_defaults, m)?)?;
     kernels::register(m)?;
     Ok(())
 }
