@@ -89,6 +89,8 @@ class Stream:
     #: None while running; "stop" or "length" when finished.
     finish_reason: str | None
     token_ids: list[int]
+    #: Prompt tokens served from the prefix cache (known once finished).
+    cached_tokens: int
     #: True once the generation has ended (or was closed) and every step has been read.
     done: bool
     def __iter__(self) -> Iterator[str]: ...
@@ -151,7 +153,8 @@ class Engine:
         """Ids of the streams that received steps since the last call (may repeat)."""
     def stats(self) -> dict[str, Any]:
         """The engine thread's gauges and counters: running, waiting, kv_blocks_total,
-        kv_blocks_free, kv_block_tokens, preemptions, steps, prompt_rows, decode_rows,
+        kv_blocks_free (free or cached-and-unused), kv_blocks_cached, prefix_hit_tokens,
+        kv_block_tokens, preemptions, steps, prompt_rows, decode_rows,
         batch_buckets (upper bounds) and batch_hist (steps per bucket, one more slot for larger
         batches). Empty for embedding models."""
     @property

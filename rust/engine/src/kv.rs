@@ -8,9 +8,14 @@
 //! blocks. Nothing here allocates after construction: block tables and the free list are
 //! reserved to their maximum size up front.
 //!
-//! Every block carries metadata for sharing (the prefix cache): a reference count (the block
-//! tables that hold it) and, once full, a content hash. A block returns to the free list when
-//! its count drops to zero.
+//! Prefix cache (vLLM's automatic prefix caching): every block carries a reference count (the
+//! block tables that hold it) and, once full and committed, a hash of its tokens chained with
+//! its predecessors'. A committed block whose count drops to zero is not freed but kept,
+//! evictable, in least-recently-used order; a new sequence whose history starts with the same
+//! full blocks takes them (and skips computing them). A match compares the blocks' tokens and
+//! their parent block, never only hashes, so a hash collision can only shorten a match. Free
+//! blocks are handed out first, then the least recently used evictable ones; a block in use is
+//! never evicted.
 //!
 //! Layout, per layer, for keys and values alike:
 //! `(n_blocks, n_kv_head, BLOCK_SIZE, head_dim)` f16 (llama.cpp's default KV type: half the
@@ -33,8 +38,12 @@ pub struct BlockMeta {
     /// Block tables holding this block.
     pub refs: u32,
     /// Hash of the block's tokens chained with its predecessors' (a full block's identity for
-    /// prefix sharing); None while the block is partial or unhashed.
+    /// prefix sharing); None while the block is partial or not committed to the cache.
     pub hash: Option<u64>,
+    /// The committed block before this one in its sequence (None for a first block).
+    pub parent: Option<u32>,
+    /// Position in the evictable LRU (`KvPool::lru` stamp) while refs == 0 and hashed.
+    lru_stamp: u64,
 }
 
 #[derive(Debug)]
@@ -42,7 +51,25 @@ struct SeqSlot {
     in_use: bool,
     len: usize,
     blocks: Vec<u32>, // capacity = max_blocks_per_seq
+    /// Leading blocks already offered to the prefix cache (committed or found duplicate).
+    committed: usize,
+    /// Chained hash of the committed leading blocks' tokens.
+    chain: u64,
+    /// The last committed leading block (None if not every earlier block is cached).
+    parent: Option<u32>,
 }
+
+/// Hash of one block of tokens chained to the hash of everything before it.
+fn chain_hash(prev: u64, tokens: &[u32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    prev.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
+}
+
+/// Chain value before the first block.
+const CHAIN_ROOT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[derive(Debug)]
 pub struct KvPool {
@@ -57,6 +84,17 @@ pub struct KvPool {
     free: Vec<u32>,
     meta: Vec<BlockMeta>,
     seqs: Vec<SeqSlot>,
+    /// Committed blocks by chained hash.
+    index: std::collections::HashMap<u64, u32>,
+    /// Tokens of committed blocks: `(n_blocks, BLOCK_SIZE)`.
+    block_tokens: Vec<u32>,
+    /// Evictable blocks, oldest first: `(block, stamp)`; stale entries (stamp no longer the
+    /// block's) are skipped.
+    lru: std::collections::VecDeque<(u32, u64)>,
+    lru_next: u64,
+    n_evictable: usize,
+    /// Tokens served from the cache since the pool was made.
+    hit_tokens: u64,
 }
 
 impl KvPool {
@@ -110,8 +148,17 @@ impl KvPool {
                     in_use: false,
                     len: 0,
                     blocks: Vec::with_capacity(blocks_per_seq),
+                    committed: 0,
+                    chain: CHAIN_ROOT,
+                    parent: None,
                 })
                 .collect(),
+            index: std::collections::HashMap::new(),
+            block_tokens: vec![0; n_blocks * BLOCK_SIZE],
+            lru: std::collections::VecDeque::new(),
+            lru_next: 1,
+            n_evictable: 0,
+            hit_tokens: 0,
         })
     }
 
@@ -127,8 +174,17 @@ impl KvPool {
     pub fn bytes_per_token(&self) -> usize {
         self.n_layer * self.n_kv_head * (self.head_dim_k + self.head_dim_v) * 2
     }
+    /// Blocks that can be handed out: free ones plus evictable cached ones.
     pub fn free_blocks(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.n_evictable
+    }
+    /// Cached blocks no sequence uses (evictable).
+    pub fn cached_blocks(&self) -> usize {
+        self.n_evictable
+    }
+    /// Prompt tokens served from the prefix cache since the pool was made.
+    pub fn hit_tokens(&self) -> u64 {
+        self.hit_tokens
     }
     /// Blocks needed to hold `n_tokens` tokens of one sequence.
     pub fn blocks_for(n_tokens: usize) -> usize {
@@ -142,23 +198,161 @@ impl KvPool {
     pub fn block_meta(&self, b: u32) -> BlockMeta {
         self.meta[b as usize]
     }
-    /// Drop one reference to block `b`; it returns to the free list at zero.
+    /// Drop one reference to block `b`. At zero a committed block becomes evictable (newest
+    /// in the LRU), any other returns to the free list.
     fn release_block(&mut self, b: u32) {
         let m = &mut self.meta[b as usize];
         debug_assert!(m.refs > 0, "block {b} released with no references");
         m.refs = m.refs.saturating_sub(1);
         if m.refs == 0 {
-            m.hash = None;
-            self.free.push(b);
+            if m.hash.is_some() {
+                m.lru_stamp = self.lru_next;
+                self.lru.push_back((b, self.lru_next));
+                self.lru_next += 1;
+                self.n_evictable += 1;
+            } else {
+                self.free.push(b);
+            }
         }
     }
+
+    /// Forget that `b` is cached (it must have no references).
+    fn uncache(&mut self, b: u32) {
+        let m = &mut self.meta[b as usize];
+        if let Some(h) = m.hash.take() {
+            if self.index.get(&h) == Some(&b) {
+                self.index.remove(&h);
+            }
+        }
+        m.parent = None;
+        m.lru_stamp = 0;
+    }
+
+    /// The least recently used evictable block, taken out of the cache.
+    fn evict(&mut self) -> Option<u32> {
+        while let Some((b, stamp)) = self.lru.pop_front() {
+            let m = self.meta[b as usize];
+            if m.refs == 0 && m.hash.is_some() && m.lru_stamp == stamp {
+                self.n_evictable -= 1;
+                self.uncache(b);
+                return Some(b);
+            }
+        }
+        None
+    }
+
     fn take_block(&mut self) -> Option<u32> {
-        let b = self.free.pop()?;
+        let b = match self.free.pop() {
+            Some(b) => b,
+            None => self.evict()?,
+        };
         self.meta[b as usize] = BlockMeta {
             refs: 1,
-            hash: None,
+            ..BlockMeta::default()
         };
         Some(b)
+    }
+
+    /// The cached blocks holding the longest prefix of `tokens` made of whole blocks, at most
+    /// `max_blocks` of them. Tokens and parents are compared, not only hashes.
+    pub fn lookup_prefix(&self, tokens: &[u32], max_blocks: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut chain = CHAIN_ROOT;
+        let mut parent = None;
+        for chunk in tokens.chunks_exact(BLOCK_SIZE).take(max_blocks) {
+            chain = chain_hash(chain, chunk);
+            let Some(&b) = self.index.get(&chain) else {
+                break;
+            };
+            let bi = b as usize;
+            if self.meta[bi].parent != parent
+                || self.block_tokens[bi * BLOCK_SIZE..(bi + 1) * BLOCK_SIZE] != *chunk
+            {
+                break;
+            }
+            out.push(b);
+            parent = Some(b);
+        }
+        out
+    }
+
+    /// Start the empty sequence `id` with the cached `blocks` (from
+    /// [`lookup_prefix`](Self::lookup_prefix) for `tokens`): they are shared, not copied, and
+    /// count as computed. Returns the number of tokens they hold.
+    pub fn seq_attach_prefix(
+        &mut self,
+        id: SeqId,
+        tokens: &[u32],
+        blocks: &[u32],
+    ) -> Result<usize> {
+        let s = self.slot(id)?;
+        if s.len != 0 || !s.blocks.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "a prefix can only start an empty sequence".into(),
+            ));
+        }
+        let n = blocks.len() * BLOCK_SIZE;
+        if n > tokens.len() || n > self.max_seq_len {
+            return Err(EngineError::InvalidArgument(
+                "prefix longer than the tokens".into(),
+            ));
+        }
+        let mut chain = CHAIN_ROOT;
+        for (i, &b) in blocks.iter().enumerate() {
+            let m = &mut self.meta[b as usize];
+            if m.refs == 0 {
+                // Revived from the LRU (its stale queue entry is skipped later).
+                m.lru_stamp = 0;
+                self.n_evictable -= 1;
+            }
+            m.refs += 1;
+            chain = chain_hash(chain, &tokens[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE]);
+        }
+        let s = &mut self.seqs[id.0 as usize];
+        s.blocks.extend_from_slice(blocks);
+        s.len = n;
+        s.committed = blocks.len();
+        s.chain = chain;
+        s.parent = blocks.last().copied();
+        self.hit_tokens += n as u64;
+        Ok(n)
+    }
+
+    /// Offer the full blocks of sequence `id` whose tokens (`tokens[..computed]`) are now
+    /// computed to the prefix cache. A block whose prefix is already cached elsewhere (two
+    /// sequences computed it at once) stays private, and so do the blocks after it.
+    pub fn seq_commit(&mut self, id: SeqId, tokens: &[u32], computed: usize) {
+        let Some(s) = self.seqs.get(id.0 as usize).filter(|s| s.in_use) else {
+            return;
+        };
+        let full = computed.min(s.len).min(tokens.len()) / BLOCK_SIZE;
+        let (mut chain, mut parent, start) = (s.chain, s.parent, s.committed);
+        if start >= full {
+            return;
+        }
+        for i in start..full {
+            let chunk = &tokens[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE];
+            chain = chain_hash(chain, chunk);
+            let b = self.seqs[id.0 as usize].blocks[i];
+            let private = i > 0 && parent.is_none();
+            if !private && !self.index.contains_key(&chain) && self.meta[b as usize].hash.is_none()
+            {
+                let bi = b as usize;
+                self.index.insert(chain, b);
+                self.meta[bi].hash = Some(chain);
+                self.meta[bi].parent = parent;
+                self.block_tokens[bi * BLOCK_SIZE..(bi + 1) * BLOCK_SIZE].copy_from_slice(chunk);
+                parent = Some(b);
+            } else if self.index.get(&chain) == Some(&b) {
+                parent = Some(b);
+            } else {
+                parent = None;
+            }
+        }
+        let s = &mut self.seqs[id.0 as usize];
+        s.committed = full;
+        s.chain = chain;
+        s.parent = parent;
     }
     /// Check the free list and reference counts against the block tables (tests and debug
     /// builds): every block is either free with no references or referenced exactly as often
@@ -175,6 +369,34 @@ impl KvPool {
             if std::mem::replace(&mut free[b as usize], true) {
                 return Err(format!("block {b} is on the free list twice"));
             }
+            if self.meta[b as usize].hash.is_some() {
+                return Err(format!("block {b} is free but still cached"));
+            }
+        }
+        let mut evictable = 0;
+        for (b, m) in self.meta.iter().enumerate() {
+            if m.refs == 0 && m.hash.is_some() {
+                evictable += 1;
+                free[b] = true;
+                if !self
+                    .lru
+                    .iter()
+                    .any(|&(x, st)| x as usize == b && st == m.lru_stamp)
+                {
+                    return Err(format!("cached block {b} is not in the LRU"));
+                }
+            }
+            if let Some(h) = m.hash {
+                if self.index.get(&h) != Some(&(b as u32)) {
+                    return Err(format!("cached block {b} is not indexed under its hash"));
+                }
+            }
+        }
+        if evictable != self.n_evictable {
+            return Err(format!(
+                "{evictable} evictable blocks, counter says {}",
+                self.n_evictable
+            ));
         }
         for (b, (&r, m)) in refs.iter().zip(&self.meta).enumerate() {
             if r != m.refs {
@@ -204,6 +426,9 @@ impl KvPool {
         let s = &mut self.seqs[i];
         s.in_use = true;
         s.len = 0;
+        s.committed = 0;
+        s.chain = CHAIN_ROOT;
+        s.parent = None;
         debug_assert!(s.blocks.is_empty());
         Ok(SeqId(i as u32))
     }
@@ -238,6 +463,21 @@ impl KvPool {
                     self.release_block(b);
                 }
             }
+            // A committed block that becomes partial will be overwritten: it leaves the cache
+            // (truncation is only used on sequences that share nothing).
+            let s = &mut self.seqs[id.0 as usize];
+            let full = len / BLOCK_SIZE;
+            if s.committed > full {
+                s.committed = 0;
+                s.chain = CHAIN_ROOT;
+                s.parent = None;
+                let partial: Vec<u32> = s.blocks[full..].to_vec();
+                for b in partial {
+                    if self.meta[b as usize].refs == 1 {
+                        self.uncache(b);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -259,7 +499,7 @@ impl KvPool {
     /// needed. Returns the position of the first new token. On error nothing changes.
     pub fn seq_append(&mut self, id: SeqId, n: usize) -> Result<usize> {
         let max = self.max_seq_len;
-        let free_now = self.free.len();
+        let free_now = self.free_blocks();
         let s = self.slot(id)?;
         let start = s.len;
         let end = start + n;
@@ -368,5 +608,77 @@ mod tests {
             .map(|x| x.to_f32())
             .collect();
         assert_eq!(got, k);
+    }
+
+    fn toks(n: usize, salt: u32) -> Vec<u32> {
+        (0..n as u32).map(|i| i * 7 + salt).collect()
+    }
+
+    #[test]
+    fn prefix_cache_reuses_evicts_and_counts() {
+        // 6 blocks of 32 tokens, 3 slots.
+        let mut p = KvPool::new(1, 1, 4, 4, 160, 3, 6 * BLOCK_SIZE).unwrap();
+        let a = toks(100, 1);
+        let s = p.seq_new().unwrap();
+        p.seq_append(s, a.len()).unwrap();
+        p.seq_commit(s, &a, a.len());
+        assert_eq!(p.lookup_prefix(&a, 10).len(), 3); // 3 full blocks of 100 tokens
+        p.seq_free(s);
+        p.check_accounting().unwrap();
+        assert_eq!(p.cached_blocks(), 3);
+        assert_eq!(p.free_blocks(), 6);
+        // Reuse: the same prefix with a different tail shares the 3 blocks.
+        let mut b = a[..96].to_vec();
+        b.extend(toks(20, 99));
+        let hit = p.lookup_prefix(&b, (b.len() - 1) / BLOCK_SIZE);
+        assert_eq!(hit.len(), 3);
+        let s1 = p.seq_new().unwrap();
+        assert_eq!(p.seq_attach_prefix(s1, &b, &hit).unwrap(), 96);
+        assert_eq!(p.cached_blocks(), 0);
+        let s2 = p.seq_new().unwrap();
+        assert_eq!(p.seq_attach_prefix(s2, &b, &hit).unwrap(), 96);
+        assert_eq!(p.block_meta(hit[0]).refs, 2);
+        p.check_accounting().unwrap();
+        // A different prefix does not match; a diverging block stops the match.
+        assert!(p.lookup_prefix(&toks(100, 5), 10).is_empty());
+        let mut c = a.clone();
+        c[40] += 1;
+        assert_eq!(p.lookup_prefix(&c, 10).len(), 1);
+        // Pressure: in-use blocks are never evicted; unused cached ones are, oldest first.
+        p.seq_append(s1, 20).unwrap(); // one new block
+        p.seq_free(s2);
+        assert!(p.seq_append(s2, 1).is_err()); // freed slot
+        let s3 = p.seq_new().unwrap();
+        p.seq_append(s3, 2 * BLOCK_SIZE).unwrap(); // takes the 2 free blocks
+        assert_eq!(p.free_blocks(), 0);
+        assert!(p.seq_append(s3, BLOCK_SIZE).is_err());
+        p.check_accounting().unwrap();
+        p.seq_free(s1); // 3 shared blocks become evictable again, the tail block free
+        p.seq_append(s3, 2 * BLOCK_SIZE).unwrap(); // the free block, then 1 evicted (LRU)
+        assert_eq!(p.cached_blocks(), 2);
+        p.check_accounting().unwrap();
+        p.seq_free(s3);
+        p.check_accounting().unwrap();
+        assert_eq!(p.free_blocks(), 6);
+    }
+
+    #[test]
+    fn hash_collisions_cannot_confuse_prefixes() {
+        let mut p = KvPool::new(1, 1, 4, 4, 64, 2, 4 * BLOCK_SIZE).unwrap();
+        let a = toks(64, 1);
+        let s = p.seq_new().unwrap();
+        p.seq_append(s, 64).unwrap();
+        p.seq_commit(s, &a, 64);
+        p.seq_free(s);
+        // Forge a collision: the chain hash of other tokens points at a's first block.
+        let b = toks(64, 2);
+        let forged = chain_hash(CHAIN_ROOT, &b[..BLOCK_SIZE]);
+        let a0 = p.lookup_prefix(&a, 1)[0];
+        p.index.insert(forged, a0);
+        assert!(
+            p.lookup_prefix(&b, 2).is_empty(),
+            "tokens are compared, not only hashes"
+        );
+        assert_eq!(p.lookup_prefix(&a, 2).len(), 2);
     }
 }

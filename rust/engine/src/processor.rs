@@ -52,6 +52,8 @@ pub enum Event {
         reason: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// Prompt tokens whose keys and values came from the prefix cache.
+        cached_tokens: usize,
     },
     Failed(EngineError),
 }
@@ -139,7 +141,12 @@ pub struct Stats {
     /// Sequences queued for admission (including preempted ones).
     pub waiting: usize,
     pub kv_blocks_total: usize,
+    /// Blocks that can be handed out (free, or cached and unused).
     pub kv_blocks_free: usize,
+    /// Cached blocks no sequence uses (part of `kv_blocks_free`).
+    pub kv_blocks_cached: usize,
+    /// Prompt tokens served from the prefix cache since start.
+    pub prefix_hit_tokens: u64,
     /// Sequences preempted (blocks freed, to be recomputed) since start.
     pub preemptions: u64,
     /// Forward passes since start.
@@ -316,6 +323,7 @@ impl ProcessorHandle {
             gen,
             slot: None,
             computed: 0,
+            cached: None,
         };
         self.tx
             .send(Command::Submit(Box::new(seq)))
@@ -386,6 +394,8 @@ struct Seq {
     slot: Option<SeqId>,
     /// Tokens of the history whose keys and values are in the KV pool.
     computed: usize,
+    /// Prompt tokens found in the prefix cache at the (first) admission.
+    cached: Option<usize>,
 }
 
 impl Seq {
@@ -517,6 +527,7 @@ impl Worker {
             reason: s.gen.finish_reason().unwrap_or(FinishReason::Stop),
             prompt_tokens: s.gen.prompt_tokens(),
             completion_tokens: s.gen.completion_tokens(),
+            cached_tokens: s.cached.unwrap_or(0),
         });
     }
 
@@ -533,16 +544,25 @@ impl Worker {
     }
 
     /// Admit queued sequences while a running slot and the blocks for their whole history
-    /// (plus one free block per running sequence, for their next tokens) are available.
+    /// (plus one free block per running sequence, for their next tokens) are available. The
+    /// longest cached prefix of a sequence's history (whole blocks, leaving at least its last
+    /// token to compute) is shared instead of computed.
     fn admit(&mut self) {
         while self.running.len() < self.max_running {
             let Some(next) = self.waiting.front() else {
                 break;
             };
+            let hist = next.gen.history();
             let kv = self.engine.kv();
-            let need = KvPool::blocks_for(next.gen.history().len() + 1) + self.running.len();
+            let prefix = kv.lookup_prefix(hist, (hist.len() - 1) / crate::kv::BLOCK_SIZE);
+            let need = (KvPool::blocks_for(hist.len() + 1) - prefix.len()) + self.running.len();
+            // Reviving cached blocks takes them out of the evictable count.
+            let revived = prefix
+                .iter()
+                .filter(|&&b| kv.block_meta(b).refs == 0)
+                .count();
             // A lone sequence always fits: the pool holds at least one whole context.
-            if !self.running.is_empty() && need > kv.free_blocks() {
+            if !self.running.is_empty() && need + revived > kv.free_blocks() {
                 break;
             }
             let slot = match self.engine.kv_mut().seq_new() {
@@ -550,8 +570,16 @@ impl Worker {
                 Err(_) => break,
             };
             if let Some(mut s) = self.waiting.pop_front() {
+                let hit = self
+                    .engine
+                    .kv_mut()
+                    .seq_attach_prefix(slot, s.gen.history(), &prefix)
+                    .unwrap_or(0);
                 s.slot = Some(slot);
-                s.computed = 0;
+                s.computed = hit;
+                if s.cached.is_none() {
+                    s.cached = Some(hit.min(s.gen.prompt_tokens()));
+                }
                 self.running.push(s);
             }
         }
@@ -692,6 +720,11 @@ impl Worker {
                         let s = &mut self.running[p.seq];
                         debug_assert!(p.first + p.n <= self.rows.len());
                         s.computed += p.n;
+                        if let Some(slot) = s.slot {
+                            self.engine
+                                .kv_mut()
+                                .seq_commit(slot, s.gen.history(), s.computed);
+                        }
                         if let Some(li) = p.logits {
                             let row = &self.logits[li * nv..(li + 1) * nv];
                             if let Some(out) = s.gen.accept(row, &tok) {
@@ -745,6 +778,8 @@ impl Worker {
             st.waiting = self.waiting.len();
             st.kv_blocks_total = kv.total_blocks();
             st.kv_blocks_free = kv.free_blocks();
+            st.kv_blocks_cached = kv.cached_blocks();
+            st.prefix_hit_tokens = kv.hit_tokens();
             st.preemptions = self.preemptions;
         }
         self.shared.notifier.notify(&self.touched);

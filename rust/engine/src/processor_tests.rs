@@ -311,3 +311,60 @@ fn notify_pipe_reports_ready_requests() {
     std::mem::forget(f);
     assert!(seen.contains(&r.id()));
 }
+
+#[test]
+fn prefix_cache_reuses_a_shared_prompt_exactly() {
+    let mut reference = engine(512, 4, None);
+    let system: Vec<u32> = prompt(&reference, 6)
+        .iter()
+        .cycle()
+        .take(150)
+        .copied()
+        .collect();
+    let mut first = system.clone();
+    first.extend(reference.tokenize(" First question?", false, false));
+    let mut second = system.clone();
+    second.extend(reference.tokenize(" Another, different question?", false, false));
+    let expected: Vec<Vec<u32>> = [&first, &second]
+        .iter()
+        .map(|p| {
+            reference
+                .generate_alone((*p).clone(), params(16, 0.8, 3))
+                .unwrap()
+                .0
+                .generated()
+                .to_vec()
+        })
+        .collect();
+    drop(reference);
+    let h =
+        ProcessorHandle::start(engine(512, 4, None), ProcessorOptions { step_tokens: 64 }).unwrap();
+    let mut cached = Vec::new();
+    for (p, want) in [&first, &second].iter().zip(&expected) {
+        let r = h.submit((*p).clone(), params(16, 0.8, 3)).unwrap();
+        let mut toks = Vec::new();
+        loop {
+            match r.inbox().recv(Some(Duration::from_secs(60))) {
+                Some(Event::Token(s)) => toks.push(s.token),
+                Some(Event::Finished { cached_tokens, .. }) => {
+                    cached.push(cached_tokens);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(&toks, want);
+    }
+    assert_eq!(cached[0], 0);
+    assert!(
+        cached[1] >= 128,
+        "second request reused only {} tokens",
+        cached[1]
+    );
+    let st = wait_idle(&h);
+    assert!(
+        st.prefix_hit_tokens >= 128 && st.kv_blocks_cached > 0,
+        "{st:?}"
+    );
+    check_accounting(&h);
+}

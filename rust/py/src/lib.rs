@@ -126,6 +126,7 @@ impl GenerationResult {
 #[derive(Default)]
 struct StreamState {
     completion_tokens: usize,
+    cached_tokens: usize,
     finish_reason: Option<&'static str>,
     token_ids: Vec<u32>,
     /// A failure not raised yet (raised once the steps before it have been returned).
@@ -160,9 +161,11 @@ impl Stream {
             Event::Finished {
                 reason,
                 completion_tokens,
+                cached_tokens,
                 ..
             } => {
                 st.completion_tokens = completion_tokens;
+                st.cached_tokens = cached_tokens;
                 st.finish_reason = Some(reason.as_str());
                 st.done = true;
                 Ok(None)
@@ -236,6 +239,11 @@ impl Stream {
     #[getter]
     fn finish_reason(&self) -> Option<&'static str> {
         lock(&self.state).finish_reason
+    }
+    /// Prompt tokens served from the prefix cache (known once finished).
+    #[getter]
+    fn cached_tokens(&self) -> usize {
+        lock(&self.state).cached_tokens
     }
     #[getter]
     fn token_ids(&self) -> Vec<u32> {
@@ -724,6 +732,8 @@ impl PyEngine {
             d.set_item("waiting", st.waiting)?;
             d.set_item("kv_blocks_total", st.kv_blocks_total)?;
             d.set_item("kv_blocks_free", st.kv_blocks_free)?;
+            d.set_item("kv_blocks_cached", st.kv_blocks_cached)?;
+            d.set_item("prefix_hit_tokens", st.prefix_hit_tokens)?;
             d.set_item("kv_block_tokens", hologram_engine::kv::BLOCK_SIZE)?;
             d.set_item("preemptions", st.preemptions)?;
             d.set_item("steps", st.steps)?;
