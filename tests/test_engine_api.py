@@ -183,3 +183,21 @@ def test_embed_decoder_hidden_states(smollm2: hologram.Engine) -> None:
     assert rows.shape == (len(ids), 576)
     mean = rows.mean(axis=0)
     np.testing.assert_allclose(v, mean / np.linalg.norm(mean), rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_logprobs_match_full_logits(smollm2: hologram.Engine) -> None:
+    """Per-row logprobs computed in the engine equal a float64 log-softmax of the full
+    logits matrix (the previous implementation), for the token and its top alternatives."""
+    ids = smollm2.tokenize("The quick brown fox jumps over the lazy dog. " * 3)
+    rows = smollm2.prompt_logprobs(ids, 5)
+    assert len(rows) == len(ids) - 1
+    logits = np.asarray(smollm2.logits(ids), dtype=np.float64)
+    for i, (lp, alts) in enumerate(rows):
+        row = logits[i]
+        m = row.max()
+        lse = m + np.log(np.exp(row - m).sum())
+        assert abs(lp - (row[ids[i + 1]] - lse)) < 1e-4
+        best = np.argsort(-row, kind="stable")[:5]
+        assert [a.token for a in alts] == [int(j) for j in best]
+        for a in alts:
+            assert abs(a.logprob - (row[a.token] - lse)) < 1e-4

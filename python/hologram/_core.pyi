@@ -233,6 +233,12 @@ class Engine:
         ignore_eos: bool = False,
     ) -> Stream:
         """Like generate, but returns a Stream; the prompt is evaluated on the first step."""
+    def prompt_logprobs(
+        self, ids: Sequence[int], top: int = 0
+    ) -> list[tuple[float, list[TopLogprob]]]:
+        """For each token of ``ids`` after the first: its log-probability given the tokens
+        before it and the ``top`` most likely alternatives there (computed in the engine a few
+        rows at a time: no prompt x vocabulary array)."""
     def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """Logits for every position of ``ids`` (fresh sequence), shape (len(ids), n_vocab)."""
     @property

@@ -8,15 +8,12 @@ from any thread.
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from hologram import _core
 from hologram.heads.base import (
@@ -392,9 +389,10 @@ class CompletionHead:
             )
 
     def prompt_logprobs(self, ids: Sequence[int], top: int) -> list[TokenInfo]:
-        """Logprob of each prompt token given the ones before it (the first has None)."""
+        """Logprob of each prompt token given the ones before it (the first has None),
+        computed in the engine a few rows at a time (no prompt x vocabulary array)."""
         try:
-            logits = np.asarray(self.engine.logits(list(ids)), dtype=np.float64)
+            rows = self.engine.prompt_logprobs(list(ids), top)
         except _core.HologramError as exc:
             raise translate_engine_error(exc, "prompt") from None
         out: list[TokenInfo] = []
@@ -403,22 +401,10 @@ class CompletionHead:
             if i == 0:
                 out.append(TokenInfo(id=t, token=_token_text(data), bytes=data, logprob=None))
                 continue
-            row = logits[i - 1]
-            m = float(row.max())
-            lse = m + math.log(float(np.exp(row - m).sum()))
-            alts: tuple[TopToken, ...] = ()
-            if top > 0:
-                best = np.argsort(-row)[:top]
-                alts = tuple(
-                    TopToken(
-                        token=_token_text(b := bytes(self.engine.token_to_bytes(int(j)))),
-                        bytes=b,
-                        logprob=float(row[j]) - lse,
-                    )
-                    for j in best
-                )
-            out.append(
-                TokenInfo(id=t, token=_token_text(data), bytes=data,
-                          logprob=float(row[t]) - lse, top=alts)
-            )
+            lp, alts = rows[i - 1]
+            out.append(TokenInfo(
+                id=t, token=_token_text(data), bytes=data, logprob=float(lp),
+                top=tuple(TopToken(token=a.text, bytes=bytes(a.bytes), logprob=float(a.logprob))
+                          for a in alts) if top > 0 else (),
+            ))
         return out

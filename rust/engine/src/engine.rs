@@ -392,6 +392,48 @@ impl Engine {
         })
     }
 
+    /// Log-probability of each token of `ids` given the ones before it, with the `top` most
+    /// likely alternatives at that position: entry `i - 1` is for `ids[i]` (the first token
+    /// has none). Computed chunk by chunk in Rust: memory stays at a few rows of logits, never
+    /// a prompt-length x vocabulary array.
+    pub fn prompt_logprobs(
+        &mut self,
+        ids: &[u32],
+        top: usize,
+    ) -> Result<Vec<(f32, Vec<(u32, f32)>)>> {
+        const ROWS: usize = 32;
+        let nv = self.model.cfg.n_vocab;
+        let mut out = Vec::with_capacity(ids.len().saturating_sub(1));
+        self.with_temp_seq(ids, |eng, seq, start| {
+            let nb = eng.scratch.n_batch().min(ROWS);
+            let all: Vec<usize> = (0..nb).collect();
+            let mut logits = vec![0f32; nb * nv];
+            let mut rows = Vec::with_capacity(nb);
+            let mut alts = Vec::with_capacity(top);
+            for (ci, chunk) in ids.chunks(nb).enumerate() {
+                rows.clear();
+                rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row {
+                    seq,
+                    pos: start + ci * nb + i,
+                    token: t,
+                }));
+                let n = rows.len();
+                eng.forward_rows(&rows, &all[..n], &mut logits[..n * nv])?;
+                for j in 0..n {
+                    // Row j predicts the token after it.
+                    let Some(&next) = ids.get(ci * nb + j + 1) else {
+                        break;
+                    };
+                    let row = &logits[j * nv..(j + 1) * nv];
+                    let lse = log_softmax_top(row, top, &mut alts);
+                    out.push((row[next as usize] - lse, alts.clone()));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Embeddings from a decoder's final hidden states, input by input: pooled vectors
     /// `(inputs.len(), n_embd)`, or with `Pooling::None` every input's per-token states
     /// concatenated; L2-normalised per vector if `normalize`.

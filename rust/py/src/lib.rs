@@ -981,6 +981,41 @@ impl PyEngine {
         PyArray1::from_vec(py, buf).reshape([n, nv])
     }
 
+    /// Per-position logprobs of `ids` (see the stub).
+    #[pyo3(signature = (ids, top=0))]
+    fn prompt_logprobs(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        top: usize,
+    ) -> PyResult<Vec<(f32, Vec<Py<TopLogprob>>)>> {
+        let engine = self.decoder()?;
+        let rows = py
+            .allow_threads(|| engine.run(move |e| e.prompt_logprobs(&ids, top.min(100))))
+            .map_err(err)?;
+        let tok = &self.tokenizer;
+        rows.into_iter()
+            .map(|(lp, alts)| {
+                let alts = alts
+                    .into_iter()
+                    .map(|(id, l)| {
+                        let b = tok.token_bytes(id);
+                        Py::new(
+                            py,
+                            TopLogprob {
+                                token: id,
+                                text: String::from_utf8_lossy(b).into_owned(),
+                                bytes: PyBytes::new(py, b).unbind(),
+                                logprob: l,
+                            },
+                        )
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok((lp, alts))
+            })
+            .collect()
+    }
+
     /// One pooled vector for `ids` (see the stub for `pooling`).
     #[pyo3(signature = (ids, pooling=None, normalize=true))]
     fn embed<'py>(
