@@ -396,11 +396,7 @@ impl Engine {
     /// likely alternatives at that position: entry `i - 1` is for `ids[i]` (the first token
     /// has none). Computed chunk by chunk in Rust: memory stays at a few rows of logits, never
     /// a prompt-length x vocabulary array.
-    pub fn prompt_logprobs(
-        &mut self,
-        ids: &[u32],
-        top: usize,
-    ) -> Result<Vec<(f32, Vec<(u32, f32)>)>> {
+    pub fn prompt_logprobs(&mut self, ids: &[u32], top: usize) -> Result<Vec<PositionLogprobs>> {
         const ROWS: usize = 32;
         let nv = self.model.cfg.n_vocab;
         let mut out = Vec::with_capacity(ids.len().saturating_sub(1));
@@ -481,6 +477,9 @@ impl Engine {
         r
     }
 }
+
+/// One prompt position's logprob and its top `(token, logprob)` alternatives.
+pub type PositionLogprobs = (f32, Vec<(u32, f32)>);
 
 /// Why a generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
