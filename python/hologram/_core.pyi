@@ -231,8 +231,11 @@ class Engine:
         add_special: bool = True,
         parse_special: bool = True,
         ignore_eos: bool = False,
+        group: int | None = None,
     ) -> Stream:
-        """Like generate, but returns a Stream; the prompt is evaluated on the first step."""
+        """Like generate, but returns a Stream at once (the engine thread runs it). Streams
+        given the same ``group`` share their prompt: it is read once, by the first admitted,
+        and the others start from its cached KV blocks."""
     def prompt_logprobs(
         self, ids: Sequence[int], top: int = 0
     ) -> list[tuple[float, list[TopLogprob]]]:

@@ -353,11 +353,14 @@ class CompletionHead:
 
     # -- generation ------------------------------------------------------------------------
 
-    def start(self, prompt: Prompt, params: SamplingParams) -> CompletionStream:
-        """Begin generating (the prompt is evaluated on the first step)."""
+    def start(
+        self, prompt: Prompt, params: SamplingParams, group: int | None = None
+    ) -> CompletionStream:
+        """Queue a generation on the engine thread. Generations started with the same
+        ``group`` (the ``n`` choices of one prompt) read the prompt once and share it."""
         max_tokens = self.resolve_max_tokens(len(prompt.ids), params.max_tokens)
         try:
-            raw = self.engine.stream(prompt.ids, max_tokens=max_tokens,
+            raw = self.engine.stream(prompt.ids, max_tokens=max_tokens, group=group,
                                      **params.engine_kwargs())
         except _core.HologramError as exc:
             raise translate_engine_error(exc) from None

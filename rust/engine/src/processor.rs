@@ -312,6 +312,19 @@ impl ProcessorHandle {
     /// Validate and queue a generation. Errors in the prompt or parameters are returned here;
     /// failures later arrive as [`Event::Failed`].
     pub fn submit(&self, prompt: Vec<u32>, params: GenParams) -> Result<Request> {
+        self.submit_in_group(prompt, params, None)
+    }
+
+    /// [`submit`](Self::submit) as a member of `group`: generations of one group share their
+    /// prompt (e.g. the `n` choices of a request). The first one admitted reads the prompt;
+    /// the others wait until it has, then start from its cached blocks, so the prompt is
+    /// evaluated once (only a partial last block is recomputed per member).
+    pub fn submit_in_group(
+        &self,
+        prompt: Vec<u32>,
+        params: GenParams,
+        group: Option<u64>,
+    ) -> Result<Request> {
         let gen = Generation::with_limits(self.n_ctx, self.n_vocab, prompt, params)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let inbox = Arc::new(Inbox::default());
@@ -324,6 +337,7 @@ impl ProcessorHandle {
             slot: None,
             computed: 0,
             cached: None,
+            group,
         };
         self.tx
             .send(Command::Submit(Box::new(seq)))
@@ -396,6 +410,8 @@ struct Seq {
     computed: usize,
     /// Prompt tokens found in the prefix cache at the (first) admission.
     cached: Option<usize>,
+    /// Generations sharing this prompt (see `submit_in_group`).
+    group: Option<u64>,
 }
 
 impl Seq {
@@ -549,9 +565,19 @@ impl Worker {
     /// token to compute) is shared instead of computed.
     fn admit(&mut self) {
         while self.running.len() < self.max_running {
-            let Some(next) = self.waiting.front() else {
+            // The oldest waiting sequence, except group members whose prompt another member
+            // is still reading (they start from its cached blocks once it is done).
+            let reading = |g: Option<u64>| {
+                g.is_some()
+                    && self
+                        .running
+                        .iter()
+                        .any(|r| r.group == g && r.computed < r.gen.prompt_tokens())
+            };
+            let Some(at) = self.waiting.iter().position(|w| !reading(w.group)) else {
                 break;
             };
+            let next = &self.waiting[at];
             let hist = next.gen.history();
             let kv = self.engine.kv();
             let prefix = kv.lookup_prefix(hist, (hist.len() - 1) / crate::kv::BLOCK_SIZE);
@@ -569,7 +595,7 @@ impl Worker {
                 Ok(s) => s,
                 Err(_) => break,
             };
-            if let Some(mut s) = self.waiting.pop_front() {
+            if let Some(mut s) = self.waiting.remove(at) {
                 let hit = self
                     .engine
                     .kv_mut()

@@ -368,3 +368,57 @@ fn prefix_cache_reuses_a_shared_prompt_exactly() {
     );
     check_accounting(&h);
 }
+
+#[test]
+fn group_members_read_their_shared_prompt_once() {
+    let mut reference = engine(512, 8, None);
+    let p: Vec<u32> = prompt(&reference, 4)
+        .iter()
+        .cycle()
+        .take(130)
+        .copied()
+        .collect();
+    let expected: Vec<Vec<u32>> = (0..4)
+        .map(|i| {
+            reference
+                .generate_alone(p.clone(), params(12, 0.8, 40 + i))
+                .unwrap()
+                .0
+                .generated()
+                .to_vec()
+        })
+        .collect();
+    drop(reference);
+    let h = ProcessorHandle::start(engine(512, 8, None), ProcessorOptions { step_tokens: 256 })
+        .unwrap();
+    let reqs: Vec<Request> = (0..4)
+        .map(|i| {
+            h.submit_in_group(p.clone(), params(12, 0.8, 40 + i), Some(77))
+                .unwrap()
+        })
+        .collect();
+    let mut cached = Vec::new();
+    for (r, want) in reqs.iter().zip(&expected) {
+        let mut toks = Vec::new();
+        loop {
+            match r.inbox().recv(Some(Duration::from_secs(60))) {
+                Some(Event::Token(s)) => toks.push(s.token),
+                Some(Event::Finished { cached_tokens, .. }) => {
+                    cached.push(cached_tokens);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(&toks, want);
+    }
+    assert_eq!(
+        cached.iter().filter(|&&c| c == 128).count(),
+        3,
+        "{cached:?}"
+    );
+    let st = wait_idle(&h);
+    // The prompt was read once plus three partial blocks (2 tokens each).
+    assert!(st.prompt_rows <= 130 + 3 * 2, "{st:?}");
+    check_accounting(&h);
+}

@@ -546,11 +546,17 @@ impl PyEngine {
         }
     }
 
-    fn start(&self, py: Python<'_>, prompt: Vec<u32>, params: GenParams) -> PyResult<Stream> {
+    fn start(
+        &self,
+        py: Python<'_>,
+        prompt: Vec<u32>,
+        params: GenParams,
+        group: Option<u64>,
+    ) -> PyResult<Stream> {
         let logprobs = params.logprobs.is_some();
         let proc = self.decoder()?;
         let req = py
-            .allow_threads(|| proc.submit(prompt, params))
+            .allow_threads(|| proc.submit_in_group(prompt, params, group))
             .map_err(err)?;
         Ok(Stream {
             req,
@@ -898,7 +904,7 @@ impl PyEngine {
             ignore_eos,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
-        let stream = self.start(py, ids, params)?;
+        let stream = self.start(py, ids, params, None)?;
         let mut text = String::new();
         let mut steps = Vec::new();
         while let Some(s) = stream.step(py, None)? {
@@ -922,7 +928,7 @@ impl PyEngine {
         min_p=None, repeat_penalty=None, repeat_last_n=None, presence_penalty=None,
         frequency_penalty=None,
         logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
-        ignore_eos=false))]
+        ignore_eos=false, group=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -944,6 +950,7 @@ impl PyEngine {
         add_special: bool,
         parse_special: bool,
         ignore_eos: bool,
+        group: Option<u64>,
     ) -> PyResult<Stream> {
         let params = gen_params(
             max_tokens,
@@ -962,7 +969,7 @@ impl PyEngine {
             ignore_eos,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
-        self.start(py, ids, params)
+        self.start(py, ids, params, group)
     }
 
     /// Logits for every position of `ids`: float32 array (len(ids), n_vocab).
