@@ -4,7 +4,10 @@ Routes
 ------
 ``GET /health`` (public), ``GET /metrics``, ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, and the
-WebSocket ``/v1/ws``.
+WebSocket ``/v1/ws``. The POST routes and the WebSocket call the same
+:func:`hologram.server.endpoints.dispatch`; the endpoints themselves live in
+:mod:`hologram.server.endpoints` (one module each), the generation runner in
+:mod:`hologram.server.generation`, the model registry in :mod:`hologram.server.service`.
 
 WebSocket protocol (``/v1/ws``)
 -------------------------------
@@ -31,28 +34,25 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from quart import Quart, Response, g, request, websocket
 from quart.wrappers import Websocket
 from werkzeug.exceptions import HTTPException
 
 from hologram.heads import HeadError
 from hologram.server.admission import RateLimiter
+from hologram.server.endpoints import ENDPOINTS, Endpoint, StreamReply, dispatch
+from hologram.server.endpoints import models as model_endpoints
+from hologram.server.endpoints.common import ChunkStream
 from hologram.server.errors import APIError, from_head_error
 from hologram.server.metrics import CONTENT_TYPE_LATEST, Metrics
-from hologram.server.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    HealthResponse,
-    RequestModel,
-)
-from hologram.server.serving import RequestLog, Service
+from hologram.server.protocol import HealthResponse
+from hologram.server.service import RequestLog, Service
 from hologram.server.settings import ServerSettings
-from hologram.server.sse import DONE, encode_event
+from hologram.server.sse import DONE, encode_event, encode_events
 
 __all__ = ["create_app", "get_service"]
 
@@ -63,8 +63,6 @@ PUBLIC_PATHS = frozenset({"/health"})
 RATE_EXEMPT_PATHS = frozenset({"/health", "/metrics"})
 ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/models/<path:model_id>",
                     "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/ws"})
-
-M = TypeVar("M", bound=RequestModel)
 
 
 def get_service(app: Quart) -> Service:
@@ -82,31 +80,6 @@ def _json_response(payload: dict[str, Any] | BaseModel, status: int = 200,
 
 def _error_response(err: APIError) -> Response:
     return _json_response(err.body().dump(), err.status, err.headers)
-
-
-def _param_from_loc(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        s = str(item)
-        # pydantic adds union-member tags such as "str", "list[int]", "function-after[...]"
-        if isinstance(item, str) and ("[" in s or s in {"str", "int", "float", "bool", "list",
-                                                         "dict", "none", "nullable"}):
-            continue
-        parts.append(s)
-    return ".".join(parts) or "body"
-
-
-def parse_request(model: type[M], body: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        param = _param_from_loc(tuple(err["loc"]))
-        if err["type"] == "missing":
-            message = f"Missing required parameter: '{param}'"
-        else:
-            message = f"Invalid value for '{param}': {err['msg']}"
-        raise APIError(400, message, "invalid_request_error", param, "invalid_value") from None
 
 
 def _load_json(data: bytes | str) -> dict[str, Any]:
@@ -128,13 +101,6 @@ async def read_json() -> dict[str, Any]:
         raise APIError(415, f"Content-Type must be application/json, not {mimetype}",
                        code="unsupported_media_type")
     return _load_json(await request.get_data(as_text=False))
-
-
-def _note_unknown(req: RequestModel, rlog: RequestLog) -> list[str]:
-    unknown = req.unknown_fields()
-    if unknown:
-        log.info("request %s: ignoring unknown fields %s", rlog.request_id, unknown)
-    return unknown
 
 
 def create_app(settings: ServerSettings, service: Service | None = None) -> Quart:
@@ -282,8 +248,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
 
     # -- streaming ------------------------------------------------------------------------
 
-    def sse_response(chunks: AsyncGenerator[dict[str, Any], None], rlog: RequestLog,
-                     headers: dict[str, str]) -> Response:
+    def sse_response(chunks: ChunkStream, rlog: RequestLog, headers: dict[str, str]) -> Response:
         rlog.stream = True
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
 
@@ -291,8 +256,8 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
             error: APIError | None = None
             try:
                 async with contextlib.aclosing(chunks) as it:
-                    async for chunk in it:
-                        yield encode_event(chunk)
+                    async for texts in it:
+                        yield encode_events(texts)
             except asyncio.CancelledError:
                 rlog.cancelled = True
                 _log_access(rlog, endpoint)
@@ -335,57 +300,37 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        service._check_ready()
-        return _json_response(service.model_list().dump())
+        return _json_response(model_endpoints.model_list(service))
 
     @app.get("/v1/models/<path:model_id>")
     async def get_model(model_id: str) -> Response:
-        service._check_ready()
-        return _json_response(service.model_card(service.get_model(model_id)).dump())
-
-    async def _cancellable(work: Awaitable[dict[str, Any]], rlog: RequestLog) -> dict[str, Any]:
-        """Await a non-streamed result; if the client goes away, log the request as cancelled
-        (the work itself stops: see Service.events)."""
-        try:
-            return await work
-        except asyncio.CancelledError:
-            rlog.cancelled = True
-            rlog.status = 499
-            _log_access(rlog, request.url_rule.rule if request.url_rule else "unmatched")
-            raise
+        return _json_response(model_endpoints.retrieve(service, model_id))
 
     def _ignored_header(unknown: list[str]) -> dict[str, str]:
         return {"x-hologram-ignored-params": ",".join(unknown)[:1024]} if unknown else {}
 
-    @app.post("/v1/completions")
-    async def completions() -> Response:
-        rlog: RequestLog = g.rlog
-        req = parse_request(CompletionRequest, await read_json())
-        headers = _ignored_header(_note_unknown(req, rlog))
-        plan = await service.plan_completion(req, rlog)
-        if plan.stream:
-            service.check_capacity(plan.served)
-            return sse_response(service.completion_chunks(plan), rlog, headers)
-        return _json_response(await _cancellable(service.completion_response(plan), rlog), headers=headers)
+    def _post_route(endpoint: Endpoint[Any]) -> Callable[[], Awaitable[Response]]:
+        async def route() -> Response:
+            rlog: RequestLog = g.rlog
+            body = await read_json()
+            try:
+                reply, unknown = await dispatch(service, endpoint, body, rlog)
+            except asyncio.CancelledError:
+                # The client went away before the reply was ready; the work itself stops
+                # (see generation.generate).
+                rlog.cancelled = True
+                rlog.status = 499
+                _log_access(rlog, endpoint.path)
+                raise
+            headers = _ignored_header(unknown)
+            if isinstance(reply, StreamReply):
+                return sse_response(reply.chunks, rlog, headers)
+            return _json_response(reply.body, headers=headers)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions() -> Response:
-        rlog: RequestLog = g.rlog
-        req = parse_request(ChatCompletionRequest, await read_json())
-        headers = _ignored_header(_note_unknown(req, rlog))
-        plan = await service.plan_chat(req, rlog)
-        if plan.stream:
-            service.check_capacity(plan.served)
-            return sse_response(service.chat_chunks(plan), rlog, headers)
-        return _json_response(await _cancellable(service.chat_response(plan), rlog), headers=headers)
+        return route
 
-    @app.post("/v1/embeddings")
-    async def embeddings() -> Response:
-        rlog: RequestLog = g.rlog
-        req = parse_request(EmbeddingRequest, await read_json())
-        headers = _ignored_header(_note_unknown(req, rlog))
-        return _json_response(await _cancellable(service.embeddings(req, rlog), rlog),
-                              headers=headers)
+    for ep in ENDPOINTS.values():
+        app.add_url_rule(ep.path, ep.name.replace("/", "_"), _post_route(ep), methods=["POST"])
 
     # -- websocket ------------------------------------------------------------------------
 
@@ -411,31 +356,20 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
             rlog.stream = True
             try:
                 body = _load_json(raw)
-                endpoint = str(body.pop("endpoint", "")).strip("/")
-                endpoint = endpoint.removeprefix("v1/")
-                rlog.path = "/v1/ws:" + endpoint
-                if endpoint == "chat/completions":
-                    chat = parse_request(ChatCompletionRequest, body)
-                    _note_unknown(chat, rlog)
-                    plan = await service.plan_chat(chat, rlog)
-                    chunks = service.chat_chunks(plan)
-                elif endpoint == "completions":
-                    comp = parse_request(CompletionRequest, body)
-                    _note_unknown(comp, rlog)
-                    plan = await service.plan_completion(comp, rlog)
-                    chunks = service.completion_chunks(plan)
-                elif endpoint == "embeddings":
-                    emb = parse_request(EmbeddingRequest, body)
-                    result = await service.embeddings(emb, rlog)
-                    await websocket.send(json.dumps(result))
-                    chunks = None
-                else:
+                name = str(body.pop("endpoint", "")).strip("/").removeprefix("v1/")
+                rlog.path = "/v1/ws:" + name
+                endpoint = ENDPOINTS.get(name)
+                if endpoint is None:
                     raise APIError(400, "'endpoint' must be 'chat/completions', 'completions' "
                                    "or 'embeddings'", param="endpoint")
-                if chunks is not None:
-                    async with contextlib.aclosing(chunks) as it:
-                        async for chunk in it:
-                            await websocket.send(json.dumps(chunk, ensure_ascii=False))
+                reply, _ = await dispatch(service, endpoint, body, rlog, stream=True)
+                if isinstance(reply, StreamReply):
+                    async with contextlib.aclosing(reply.chunks) as it:
+                        async for texts in it:
+                            for text in texts:
+                                await websocket.send(text)
+                else:
+                    await websocket.send(json.dumps(reply.body))
                 rlog.status = 200
             except APIError as err:
                 rlog.status, rlog.error = err.status, err.message

@@ -23,7 +23,7 @@ from hypercorn.utils import wrap_app
 from hologram.heads import default_model_paths
 from hologram.server.app import create_app
 from hologram.server.metrics import Metrics
-from hologram.server.serving import Service
+from hologram.server.service import Service
 from hologram.server.settings import ModelSpec, ServerSettings
 
 __all__ = ["build_parser", "main"]

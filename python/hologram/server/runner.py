@@ -4,7 +4,8 @@ A decoder model's engine thread (Rust) batches every running generation and fill
 stream's inbox; it never waits for Python. Its ``notify_fd`` becomes readable when some stream
 has news: :class:`StreamHub` watches that fd with ``loop.add_reader`` and wakes the coroutines
 reading those streams, which then take what arrived with ``poll_deltas`` (no thread per
-request, no GIL taken by the engine thread).
+request, no GIL taken by the engine thread). The reading loop itself is
+:func:`hologram.server.generation.generate`.
 
 :func:`run_blocking` runs blocking work (encoder embeddings) in an executor with a cancel flag.
 """
@@ -15,11 +16,9 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Protocol, TypeVar
-
-from hologram.heads import CompletionStream, Delta
 
 __all__ = ["StreamHub", "run_blocking"]
 
@@ -68,34 +67,18 @@ class StreamHub:
             if ev is not None:
                 ev.set()
 
-    async def deltas(
-        self, streams: Mapping[int, CompletionStream]
-    ) -> AsyncGenerator[tuple[int, Delta | None], None]:
-        """Yield ``(key, delta)`` as the streams (by key) produce them, and ``(key, None)`` once
-        a stream has finished. Raises the first stream error (a HeadError). The streams are
-        closed (cancelled if still running) when the generator ends, however it ends."""
+    def watch(self, stream_ids: Iterable[int]) -> asyncio.Event:
+        """An event set whenever one of these streams has news; ``unwatch`` them when done.
+        The reader clears it, polls every stream, and waits on it only if none had news (an
+        id reported after the poll sets it again, so nothing is missed)."""
         wake = asyncio.Event()
-        for s in streams.values():
-            self._waiters[s.id] = wake
-        active = dict(streams)
-        try:
-            while active:
-                wake.clear()
-                got = False
-                for key, s in list(active.items()):
-                    for d in s.poll_deltas():
-                        got = True
-                        yield key, d
-                    if s.done:
-                        del active[key]
-                        got = True
-                        yield key, None
-                if active and not got:
-                    await wake.wait()
-        finally:
-            for s in streams.values():
-                self._waiters.pop(s.id, None)
-                s.close()
+        for sid in stream_ids:
+            self._waiters[sid] = wake
+        return wake
+
+    def unwatch(self, stream_ids: Iterable[int]) -> None:
+        for sid in stream_ids:
+            self._waiters.pop(sid, None)
 
 
 async def run_blocking(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["DONE", "encode_event"]
+__all__ = ["DONE", "encode_event", "encode_events"]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -15,3 +15,10 @@ def encode_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
     ) + b"\n\n"
+
+
+def encode_events(texts: list[str]) -> bytes:
+    """One SSE event per JSON text (compact, so on one line), in one buffer."""
+    if len(texts) == 1:
+        return ("data: " + texts[0] + "\n\n").encode("utf-8")
+    return "".join(["data: " + t + "\n\n" for t in texts]).encode("utf-8")

@@ -1,0 +1,125 @@
+"""What the endpoint modules share: the endpoint and reply types, request-to-sampling
+translation, and the JSON encoding of stream chunks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from hologram.heads import CompletionHead, SamplingParams
+from hologram.server.errors import APIError
+from hologram.server.protocol import RequestModel, SamplingFields
+from hologram.server.service import RequestLog, Service
+
+__all__ = ["SYSTEM_FINGERPRINT", "ChunkStream", "Endpoint", "JSONReply", "Reply", "StreamReply",
+           "chunk_envelope", "encode_json", "new_id", "prompt_list", "sampling_params",
+           "with_seed"]
+
+SYSTEM_FINGERPRINT = "fp_hologram"
+
+#: Compact JSON text, non-ASCII kept: the body of one SSE event or WebSocket message. One
+#: encoder for the process (``json.dumps`` with arguments builds a new one per call).
+encode_json: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":")).encode
+
+#: A streamed reply: each item is the JSON texts of the chunks that are ready together (one
+#: SSE write carries them all; a WebSocket sends one message per chunk).
+ChunkStream = AsyncGenerator[list[str], None]
+
+
+@dataclass(slots=True)
+class JSONReply:
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StreamReply:
+    chunks: ChunkStream
+
+
+Reply = JSONReply | StreamReply
+
+M = TypeVar("M", bound=RequestModel)
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[M]):
+    """One POST endpoint: its name (``completions``, also the WebSocket's ``"endpoint"``),
+    HTTP path, request model and handler. The handler gets the parsed request and whether
+    the reply must be a stream whatever the request says (the WebSocket)."""
+
+    name: str
+    path: str
+    request: type[M]
+    handler: Callable[[Service, M, RequestLog, bool], Awaitable[Reply]]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def chunk_envelope(id_: str, object_: str, created: int, model: str) -> str:
+    """The JSON text every chunk of one response starts with, up to ``"choices":[``."""
+    head = encode_json({"id": id_, "object": object_, "created": created, "model": model,
+                        "system_fingerprint": SYSTEM_FINGERPRINT})
+    return head[:-1] + ',"choices":['
+
+
+def prompt_list(raw: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """A prompt (or embedding input) field as a list of texts or token arrays."""
+    if isinstance(raw, str):
+        return [raw]
+    if raw and isinstance(raw[0], int):
+        return [list(raw)]
+    return list(raw)  # type: ignore[arg-type]
+
+
+def sampling_params(
+    req: SamplingFields, head: CompletionHead, max_tokens: int | None, logprobs: int | None,
+) -> SamplingParams:
+    """The request's sampling settings, built once (unset values take the engine's
+    defaults)."""
+    bias: dict[int, float] = {}
+    for key, value in (req.logit_bias or {}).items():
+        try:
+            tok = int(key)
+        except ValueError:
+            raise APIError(400, f"logit_bias keys must be token ids, got {key!r}",
+                           param="logit_bias") from None
+        if not 0 <= tok < head.n_vocab:
+            raise APIError(400, f"logit_bias token id {tok} is not in the vocabulary "
+                           f"(0..{head.n_vocab - 1})", param="logit_bias")
+        bias[tok] = float(value)
+    stop: tuple[str, ...] = ()
+    if isinstance(req.stop, str):
+        stop = (req.stop,) if req.stop else ()
+    elif req.stop:
+        stop = tuple(s for s in req.stop if s)
+    return SamplingParams.build(
+        max_tokens=max_tokens,
+        temperature=None if req.temperature is None else float(req.temperature),
+        top_p=None if req.top_p is None else float(req.top_p),
+        top_k=None if req.top_k is None else max(0, req.top_k),
+        min_p=None if req.min_p is None else float(req.min_p),
+        repeat_penalty=None if req.repeat_penalty is None else float(req.repeat_penalty),
+        presence_penalty=None if req.presence_penalty is None
+        else float(req.presence_penalty),
+        frequency_penalty=None if req.frequency_penalty is None
+        else float(req.frequency_penalty),
+        logit_bias=bias or None,
+        stop=stop,
+        seed=req.seed,
+        logprobs=logprobs,
+        ignore_eos=bool(req.ignore_eos),
+    )
+
+
+def with_seed(params: SamplingParams, seed: int | None, choice: int) -> SamplingParams:
+    """Choice ``choice`` of ``n``: a seeded request gives choice j the seed ``seed + j``."""
+    if seed is None or choice == 0:
+        return params
+    return dataclasses.replace(params, seed=seed + choice)

@@ -1,0 +1,45 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the served models and their capabilities."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hologram.server.protocol import ModelCard, ModelList
+from hologram.server.service import ServedModel, Service
+
+__all__ = ["model_card", "model_list", "retrieve"]
+
+
+def model_card(served: ServedModel) -> ModelCard:
+    info = served.loaded.info
+    caps = ["embeddings"] if info.is_embedding_model else [
+        "completions", "chat.completions", "embeddings"]
+    return ModelCard(
+        id=served.id,
+        created=info.created,
+        owned_by="hologram",
+        meta={
+            "file": os.path.basename(info.path),
+            "architecture": info.architecture,
+            "n_ctx": info.n_ctx,
+            "n_ctx_train": info.n_ctx_train,
+            "n_vocab": info.n_vocab,
+            "n_embd": info.n_embd,
+            "n_seq_max": info.n_seq_max,
+            "capabilities": caps,
+            "chat_template": "gguf" if info.has_chat_template else "chatml-fallback",
+        },
+    )
+
+
+def model_list(service: Service) -> dict[str, Any]:
+    """The ``GET /v1/models`` body."""
+    service.check_ready()
+    return ModelList(data=[model_card(m) for m in service.models.values()]).dump()
+
+
+def retrieve(service: Service, model_id: str) -> dict[str, Any]:
+    """The ``GET /v1/models/{id}`` body (404 for an unknown id)."""
+    service.check_ready()
+    return model_card(service.get_model(model_id)).dump()
