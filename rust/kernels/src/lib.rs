@@ -4,6 +4,7 @@
 pub mod error;
 pub mod matmul;
 pub mod ops;
+pub mod packed;
 pub mod pool;
 pub mod quant;
 pub mod simd;

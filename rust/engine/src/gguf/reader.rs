@@ -466,6 +466,35 @@ impl GgufFile {
     /// a `TensorInfo` that does not come from this file and does not fit yields an empty slice.
     /// The slice starts `offset` bytes into a page-aligned map, so it is aligned to
     /// `gcd(alignment, page size)`; cast with a checked cast (bytemuck::try_cast_slice).
+    /// Tell the kernel that the tensor's mapped pages will not be read again (its data were
+    /// copied elsewhere, e.g. repacked): they leave this process's resident set and the page
+    /// cache may drop them. Reading them later is still valid (they are read back from the
+    /// file). No-op for owned buffers.
+    pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        if let Storage::Mmap { map, .. } = &self.storage {
+            let page = 4096usize;
+            let (Ok(start), Ok(len)) = (usize::try_from(t.offset), usize::try_from(t.nbytes))
+            else {
+                return;
+            };
+            // Whole pages strictly inside the tensor only.
+            let first = start.div_ceil(page) * page;
+            let end = (start + len) / page * page;
+            if end > first && end <= map.len() {
+                // SAFETY: the range lies inside the read-only file mapping, which stays mapped;
+                // MADV_DONTNEED on a shared file mapping only drops resident pages, which are
+                // read back from the file if touched again.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        end - first,
+                    )
+                };
+            }
+        }
+    }
+
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         let bytes = self.storage.bytes();
         let range = usize::try_from(t.offset).ok().and_then(|start| {

@@ -18,6 +18,7 @@ use crate::kv::{KvPool, SeqId, BLOCK_SIZE};
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::weights::{load_vector, load_vector_opt, Linear};
 use hologram_kernels::ops;
+use hologram_kernels::packed::{matmul_packed, PackedActs, PackedJob};
 use hologram_kernels::Pool;
 use rayon::prelude::*;
 
@@ -139,6 +140,24 @@ impl DecoderModel {
                 post_ffn_norm: opt_norm("post_ffw_norm", e)?,
             });
         }
+        // Repack the matrices for the packed kernel where it runs (see `Linear::pack`); the
+        // mapped pages of a repacked matrix are released, except the embedding table's (its
+        // rows are still looked up when it doubles as the output matrix).
+        let mut output = output;
+        for l in &mut layers {
+            for w in [
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.w_gate,
+                &mut l.w_up,
+                &mut l.w_down,
+            ] {
+                w.pack(f, true)?;
+            }
+        }
+        output.pack(f, !tied_output)?;
         Ok(DecoderModel {
             activation: if gemma {
                 Activation::GeluTanh
@@ -182,6 +201,7 @@ pub struct Scratch {
     rope: Vec<f32>,     // (n_batch, rope_dims) interleaved cos/sin
     rope_swa: Vec<f32>, // (n_batch, rope_dims), sliding-window layers' base
     qbuf: Vec<u8>,      // quantized activations for matmul
+    pacts: PackedActs,  // quantized activations for packed matmuls
 }
 
 impl Scratch {
@@ -201,6 +221,7 @@ impl Scratch {
             rope: vec![0.0; n * cfg.rope_dims],
             rope_swa: vec![0.0; n * cfg.rope_dims],
             qbuf: Vec::new(),
+            pacts: PackedActs::default(),
         }
     }
     pub fn n_batch(&self) -> usize {
@@ -208,6 +229,7 @@ impl Scratch {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn mm(
     pool: &Pool,
     f: &GgufFile,
@@ -216,7 +238,21 @@ fn mm(
     n: usize,
     out: &mut [f32],
     q: &mut Vec<u8>,
+    pa: &mut PackedActs,
 ) -> Result<()> {
+    if let Some(pm) = &w.packed {
+        let err = |e| EngineError::Internal(format!("{}: {e}", w.info.name));
+        pa.quantize(&x[..n * w.cols], w.cols, n).map_err(err)?;
+        return matmul_packed(
+            pool,
+            &mut [PackedJob {
+                w: pm,
+                out: &mut out[..n * w.rows],
+            }],
+            pa,
+        )
+        .map_err(err);
+    }
     hologram_kernels::matmul(
         pool,
         w.bytes(f),
@@ -257,9 +293,24 @@ fn mm_multi<const K: usize>(
     x: &[f32],
     n: usize,
     q: &mut Vec<u8>,
+    pa: &mut PackedActs,
 ) -> Result<()> {
     let cols = jobs[0].0.cols;
     let names: [&str; K] = std::array::from_fn(|i| jobs[i].0.info.name.as_str());
+    if jobs.iter().all(|(w, _)| w.packed.is_some()) {
+        let err = |e| EngineError::Internal(format!("{}: {e}", names.join("+")));
+        pa.quantize(&x[..n * cols], cols, n).map_err(err)?;
+        let mut pj: Vec<PackedJob<'_>> = jobs
+            .into_iter()
+            .filter_map(|(w, out)| {
+                w.packed.as_deref().map(|pm| PackedJob {
+                    w: pm,
+                    out: &mut out[..n * w.rows],
+                })
+            })
+            .collect();
+        return matmul_packed(pool, &mut pj, pa).map_err(err);
+    }
     let mut mj = jobs.map(|(w, out)| hologram_kernels::MatmulJob {
         w: w.bytes(f),
         wt: w.ttype,
@@ -354,6 +405,7 @@ impl DecoderModel {
                 &s.xn,
                 n,
                 &mut s.qbuf,
+                &mut s.pacts,
             )?;
             let table = if swa { &s.rope_swa } else { &s.rope };
             for r in 0..n {
@@ -392,7 +444,16 @@ impl DecoderModel {
                 window,
                 pool,
             );
-            mm(pool, f, &l.wo, &s.att, n, &mut s.tmp, &mut s.qbuf)?;
+            mm(
+                pool,
+                f,
+                &l.wo,
+                &s.att,
+                n,
+                &mut s.tmp,
+                &mut s.qbuf,
+                &mut s.pacts,
+            )?;
             if let Some(w) = &l.post_attn_norm {
                 for r in 0..n {
                     ops::rms_norm_inplace(&mut s.tmp[r * e..(r + 1) * e], w, c.norm_eps);
@@ -411,10 +472,20 @@ impl DecoderModel {
                 &s.xn,
                 n,
                 &mut s.qbuf,
+                &mut s.pacts,
             )?;
             let nf = n * c.n_ff;
             activate(pool, self.activation, &mut s.gate[..nf], &s.up[..nf]);
-            mm(pool, f, &l.w_down, &s.gate, n, &mut s.tmp, &mut s.qbuf)?;
+            mm(
+                pool,
+                f,
+                &l.w_down,
+                &s.gate,
+                n,
+                &mut s.tmp,
+                &mut s.qbuf,
+                &mut s.pacts,
+            )?;
             if let Some(w) = &l.post_ffn_norm {
                 for r in 0..n {
                     ops::rms_norm_inplace(&mut s.tmp[r * e..(r + 1) * e], w, c.norm_eps);
@@ -457,7 +528,16 @@ impl DecoderModel {
                         &mut s.xn[j * e..(j + 1) * e],
                     );
                 }
-                mm(pool, f, &self.output, &s.xn, m, out, &mut s.qbuf)
+                mm(
+                    pool,
+                    f,
+                    &self.output,
+                    &s.xn,
+                    m,
+                    out,
+                    &mut s.qbuf,
+                    &mut s.pacts,
+                )
             }
         }
     }

@@ -3,7 +3,10 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, TensorInfo};
-use hologram_kernels::QuantType;
+use std::sync::Arc;
+
+use hologram_kernels::packed::{self, PackedMatrix};
+use hologram_kernels::{Isa, QuantType};
 
 /// A matrix `(rows, cols)` stored row-major in the file (GGUF `ne = [cols, rows]`).
 #[derive(Clone, Debug)]
@@ -12,6 +15,9 @@ pub struct Linear {
     pub ttype: QuantType,
     pub rows: usize,
     pub cols: usize,
+    /// The matrix repacked into 8-row panels (x86 with AVX2, for the formats the packed
+    /// kernel runs): then every matmul reads this copy, never the mapped bytes.
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Linear {
@@ -51,7 +57,30 @@ impl Linear {
             ttype: t.ttype,
             rows,
             cols,
+            packed: None,
         })
+    }
+
+    /// Repack the matrix for the packed kernel when this machine runs it (AVX2 is the active
+    /// kernel tier and the format is supported; `HOLOGRAM_NO_PACK` set turns packing off, for
+    /// side-by-side measurements). `release` drops the mapped pages afterwards
+    /// (not for a matrix whose rows are still read, such as a tied embedding table).
+    pub fn pack(&mut self, f: &GgufFile, release: bool) -> Result<()> {
+        if self.packed.is_some()
+            || std::env::var_os("HOLOGRAM_NO_PACK").is_some()
+            || !packed::available()
+            || hologram_kernels::simd::active() != Isa::Avx2
+            || !PackedMatrix::supports(self.ttype)
+        {
+            return Ok(());
+        }
+        let m = PackedMatrix::pack(self.bytes(f), self.ttype, self.rows, self.cols)
+            .map_err(|e| EngineError::invalid_model(format!("{}: {e}", self.info.name)))?;
+        self.packed = Some(Arc::new(m));
+        if release {
+            f.release_tensor_pages(&self.info);
+        }
+        Ok(())
     }
 
     #[inline]
