@@ -29,6 +29,7 @@ from hologram.server.protocol import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionResponse,
+    PromptTokensDetails,
     TokenLogprobOut,
     TopLogprobOut,
     Usage,
@@ -163,7 +164,8 @@ def _reference_completion(plan: Plan, events: list[Event]) -> list[dict[str, Any
     if plan.include_usage:
         n_prompt = 3 * len({j.prompt_index for j in plan.jobs})
         out.append(chunk([], Usage(prompt_tokens=n_prompt, completion_tokens=total,
-                                   total_tokens=n_prompt + total)))
+                                   total_tokens=n_prompt + total,
+                                   prompt_tokens_details=PromptTokensDetails(cached_tokens=0))))
     return out
 
 
@@ -199,7 +201,8 @@ def _reference_chat(plan: Plan, events: list[Event]) -> list[dict[str, Any]]:
                                               finish_reason=ev.finish_reason)]))
     if plan.include_usage:
         out.append(chunk([], Usage(prompt_tokens=3, completion_tokens=total,
-                                   total_tokens=3 + total)))
+                                   total_tokens=3 + total,
+                                   prompt_tokens_details=PromptTokensDetails(cached_tokens=0))))
     return out
 
 
@@ -258,6 +261,7 @@ class _ScriptedStream:
         self.prompt_tokens = 3
         self.completion_tokens = 0
         self.finish_reason = reason
+        self.cached_tokens = 0
         self.closed = False
 
     def poll_deltas(self) -> list[Delta]:
@@ -291,7 +295,8 @@ class _ScriptedEngine:
         ready, self._ready = self._ready, []
         return ready
 
-    def start(self, prompt: Prompt, params: SamplingParams) -> _ScriptedStream:
+    def start(self, prompt: Prompt, params: SamplingParams,
+              group: int | None = None) -> _ScriptedStream:
         batches, reason = self._scripts.pop(0)
         s = _ScriptedStream(100 + len(self.streams), batches, reason)
         self.streams.append(s)

@@ -123,6 +123,11 @@ class CompletionStream:
         return self._raw.finish_reason
 
     @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the engine's prefix cache (known once finished)."""
+        return int(self._raw.cached_tokens)
+
+    @property
     def done(self) -> bool:
         """The generation has ended (or was closed) and every delta has been read."""
         return bool(self._raw.done)

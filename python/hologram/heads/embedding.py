@@ -130,8 +130,10 @@ class EmbeddingHead:
         inputs: Sequence[str | Sequence[int]],
         dimensions: int | None = None,
         cancel: threading.Event | None = None,
+        max_tokens: int | None = None,
     ) -> EmbeddingResult:
-        """Embed every input, in order. Inputs are all validated before any compute."""
+        """Embed every input, in order. Inputs are all validated before any compute; more
+        than ``max_tokens`` input tokens in all is refused."""
         self.check_dimensions(dimensions)
         if not inputs:
             raise InvalidInputError("input must not be empty", "input")
@@ -139,6 +141,11 @@ class EmbeddingHead:
             self.encode(item, "input" if len(inputs) == 1 else f"input.{i}")
             for i, item in enumerate(inputs)
         ]
+        total = sum(len(i) for i in encoded)
+        if max_tokens is not None and total > max_tokens:
+            raise InvalidInputError(
+                f"the request has {total} input tokens in {len(encoded)} inputs; the server "
+                f"accepts at most {max_tokens} per request", "input", "request_too_large")
         vectors: list[npt.NDArray[np.float32]] = []
         # Batches go through the engine in chunks: an encoder computes each chunk in one pass,
         # and a cancelled request stops between chunks.

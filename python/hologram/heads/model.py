@@ -56,7 +56,7 @@ def load_model(
     n_batch: int = 512,
     n_seq_max: int = 16,
     kv_tokens: int | None = None,
-    step_tokens: int = 256,
+    step_tokens: int = 128,
     template_timeout_s: float = 2.0,
 ) -> LoadedModel:
     """Open ``path`` and build its heads. Raises ModelLoadFailure with a one-line reason."""

@@ -74,10 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="size of each model's KV cache in tokens, shared by all its sequences "
                    "in blocks of 32 (default: ctx x min(parallel, 4), at least one ctx); when "
                    "it runs out the newest sequence is paused and recomputed later")
-    p.add_argument("--step-tokens", type=_positive, default=256, metavar="N",
+    p.add_argument("--step-tokens", type=_positive, default=128, metavar="N",
                    help="most tokens the engine processes in one step (decode rows plus "
-                   "prompt chunks; default 256): lower keeps streams smoother while long "
+                   "prompt chunks; default 128): lower keeps streams smoother while long "
                    "prompts are read, higher reads prompts a little faster")
+    p.add_argument("--max-request-tokens", type=_positive, default=65536, metavar="N",
+                   help="refuse (400) a request whose worst case costs more tokens: "
+                   "(prompt + max_tokens) x n over its prompts, or all embedding input "
+                   "tokens (default 65536)")
+    p.add_argument("--sse-keepalive", type=float, default=5.0, metavar="SECONDS",
+                   help="send an SSE comment (': keep-alive') this often while a stream "
+                   "waits for its first token (default 5)")
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help="require 'Authorization: Bearer KEY' (or X-Api-Key) on every route "
                    "but /health; comma-separate several keys. Default: $HOLOGRAM_API_KEY.")
@@ -118,6 +125,7 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
         parallel=args.parallel, kv_tokens=args.kv_tokens, step_tokens=args.step_tokens,
         api_keys=keys, rate_limit=args.rate_limit,
         max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
+        max_request_tokens=args.max_request_tokens, sse_keepalive_s=args.sse_keepalive,
     )
 
 

@@ -27,11 +27,11 @@ from hologram.heads import (
     SamplingParams,
     TokenInfo,
 )
-from hologram.server.errors import from_head_error
+from hologram.server.errors import APIError, from_head_error
 from hologram.server.service import RequestLog, ServedModel, Service
 
-__all__ = ["Event", "Finish", "Job", "Plan", "PromptLogprobs", "Tokens", "finish_reason",
-           "generate"]
+__all__ = ["Event", "Finish", "Job", "KeepAlive", "Plan", "PromptLogprobs", "Tokens",
+           "check_budget", "finish_reason", "generate"]
 
 log = logging.getLogger("hologram.server")
 
@@ -56,9 +56,17 @@ class Finish:
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int
+    #: Prompt tokens served from the engine's prefix cache.
+    cached_tokens: int = 0
 
 
-Event = PromptLogprobs | Tokens | Finish
+@dataclass(slots=True)
+class KeepAlive:
+    """Nothing arrived for ``sse_keepalive_s`` (queued, or a long prompt being read): streams
+    send a comment so proxies keep the connection open."""
+
+
+Event = PromptLogprobs | Tokens | Finish | KeepAlive
 
 
 @dataclass
@@ -93,6 +101,20 @@ def finish_reason(reason: str | None) -> Literal["stop", "length"]:
     return "length" if reason == "length" else "stop"
 
 
+def check_budget(service: Service, jobs: list[Job], n_ctx: int, param: str = "max_tokens") -> None:
+    """Refuse (400, with the numbers) a request whose worst case, prompt plus max_tokens for
+    every choice, exceeds ``--max-request-tokens``."""
+    limit = service.settings.max_request_tokens
+    worst = sum(len(j.prompt.ids) + (j.params.max_tokens if j.params.max_tokens is not None
+                                     else n_ctx - len(j.prompt.ids)) for j in jobs)
+    if worst > limit:
+        raise APIError(
+            400, f"this request could cost up to {worst} tokens ({len(jobs)} choice(s) of prompt "
+            f"plus max_tokens); the server accepts at most {limit} per request: lower n or "
+            f"{param}", "invalid_request_error", "n" if len(jobs) > 1 else param,
+            "request_too_large")
+
+
 async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
     """Submit the plan's jobs to the engine (they run together, batched with every other
     request) and yield their events as they arrive. Counts the request in flight (503 past
@@ -112,8 +134,11 @@ async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
                 lps = await service.off_loop(
                     lambda job=job, k=k: head.prompt_logprobs(job.prompt.ids, k))  # type: ignore[misc]
                 yield PromptLogprobs(job.index, lps)
+            shared = sum(1 for j in plan.jobs if j.prompt_index == job.prompt_index) > 1
+            # The choices of one prompt read it once (the engine's shared-prompt groups).
+            group = hash((plan.id, job.prompt_index)) & 0x7FFF_FFFF_FFFF_FFFF if shared else None
             try:
-                streams[job.index] = head.start(job.prompt, job.params)
+                streams[job.index] = head.start(job.prompt, job.params, group)
             except HeadError as exc:
                 raise from_head_error(exc) from None
         watched = [s.id for s in streams.values()]
@@ -145,11 +170,14 @@ async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
                     progressed = True
                     ended.append(index)
                     yield Finish(index, finish_reason(s.finish_reason), s.prompt_tokens,
-                                 s.completion_tokens)
+                                 s.completion_tokens, s.cached_tokens)
             if ended:
                 active = [(i, s) for i, s in active if i not in ended]
             elif not progressed:
-                await wake.wait()
+                try:
+                    await asyncio.wait_for(wake.wait(), service.settings.sse_keepalive_s)
+                except TimeoutError:
+                    yield KeepAlive()
     except HeadError as exc:
         if isinstance(exc, EngineFailure):
             log.error("generation failed (request %s): %s", plan.log.request_id,

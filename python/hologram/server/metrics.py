@@ -100,6 +100,8 @@ class _EngineCollector(Collector):
                                      "waiting"),
             "hologram_kv_blocks_free": ("Free blocks of the KV cache pool", "kv_blocks_free"),
             "hologram_kv_blocks_total": ("Blocks of the KV cache pool", "kv_blocks_total"),
+            "hologram_kv_blocks_cached": ("Unused KV blocks kept for prefix reuse (part of the "
+                                          "free ones)", "kv_blocks_cached"),
         }
         for name, (doc, key) in gauges.items():
             g = GaugeMetricFamily(name, doc, labels=["model"])
@@ -118,6 +120,8 @@ class _EngineCollector(Collector):
             "hologram_prompt_rows": ("Prompt tokens evaluated (recomputation included)",
                                      "prompt_rows"),
             "hologram_decode_rows": ("Decode rows evaluated", "decode_rows"),
+            "hologram_prefix_cache_hit_tokens": ("Prompt tokens served from the prefix cache",
+                                                 "prefix_hit_tokens"),
         }
         for name, (doc, key) in counters.items():
             c = CounterMetricFamily(name, doc, labels=["model"])

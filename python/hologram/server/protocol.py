@@ -29,7 +29,7 @@ from pydantic import (
 # Requests
 # ---------------------------------------------------------------------------------------------
 
-MAX_N = 16
+MAX_N = 128
 MAX_STOP = 4
 MAX_EMBEDDING_INPUTS = 2048
 
@@ -197,6 +197,7 @@ class Usage(ResponseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class CompletionLogprobs(ResponseModel):

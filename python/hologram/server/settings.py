@@ -35,7 +35,12 @@ class ServerSettings:
     #: Token slots of each model's KV block pool; None = n_ctx * min(parallel, 4).
     kv_tokens: int | None = None
     #: Most rows (decode rows plus prompt chunks) in one engine step.
-    step_tokens: int = 256
+    step_tokens: int = 128
+    #: Most tokens one request may cost at worst: (prompt + max_tokens) x n summed over its
+    #: prompts for generation, all input tokens for embeddings; more is refused (400).
+    max_request_tokens: int = 65536
+    #: Seconds between SSE keep-alive comments while a stream waits (queued, long prompt).
+    sse_keepalive_s: float = 5.0
     api_keys: list[str] = field(default_factory=list)
     #: Requests per minute per API key (or client address without a key); None = unlimited.
     rate_limit: int | None = None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["DONE", "encode_event", "encode_events"]
+__all__ = ["DONE", "KEEPALIVE", "encode_event", "encode_events"]
 
 DONE = b"data: [DONE]\n\n"
+#: An SSE comment: clients ignore it; proxies see traffic on a stream that waits.
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def encode_event(payload: dict[str, Any]) -> bytes:
@@ -18,7 +20,10 @@ def encode_event(payload: dict[str, Any]) -> bytes:
 
 
 def encode_events(texts: list[str]) -> bytes:
-    """One SSE event per JSON text (compact, so on one line), in one buffer."""
+    """One SSE event per JSON text (compact, so on one line), in one buffer; no texts is a
+    keep-alive comment."""
+    if not texts:
+        return KEEPALIVE
     if len(texts) == 1:
         return ("data: " + texts[0] + "\n\n").encode("utf-8")
     return "".join(["data: " + t + "\n\n" for t in texts]).encode("utf-8")

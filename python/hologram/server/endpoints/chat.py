@@ -18,10 +18,21 @@ from hologram.server.endpoints.common import (
     encode_json,
     new_id,
     sampling_params,
+    usage_dict,
+    usage_model,
     with_seed,
 )
 from hologram.server.errors import APIError
-from hologram.server.generation import Finish, Job, Plan, Tokens, finish_reason, generate
+from hologram.server.generation import (
+    Finish,
+    Job,
+    KeepAlive,
+    Plan,
+    Tokens,
+    check_budget,
+    finish_reason,
+    generate,
+)
 from hologram.server.protocol import (
     ChatChoice,
     ChatCompletionRequest,
@@ -30,7 +41,6 @@ from hologram.server.protocol import (
     ChoiceLogprobs,
     TokenLogprobOut,
     TopLogprobOut,
-    Usage,
 )
 from hologram.server.service import RequestLog, Service
 
@@ -98,6 +108,7 @@ async def plan(service: Service, req: ChatCompletionRequest, rlog: RequestLog) -
                     params=with_seed(params, req.seed, j)) for j in range(n)]
 
     jobs = await service.off_loop(prepare)
+    check_budget(service, jobs, head.n_ctx, max_param)
     rlog.prompt_tokens = len(jobs[0].prompt.ids)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return Plan(served, head, jobs, bool(req.stream), include_usage, logprobs,
@@ -138,6 +149,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
     finish: dict[int, str] = {}
     prompt_tokens = 0
     completion_tokens = 0
+    cached = 1 << 62  # the prompt's cache hit: the least any choice reports
     want_logprobs = plan.logprobs is not None
     async with contextlib.aclosing(generate(service, plan)) as events:
         async for ev in events:
@@ -148,6 +160,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
             elif isinstance(ev, Finish):
                 finish[ev.index] = ev.finish_reason
                 prompt_tokens = ev.prompt_tokens
+                cached = min(cached, ev.cached_tokens)
                 completion_tokens += ev.completion_tokens
     choices = [
         ChatChoice(
@@ -165,8 +178,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
     return ChatCompletionResponse(
         id=plan.id, created=plan.created, model=plan.served.id,
         system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
-        usage=Usage(prompt_tokens=n_prompt, completion_tokens=completion_tokens,
-                    total_tokens=n_prompt + completion_tokens),
+        usage=usage_model(n_prompt, completion_tokens, cached),
     ).dump()
 
 
@@ -186,6 +198,7 @@ async def chunks(service: Service, plan: Plan) -> ChunkStream:
     want_logprobs = plan.logprobs is not None
     prompt_tokens = 0
     completion_tokens = 0
+    cached = 1 << 62
     rlog = plan.log
 
     for job in plan.jobs:
@@ -207,13 +220,15 @@ async def chunks(service: Service, plan: Plan) -> ChunkStream:
                     yield out
             elif isinstance(ev, Finish):
                 prompt_tokens = ev.prompt_tokens
+                cached = min(cached, ev.cached_tokens)
                 completion_tokens += ev.completion_tokens
                 yield [choice(ev.index, "{}", finish=f'"{ev.finish_reason}"')]
+            elif isinstance(ev, KeepAlive):
+                yield []
     n_prompt = _count_prompt_tokens(service, plan, prompt_tokens)
     rlog.completion_tokens = completion_tokens
     if plan.include_usage:
-        usage = encode_json({"prompt_tokens": n_prompt, "completion_tokens": completion_tokens,
-                             "total_tokens": n_prompt + completion_tokens})
+        usage = encode_json(usage_dict(n_prompt, completion_tokens, cached))
         yield [f'{envelope}],"usage":{usage}}}']
 
 

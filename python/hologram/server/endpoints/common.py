@@ -12,12 +12,25 @@ from typing import Any, Generic, TypeVar
 
 from hologram.heads import CompletionHead, SamplingParams
 from hologram.server.errors import APIError
-from hologram.server.protocol import RequestModel, SamplingFields
+from hologram.server.protocol import PromptTokensDetails, RequestModel, SamplingFields, Usage
 from hologram.server.service import RequestLog, Service
 
-__all__ = ["SYSTEM_FINGERPRINT", "ChunkStream", "Endpoint", "JSONReply", "Reply", "StreamReply",
-           "chunk_envelope", "encode_json", "new_id", "prompt_list", "sampling_params",
-           "with_seed"]
+__all__ = [
+    "SYSTEM_FINGERPRINT",
+    "ChunkStream",
+    "Endpoint",
+    "JSONReply",
+    "Reply",
+    "StreamReply",
+    "chunk_envelope",
+    "encode_json",
+    "new_id",
+    "prompt_list",
+    "sampling_params",
+    "usage_dict",
+    "usage_model",
+    "with_seed",
+]
 
 SYSTEM_FINGERPRINT = "fp_hologram"
 
@@ -123,3 +136,18 @@ def with_seed(params: SamplingParams, seed: int | None, choice: int) -> Sampling
     if seed is None or choice == 0:
         return params
     return dataclasses.replace(params, seed=seed + choice)
+
+
+def usage_dict(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    """The ``usage`` object of a generation response (as the Usage model dumps it)."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": min(cached_tokens, prompt_tokens)}}
+
+
+def usage_model(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> Usage:
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens,
+                 prompt_tokens_details=PromptTokensDetails(
+                     cached_tokens=min(cached_tokens, prompt_tokens)))
+

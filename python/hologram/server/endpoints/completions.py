@@ -19,16 +19,26 @@ from hologram.server.endpoints.common import (
     new_id,
     prompt_list,
     sampling_params,
+    usage_dict,
+    usage_model,
     with_seed,
 )
 from hologram.server.errors import APIError
-from hologram.server.generation import Finish, Job, Plan, Tokens, finish_reason, generate
+from hologram.server.generation import (
+    Finish,
+    Job,
+    Plan,
+    PromptLogprobs,
+    Tokens,
+    check_budget,
+    finish_reason,
+    generate,
+)
 from hologram.server.protocol import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
-    Usage,
 )
 from hologram.server.service import RequestLog, Service
 
@@ -75,6 +85,7 @@ async def plan(service: Service, req: CompletionRequest, rlog: RequestLog) -> Pl
         return jobs
 
     jobs = await service.off_loop(prepare)
+    check_budget(service, jobs, head.n_ctx)
     rlog.prompt_tokens = sum({j.prompt_index: len(j.prompt.ids) for j in jobs}.values())
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return Plan(served, head, jobs, bool(req.stream), include_usage, req.logprobs,
@@ -122,6 +133,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
     tokens: dict[int, list[TokenInfo]] = {j.index: [] for j in plan.jobs}
     finish: dict[int, str] = {}
     prompt_tokens: dict[int, int] = {}
+    cached: dict[int, int] = {}
     completion_tokens = 0
     jobs = {j.index: j for j in plan.jobs}
     want_logprobs = plan.logprobs is not None
@@ -133,9 +145,11 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
                     tokens[ev.index].extend(d.token for d in ev.deltas)
             elif isinstance(ev, Finish):
                 finish[ev.index] = ev.finish_reason
-                prompt_tokens[jobs[ev.index].prompt_index] = ev.prompt_tokens
+                pi = jobs[ev.index].prompt_index
+                prompt_tokens[pi] = ev.prompt_tokens
+                cached[pi] = min(cached.get(pi, ev.cached_tokens), ev.cached_tokens)
                 completion_tokens += ev.completion_tokens
-            else:  # PromptLogprobs
+            elif isinstance(ev, PromptLogprobs):
                 tokens[ev.index].extend(ev.tokens)
     choices = []
     for job in plan.jobs:
@@ -152,8 +166,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
     return CompletionResponse(
         id=plan.id, created=plan.created, model=plan.served.id,
         system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
-        usage=Usage(prompt_tokens=n_prompt, completion_tokens=completion_tokens,
-                    total_tokens=n_prompt + completion_tokens),
+        usage=usage_model(n_prompt, completion_tokens, sum(cached.values())),
     ).dump()
 
 
@@ -173,6 +186,7 @@ async def chunks(service: Service, plan: Plan) -> ChunkStream:
     jobs = {j.index: j for j in plan.jobs}
     offsets: dict[int, int] = {j.index: 0 for j in plan.jobs}
     prompt_tokens: dict[int, int] = {}
+    cached: dict[int, int] = {}
     completion_tokens = 0
     rlog = plan.log
 
@@ -199,17 +213,20 @@ async def chunks(service: Service, plan: Plan) -> ChunkStream:
                 if out:
                     yield out
             elif isinstance(ev, Finish):
-                prompt_tokens[jobs[ev.index].prompt_index] = ev.prompt_tokens
+                pi = jobs[ev.index].prompt_index
+                prompt_tokens[pi] = ev.prompt_tokens
+                cached[pi] = min(cached.get(pi, ev.cached_tokens), ev.cached_tokens)
                 completion_tokens += ev.completion_tokens
                 yield [choice(ev.index, '""', finish=f'"{ev.finish_reason}"')]
-            else:  # PromptLogprobs
+            elif isinstance(ev, PromptLogprobs):
                 lp, offsets[ev.index] = _logprobs_json(ev.tokens, 0)
                 yield [choice(ev.index, encode_json(jobs[ev.index].prompt.text), lp)]
+            else:  # KeepAlive
+                yield []
     n_prompt = _count_prompt_tokens(service, plan, prompt_tokens)
     rlog.completion_tokens = completion_tokens
     if plan.include_usage:
-        usage = encode_json({"prompt_tokens": n_prompt, "completion_tokens": completion_tokens,
-                             "total_tokens": n_prompt + completion_tokens})
+        usage = encode_json(usage_dict(n_prompt, completion_tokens, sum(cached.values())))
         yield [f'{envelope}],"usage":{usage}}}']
 
 

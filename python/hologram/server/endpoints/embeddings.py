@@ -37,7 +37,8 @@ async def embed(service: Service, req: EmbeddingRequest, rlog: RequestLog) -> JS
     service.enter(served)
     try:
         out = await run_blocking(
-            served.executor, lambda cancel: head.embed(inputs, req.dimensions, cancel))
+            served.executor, lambda cancel: head.embed(inputs, req.dimensions, cancel,
+                                     service.settings.max_request_tokens))
     except HeadError as exc:
         if isinstance(exc, EngineFailure):
             log.error("embedding failed (request %s): %s", rlog.request_id,
