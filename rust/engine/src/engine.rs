@@ -303,13 +303,7 @@ impl Engine {
         let mut rows = std::mem::take(&mut self.rows);
         let mut result = Ok(());
         for (ci, chunk) in tokens.chunks(nb).enumerate() {
-            rows.clear();
-            let base = start + ci * nb;
-            rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row {
-                seq,
-                pos: base + i,
-                token: t,
-            }));
+            fill_rows(&mut rows, seq, start + ci * nb, chunk);
             let last = [rows.len() - 1];
             let out = match (ci + 1 == n_chunks, logits.as_deref_mut()) {
                 (true, Some(l)) => Output::Logits {
@@ -364,12 +358,7 @@ impl Engine {
             let all: Vec<usize> = (0..nb).collect();
             let mut rows = Vec::with_capacity(nb);
             for (ci, chunk) in ids.chunks(nb).enumerate() {
-                rows.clear();
-                rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row {
-                    seq,
-                    pos: start + ci * nb + i,
-                    token: t,
-                }));
+                fill_rows(&mut rows, seq, start + ci * nb, chunk);
                 let o = &mut out[ci * nb * width..(ci * nb + rows.len()) * width];
                 let output = if hidden {
                     Output::Hidden(o)
@@ -407,12 +396,7 @@ impl Engine {
             let mut rows = Vec::with_capacity(nb);
             let mut alts = Vec::with_capacity(top);
             for (ci, chunk) in ids.chunks(nb).enumerate() {
-                rows.clear();
-                rows.extend(chunk.iter().enumerate().map(|(i, &t)| Row {
-                    seq,
-                    pos: start + ci * nb + i,
-                    token: t,
-                }));
+                fill_rows(&mut rows, seq, start + ci * nb, chunk);
                 let n = rows.len();
                 eng.forward_rows(&rows, &all[..n], &mut logits[..n * nv])?;
                 for j in 0..n {
@@ -476,6 +460,16 @@ impl Engine {
         self.kv.seq_free(seq);
         r
     }
+}
+
+/// `rows` := one row per token of `tokens`, at positions `first..` of `seq`.
+fn fill_rows(rows: &mut Vec<Row>, seq: SeqId, first: usize, tokens: &[u32]) {
+    rows.clear();
+    rows.extend(tokens.iter().enumerate().map(|(i, &token)| Row {
+        seq,
+        pos: first + i,
+        token,
+    }));
 }
 
 /// One prompt position's logprob and its top `(token, logprob)` alternatives.
