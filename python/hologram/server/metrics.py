@@ -100,8 +100,8 @@ class _EngineCollector(Collector):
                                      "waiting"),
             "hologram_kv_blocks_free": ("Free blocks of the KV cache pool", "kv_blocks_free"),
             "hologram_kv_blocks_total": ("Blocks of the KV cache pool", "kv_blocks_total"),
-            "hologram_kv_blocks_cached": ("Unused KV blocks kept for prefix reuse (part of the "
-                                          "free ones)", "kv_blocks_cached"),
+            "hologram_kv_blocks_cached": ("Unused KV blocks kept for prefix reuse",
+                                          "kv_blocks_cached"),
         }
         for name, (doc, key) in gauges.items():
             g = GaugeMetricFamily(name, doc, labels=["model"])
