@@ -14,8 +14,20 @@
 //! little work run inline on the caller's thread (no hand-off). [`matmul_multi`] runs several
 //! matrices that share one input (q/k/v, gate/up) in one parallel region with one activation
 //! quantization. With AVX2 and several tokens, Q4_K / Q6_K go through the register-tiled
-//! K-quant kernels of `simd::x86_avx2_kquants` (Q8_K activations quantized once, 2 rows x 4
-//! tokens per tile); Q4_0 / Q5_0 with more than 8 tokens convert each row panel to Q8_0 once.
+//! K-quant kernels of `simd::x86_avx2_kquants` (Q8_K activations quantized once, 1 row x up to
+//! 8 tokens per tile); Q4_0 / Q5_0 with more than 16 tokens convert each row panel to Q8_0
+//! once. With AVX2, F32 / F16 / BF16 go through `simd::x86_avx2_float` for any token count.
+//!
+//! **Batch invariance** (continuous batching): `out[t * rows + r]` depends only on W row r and
+//! x row t: never on `n_tok`, on t's position in the batch, on how rows are split into chunks,
+//! panels or tiles, nor on the thread count. Every path computes each (row, token) output with
+//! the same operations in the same order: activations are quantized per row (deterministic);
+//! the integer block dots are exact; and the f32 accumulation of one (row, token) is the same
+//! whichever kernel runs it (gemv tile, gemm tile of any shape, converted-panel tile, or the
+//! one-token vec_dot that shares the K-quant tile's order). `tests/batch_invariance.rs` checks
+//! this bit for bit for every format on Scalar and AVX2; a new kernel or path must keep it.
+//! Not yet the opt-in AVX-512 tier: its 32-block formats switch from per-row dots to the
+//! interleaved GEMM at [`GEMM_MIN_TOK`] tokens.
 
 use rayon::prelude::*;
 
@@ -219,7 +231,6 @@ pub fn matmul_isa(
     }
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512)
-        && n_tok > 1
         && simd::x86_avx2_float::supports(wt)
         && simd::x86_avx2_float::matmul(pool, w, wt, rows, cols, x, n_tok, out)
     {
@@ -384,7 +395,7 @@ fn gemm_path(
 }
 
 /// The AVX2 register-tiled K-quant path (several tokens): quantize all tokens to Q8_K once,
-/// then row chunks (multiples of 2 rows) x all tokens on the pool, or inline if little work.
+/// then row chunks x all tokens on the pool, or inline if little work.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn ktiled_avx2(

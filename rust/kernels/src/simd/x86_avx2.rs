@@ -426,13 +426,22 @@ unsafe fn quantize_q8<const Q81: bool>(x: &[f32], dst: &mut [u8]) {
 // (row, token, block): maddubs (+ psubw / psignb) + maddwd + cvt + mul + fma; horizontal sums
 // only once per output. Exactness: Q4/Q5 pair sums are <= 31*127*2, Q8_0 |w| <= 128 so
 // maddubs never saturates; every integer block dot is exact, only f32 scaling rounds.
+//
+// Batch invariance: each (row, token) output has its own accumulator and sees the same
+// operations in the same order (block by block: `acc = fma(dw * dx, p, acc)`, then the Q8_1
+// `fma(m, s/8, acc)`; then `hsum256`) whatever tile computes it: the 4-row gemv, the 2-row or
+// 1-row gemm tiles of any token count, or the Q8_0 tile on a converted Q4_0/Q5_0 panel (the
+// same exact integer dot and the same f16 scale). So a token's outputs do not depend on the
+// batch size, its position, the panel / chunk split or the thread count. The weight
+// prefetches change no arithmetic.
 
 /// Bytes per prepared activation block.
 pub(crate) const ABLK: usize = 80;
 
-/// Rows x tokens of the gemm tile (8 accumulators + w, dw, mw, temporaries < 16 ymm).
+/// Rows of the gemm tiles of 1..=3 tokens, and most tokens per tile (one row x 8 tokens: 8
+/// accumulators + quants, scales, temporaries fit the 16 ymm without spills).
 const GR: usize = 2;
-const GC: usize = 4;
+const GC: usize = 8;
 /// Rows of the gemv tile (one token).
 const VR: usize = 4;
 /// Target weight bytes of a row panel (kept L2-resident while all token groups pass over it).
@@ -474,6 +483,20 @@ unsafe fn prep_act<const OFF: i8, const Q81: bool>(xq: &[u8], dst: &mut [u8]) {
     }
 }
 
+/// `v`, but opaque to the optimizer. Applied to the broadcast weight scale, it keeps LLVM from
+/// rewriting `splat(dw) * splat(dx)` as a scalar multiply plus a register broadcast (two vector
+/// ALU uops) instead of one `vmulps` against the broadcast load of `dx`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn opaque(mut v: __m256) -> __m256 {
+    // SAFETY: an empty asm block that only claims to modify one register: no memory, stack or
+    // flags are touched.
+    unsafe {
+        std::arch::asm!("/* {0} */", inout(ymm_reg) v, options(pure, nomem, nostack, preserves_flags))
+    };
+    v
+}
+
 /// R x C tile over all `nb` blocks: rows at `w + r * rb`, prepared tokens at `a + t * arb`.
 ///
 /// # Safety
@@ -493,14 +516,15 @@ unsafe fn tile<const T: u32, const R: usize, const C: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     for b in 0..nb {
-        if C == 1 {
-            // gemv streams weights from DRAM/L3, R interleaved rows at a time, which the
-            // hardware prefetchers follow poorly: prefetch the tile two ahead (R rows are
-            // contiguous), R block-lengths per step. Prefetches never fault; wrapping_add
-            // keeps the address computation defined past the end of the slice.
-            let pf = w.wrapping_add(2 * R * rb + b * R * f.bytes);
-            _mm_prefetch::<_MM_HINT_T0>(pf.cast());
-            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64).cast());
+        // The weights stream from DRAM/L3 (gemv, and the first token group of a gemm panel),
+        // R interleaved rows at a time, which the hardware prefetchers follow poorly: prefetch
+        // the tile two ahead (R rows are contiguous), R block-lengths per step. Prefetches
+        // never fault; wrapping_add keeps the address computation defined past the end.
+        let pf = w.wrapping_add(2 * R * rb + b * R * f.bytes);
+        let mut o = 0;
+        while o < R * f.bytes {
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(o).cast());
+            o += 64;
         }
         for (r, accr) in acc.iter_mut().enumerate() {
             // SAFETY: row r < R, block b < nb: inside the caller-guaranteed weight rows.
@@ -508,6 +532,7 @@ unsafe fn tile<const T: u32, const R: usize, const C: usize>(
             // SAFETY: bw is a whole block of T.
             // SAFETY: bw is a whole block of T (at least 18 bytes).
             let (q, dw) = unsafe { (raw_quants::<T>(bw), _mm256_set1_ps(f16_lo32_at(bw))) };
+            let dw = opaque(dw);
             let mw = if f.has_m {
                 // SAFETY: as above (the min is at offset 2 of Q4_1/Q5_1 blocks).
                 _mm256_set1_ps(unsafe { f16_at(bw.add(2)) })
@@ -552,23 +577,78 @@ unsafe fn tile<const T: u32, const R: usize, const C: usize>(
     }
 }
 
-/// Dispatch a tile with `r <= R` rows and `c <= C` tokens to its instantiation.
+/// Dispatch an `r x c` tile to its instantiation: one-token tiles of 1..=4 rows (gemv), two
+/// rows x 1..=3 tokens, one row x 1..=8 tokens (see [`gemm_q`]).
 macro_rules! tile_rc {
     ($t:ident, $r:expr, $c:expr, $($args:expr),*) => {
         match ($r, $c) {
             (1, 1) => tile::<$t, 1, 1>($($args),*),
             (1, 2) => tile::<$t, 1, 2>($($args),*),
             (1, 3) => tile::<$t, 1, 3>($($args),*),
-            (1, _) => tile::<$t, 1, 4>($($args),*),
+            (1, 4) => tile::<$t, 1, 4>($($args),*),
+            (1, 5) => tile::<$t, 1, 5>($($args),*),
+            (1, 6) => tile::<$t, 1, 6>($($args),*),
+            (1, 7) => tile::<$t, 1, 7>($($args),*),
+            (1, 8) => tile::<$t, 1, 8>($($args),*),
             (2, 1) => tile::<$t, 2, 1>($($args),*),
             (2, 2) => tile::<$t, 2, 2>($($args),*),
             (2, 3) => tile::<$t, 2, 3>($($args),*),
-            (2, _) => tile::<$t, 2, 4>($($args),*),
-            // 3 and 4 rows only come from the one-token (gemv) path.
-            (3, _) => tile::<$t, 3, 1>($($args),*),
-            _ => tile::<$t, 4, 1>($($args),*),
+            (3, 1) => tile::<$t, 3, 1>($($args),*),
+            (4, 1) => tile::<$t, 4, 1>($($args),*),
+            (r, c) => unreachable!("no {r} x {c} tile"),
         }
     };
+}
+
+/// All tokens over the row panel of `nrows` rows at `w`: tokens in groups of at most [`GC`]
+/// (as even as possible, e.g. 9 = 5 + 4), each group walking the panel with tiles of one row
+/// (groups of 4 or more tokens: `c` accumulators) or two rows (groups of 1..=3 tokens: more
+/// independent FMA chains per block).
+///
+/// # Safety
+/// As [`gemm_q`] for the panel's rows (`w` whole rows of `rb` bytes of `T`).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel_tiles<const T: u32>(
+    w: *const u8,
+    rb: usize,
+    nrows: usize,
+    act: *const u8,
+    arb: usize,
+    n_tok: usize,
+    nb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    const { assert!(GR == 2 && GC == 8) };
+    let groups = n_tok.div_ceil(GC);
+    let mut t0 = 0;
+    for g in 0..groups {
+        let c = n_tok / groups + usize::from(g < n_tok % groups);
+        let tr = if c <= 3 { GR } else { 1 };
+        let mut r = 0;
+        while r < nrows {
+            let rr = (nrows - r).min(tr);
+            // SAFETY: rows r..r+rr < nrows and tokens t0..t0+c <= n_tok are in bounds (caller
+            // contract).
+            unsafe {
+                tile_rc!(
+                    T,
+                    rr,
+                    c,
+                    w.add(r * rb),
+                    rb,
+                    act.add(t0 * arb),
+                    arb,
+                    nb,
+                    out.add(t0 * ldo + r),
+                    ldo
+                )
+            };
+            r += rr;
+        }
+        t0 += c;
+    }
 }
 
 /// Matmul of `nrows` weight rows against `n_tok` prepared activation rows (see [`GemmFn`]).
@@ -603,41 +683,31 @@ unsafe fn gemm_q<const T: u32>(
         }
         return;
     }
-    const { assert!(GR <= 2 && GC <= 4 && VR <= 4) };
+    const { assert!(VR == 4) };
     if (T == Q4_0 || T == Q5_0) && n_tok > 2 * GC {
         // SAFETY: forwarded caller contract.
         unsafe { gemm_conv::<T>(w, rb, nrows, act, arb, n_tok, nb, out, ldo) };
         return;
     }
-    let panel = (PANEL_BYTES / rb.max(1)).max(GR).next_multiple_of(GR);
+    let panel = (PANEL_BYTES / rb.max(1)).max(GR);
     let mut p0 = 0;
     while p0 < nrows {
         let p1 = (p0 + panel).min(nrows);
-        let mut t0 = 0;
-        while t0 < n_tok {
-            let c = (n_tok - t0).min(GC);
-            let mut r = p0;
-            while r < p1 {
-                let rr = (p1 - r).min(GR);
-                // SAFETY: rows r..r+rr < nrows and tokens t0..t0+c < n_tok are in bounds.
-                unsafe {
-                    tile_rc!(
-                        T,
-                        rr,
-                        c,
-                        pw.add(r * rb),
-                        rb,
-                        pa.add(t0 * arb),
-                        arb,
-                        nb,
-                        out.add(t0 * ldo + r),
-                        ldo
-                    )
-                };
-                r += rr;
-            }
-            t0 += c;
-        }
+        // SAFETY: rows p0..p1 < nrows, all tokens; out + t*ldo + p0 + r is writable for
+        // r < p1 - p0 (caller contract).
+        unsafe {
+            panel_tiles::<T>(
+                pw.add(p0 * rb),
+                rb,
+                p1 - p0,
+                pa,
+                arb,
+                n_tok,
+                nb,
+                out.add(p0),
+                ldo,
+            )
+        };
         p0 = p1;
     }
 }
@@ -669,7 +739,7 @@ unsafe fn gemm_conv<const T: u32>(
 ) {
     let f = const { fmt(T) };
     let rb8 = nb * 34;
-    let panel = (PANEL_BYTES / rb8.max(1)).max(GR).next_multiple_of(GR);
+    let panel = (PANEL_BYTES / rb8.max(1)).max(GR);
     let (pw, pa) = (w.as_ptr(), act.as_ptr());
     CONV.with_borrow_mut(|buf| {
         let need = panel.min(nrows) * rb8;
@@ -692,32 +762,22 @@ unsafe fn gemm_conv<const T: u32>(
                     _mm256_storeu_si256(dst.add(2).cast(), q);
                 }
             }
-            let mut t0 = 0;
-            while t0 < n_tok {
-                let c = (n_tok - t0).min(GC);
-                let mut r = p0;
-                while r < p1 {
-                    let rr = (p1 - r).min(GR);
-                    // SAFETY: converted rows r-p0..r-p0+rr are inside buf, tokens t0..t0+c <
-                    // n_tok are in act, and out + t*ldo + r is writable (caller contract).
-                    unsafe {
-                        tile_rc!(
-                            Q8_0,
-                            rr,
-                            c,
-                            pc.add((r - p0) * rb8).cast_const(),
-                            rb8,
-                            pa.add(t0 * arb),
-                            arb,
-                            nb,
-                            out.add(t0 * ldo + r),
-                            ldo
-                        )
-                    };
-                    r += rr;
-                }
-                t0 += c;
-            }
+            // SAFETY: the converted rows 0..p1-p0 are inside buf (whole Q8_0 rows of rb8
+            // bytes), the tokens are in act and out + t*ldo + p0 + r is writable for
+            // r < p1 - p0 (caller contract).
+            unsafe {
+                panel_tiles::<Q8_0>(
+                    pc.cast_const(),
+                    rb8,
+                    p1 - p0,
+                    pa,
+                    arb,
+                    n_tok,
+                    nb,
+                    out.add(p0),
+                    ldo,
+                )
+            };
             p0 = p1;
         }
     });

@@ -1,5 +1,4 @@
-//! AVX2+FMA register-tiled f32 GEMM for F32 / F16 / BF16 weights against f32 activations
-//! (several tokens).
+//! AVX2+FMA register-tiled f32 GEMM for F32 / F16 / BF16 weights against f32 activations.
 //!
 //! `out[t * rows + r] = dot(W[r], x[t])`. Work is split into tasks of (token block x row chunk):
 //! a token block (about [`X_BLOCK_BYTES`] of activations) and a row chunk (about
@@ -8,8 +7,15 @@
 //! to f32 once per task (F16C / shifts) into a small buffer, then walked against the block's
 //! tokens `NR` at a time. The 3-row x 4-token micro-kernel keeps 12 8-wide FMA accumulators
 //! over `cols` in registers and reduces them horizontally at the end (columns past the last
-//! multiple of 8 are added in scalar). Tasks run on the pool with work stealing, or inline
-//! when there is little work.
+//! multiple of 8 are added in scalar). Tasks of up to [`SMALL_BATCH`] tokens (decode, small
+//! batches) go through the [`gemv`] tiles instead, straight from the F16/BF16 bytes with
+//! software prefetch. Tasks run on the pool with work stealing, or inline when there is little work.
+//!
+//! Batch invariance: every kernel here computes each (row, token) output with the same f32
+//! operations in the same order: one 8-lane FMA accumulator over the columns in steps of 8,
+//! the horizontal sum of [`hsum4`], then the columns past the last multiple of 8 added one by
+//! one. So a token's outputs are bit-identical whatever the batch size, the token's position,
+//! the tile it lands in, the task split or the thread count.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -22,6 +28,10 @@ use crate::simd::Isa;
 
 /// Rows per micro-tile.
 const MR: usize = 3;
+/// Most tokens of a small-batch tile ([`gemv`], which reads the weights directly).
+const SMALL_TOK: usize = 4;
+/// Tasks of up to this many tokens use the small-batch tiles (in groups of `SMALL_TOK`).
+const SMALL_BATCH: usize = 2 * SMALL_TOK;
 /// Tokens per micro-tile.
 const NR: usize = 4;
 /// Target activation bytes per token block (L2-resident).
@@ -135,13 +145,23 @@ pub(crate) fn matmul(
         n_rc = n_rc.max((pool.n_threads() * 4).div_ceil(n_tb));
     }
     let n_rc = n_rc.clamp(1, max_rc);
-    let rc = rows.div_ceil(n_rc).next_multiple_of(MR);
+    let rc = rows
+        .div_ceil(n_rc)
+        .next_multiple_of(if n_tok <= SMALL_BATCH { 12 } else { MR });
     let n_rc = rows.div_ceil(rc);
     let n_tasks = n_tb * n_rc;
 
+    // Task order: with few token blocks (decode batches; wide rows give blocks of only NR
+    // tokens) all blocks of a row chunk run back to back, so the chunk's weights come from
+    // DRAM once and then from L2; with many (prefill) the token block stays in L2 instead.
+    let row_major = n_tb <= 8;
     let out_ptr = OutPtr(out.as_mut_ptr());
     let run = |c: usize| {
-        let (b, r) = (c / n_rc, c % n_rc);
+        let (b, r) = if row_major {
+            (c % n_tb, c / n_tb)
+        } else {
+            (c / n_rc, c % n_rc)
+        };
         let (t0, t1) = (b * tb, ((b + 1) * tb).min(n_tok));
         let (r0, r1) = (r * rc, ((r + 1) * rc).min(rows));
         let w_chunk = &w[r0 * rb..r1 * rb];
@@ -202,6 +222,40 @@ unsafe fn task(
     ldo: usize,
 ) {
     let rb = cols * kind.size();
+    if ntok <= SMALL_BATCH {
+        // Token groups of at most SMALL_TOK (as even as possible, largest first); each row
+        // tile runs all groups back to back, so its weights are read from DRAM once.
+        let groups = ntok.div_ceil(SMALL_TOK);
+        let rt = gemv_rows(ntok.div_ceil(groups));
+        let mut r = 0;
+        while r < nrows {
+            let nr = rt.min(nrows - r);
+            let mut t0 = 0;
+            for g in 0..groups {
+                let c = ntok / groups + usize::from(g < ntok % groups);
+                // SAFETY: rows r..r+nr < nrows of rb bytes are inside w, x holds tokens
+                // t0..t0+c <= ntok of cols floats, and out + t * ldo + r is writable for nr
+                // rows x those tokens (caller's contract); nr <= gemv_rows(c) since c is at
+                // most the largest group.
+                unsafe {
+                    gemv_dyn(
+                        kind,
+                        nr,
+                        c,
+                        w.as_ptr().add(r * rb),
+                        rb,
+                        x.as_ptr().add(t0 * cols),
+                        cols,
+                        out.add(t0 * ldo + r),
+                        ldo,
+                    )
+                };
+                t0 += c;
+            }
+            r += nr;
+        }
+        return;
+    }
     if kind == Kind::F32 {
         // Token tiles outer (the tile's activations stay in L1), row tiles inner (the chunk's
         // rows stream from L2).
@@ -267,6 +321,158 @@ unsafe fn task(
             t += nt;
         }
         r += nr;
+    }
+}
+
+/// 8 weights of kind `K` (0 F32, 1 F16, 2 BF16) at element `i` of the row at `p`, as f32
+/// (exact conversions, the same values as [`convert_f16`] / [`convert_bf16`]).
+///
+/// # Safety
+/// Elements i..i+8 of the row are readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<const K: u8>(p: *const u8, i: usize) -> __m256 {
+    // SAFETY: the caller guarantees 8 readable elements at i.
+    unsafe {
+        match K {
+            0 => _mm256_loadu_ps(p.cast::<f32>().add(i)),
+            1 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast())),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(p.add(2 * i).cast()),
+            ))),
+        }
+    }
+}
+
+/// Weight `i` of kind `K` of the row at `p` as f32 (scalar tail).
+///
+/// # Safety
+/// Element i of the row is readable.
+#[inline]
+unsafe fn load1<const K: u8>(p: *const u8, i: usize) -> f32 {
+    // SAFETY: the caller guarantees element i is readable (any alignment).
+    unsafe {
+        match K {
+            0 => p.cast::<f32>().add(i).read_unaligned(),
+            1 => f16::from_bits(p.cast::<u16>().add(i).read_unaligned()).to_f32(),
+            _ => f32::from_bits(u32::from(p.cast::<u16>().add(i).read_unaligned()) << 16),
+        }
+    }
+}
+
+/// Small-batch tile of `R` rows x `C` tokens straight from the weight bytes (each 8-weight
+/// vector converted once, used for the C tokens): `out[t * ldo + r] = dot(W[r], x[t])`, in
+/// exactly the per-(row, token) order of [`tile`] / [`tile34`]. Prefetches the tile after next
+/// (the rows are contiguous), `R` steps' worth per step: decode streams the weights from DRAM
+/// and the hardware prefetchers follow `R` interleaved rows poorly. Prefetches never fault;
+/// `wrapping_add` keeps the address computation defined.
+///
+/// # Safety
+/// AVX2+FMA+F16C; `R` rows of `cols` elements at `w + r * rb` and `C` rows of `cols` floats at
+/// `x + t * cols` are readable; `out + t * ldo + r` writable for r < R, t < C.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv<const K: u8, const R: usize, const C: usize>(
+    w: *const u8,
+    rb: usize,
+    x: *const f32,
+    cols: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let es = if K == 0 { 4 } else { 2 };
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let n8 = cols & !7;
+    let mut k = 0;
+    while k < n8 {
+        let pf = w.wrapping_add(2 * R * rb + R * es * k);
+        let mut o = 0;
+        while o < R * es * 8 {
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(o).cast());
+            o += 64;
+        }
+        let mut xv = [_mm256_setzero_ps(); C];
+        for (t, v) in xv.iter_mut().enumerate() {
+            // SAFETY: k + 8 <= cols: inside token t's row.
+            *v = unsafe { _mm256_loadu_ps(x.add(t * cols + k)) };
+        }
+        for r in 0..R {
+            // SAFETY: as above, row r < R.
+            let wv = unsafe { load8::<K>(w.add(r * rb), k) };
+            for t in 0..C {
+                acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+            }
+        }
+        k += 8;
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (t, a) in row.iter().enumerate() {
+            let mut s = hsum(*a);
+            for kk in n8..cols {
+                // SAFETY: kk < cols: inside row r and token t's row.
+                s += unsafe { load1::<K>(w.add(r * rb), kk) * *x.add(t * cols + kk) };
+            }
+            // SAFETY: r < R, t < C: writable per the caller.
+            unsafe { *out.add(t * ldo + r) = s };
+        }
+    }
+}
+
+/// Rows of the small-batch tile for `c` tokens (at most [`SMALL_TOK`]).
+const fn gemv_rows(c: usize) -> usize {
+    match c {
+        1 | 2 => 4,
+        3 => 3,
+        _ => 2,
+    }
+}
+
+/// Dispatch to the small-batch tile of `kind` with `1 <= nr <= gemv_rows(nt)` rows and
+/// `1 <= nt <= SMALL_TOK` tokens.
+///
+/// # Safety
+/// As [`gemv`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_dyn(
+    kind: Kind,
+    nr: usize,
+    nt: usize,
+    w: *const u8,
+    rb: usize,
+    x: *const f32,
+    cols: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    const { assert!(SMALL_TOK == 4) };
+    macro_rules! tiles {
+        ($k:expr) => {
+            match (nr, nt) {
+                (4, 1) => gemv::<$k, 4, 1>(w, rb, x, cols, out, ldo),
+                (3, 1) => gemv::<$k, 3, 1>(w, rb, x, cols, out, ldo),
+                (2, 1) => gemv::<$k, 2, 1>(w, rb, x, cols, out, ldo),
+                (1, 1) => gemv::<$k, 1, 1>(w, rb, x, cols, out, ldo),
+                (4, 2) => gemv::<$k, 4, 2>(w, rb, x, cols, out, ldo),
+                (3, 2) => gemv::<$k, 3, 2>(w, rb, x, cols, out, ldo),
+                (2, 2) => gemv::<$k, 2, 2>(w, rb, x, cols, out, ldo),
+                (1, 2) => gemv::<$k, 1, 2>(w, rb, x, cols, out, ldo),
+                (3, 3) => gemv::<$k, 3, 3>(w, rb, x, cols, out, ldo),
+                (2, 3) => gemv::<$k, 2, 3>(w, rb, x, cols, out, ldo),
+                (1, 3) => gemv::<$k, 1, 3>(w, rb, x, cols, out, ldo),
+                (2, 4) => gemv::<$k, 2, 4>(w, rb, x, cols, out, ldo),
+                (1, 4) => gemv::<$k, 1, 4>(w, rb, x, cols, out, ldo),
+                (r, t) => unreachable!("no {r} x {t} small-batch tile"),
+            }
+        };
+    }
+    // SAFETY: forwarded caller contract; the arms only fix K, R = nr and C = nt.
+    unsafe {
+        match kind {
+            Kind::F32 => tiles!(0),
+            Kind::F16 => tiles!(1),
+            Kind::BF16 => tiles!(2),
+        }
     }
 }
 

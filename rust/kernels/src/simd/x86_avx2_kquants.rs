@@ -227,7 +227,6 @@ unsafe fn vec_dot_q4_k(w: &[u8], x: &[u8]) -> f32 {
     debug_assert_eq!(x.len(), nb * Y_BYTES);
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
     for i in 0..nb {
         // SAFETY: i < nb: block i of w (144 bytes) and of x (292 bytes) are in bounds; all
         // offsets below are inside those blocks (d 0, dmin 2, scales 4..16, qs 16..144; y.d 0,
@@ -237,10 +236,8 @@ unsafe fn vec_dot_q4_k(w: &[u8], x: &[u8]) -> f32 {
             let bx = x.as_ptr().add(i * Y_BYTES);
             let yd = f32_at(bx);
             let (wd, wmin) = f16x2_at(bw);
-            let (d, dmin) = (yd * wd, -yd * wmin);
             let ms = scales_mins_k4(bw.add(4));
             let mt = min_term_k4(ms, load(bx.add(Y_BSUMS)));
-            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mt), acc_m);
             let sc = _mm256_castsi256_si128(ms);
             let scales = _mm256_set_m128i(sc, sc);
             let mut sumi = _mm256_setzero_si256();
@@ -255,12 +252,15 @@ unsafe fn vec_dot_q4_k(w: &[u8], x: &[u8]) -> f32 {
                 let ph = scaled_dot(qh, load(bx.add(Y_QS + 64 * j + 32)), sh);
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            // Exactly the f32 operations of the tiled kernel (`ktile`) for one (row, token),
+            // so a token's result does not depend on the batch it is in: scale, then the min
+            // term (4 lanes; the upper 4 add zero) into the same accumulator.
+            let mt = _mm256_set_m128i(_mm_setzero_si128(), mt);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(wd * yd), _mm256_cvtepi32_ps(sumi), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(-wmin * yd), _mm256_cvtepi32_ps(mt), acc);
         }
     }
-    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    hsum_ps(acc) + _mm_cvtss_f32(m)
+    hsum_ps(acc)
 }
 
 /// Dot of a Q5_K row with Q8_K activations.
@@ -516,19 +516,24 @@ unsafe fn vec_dot_q3_k(w: &[u8], x: &[u8]) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Register-tiled matmul (several tokens): Q4_K / Q6_K x Q8_K.
 //
-// A tile keeps R rows x C tokens. Per super-block each weight row's sub-block scales are
-// broadcast once into 8 scale vectors (one per 32-value chunk), and per chunk each row's 32
-// unsigned quants are unpacked once and reused for C tokens; the Q8_K activation chunks are
-// read straight from L1 and reused across the R rows. Integer sums per (row, token) are exact
-// i32 per super-block (as in the vec_dots), then scaled once: Q4_K's min term and Q6_K's `-32`
-// come from the activation `bsums`. Only the f32 accumulation order differs from the dots.
+// A tile is one weight row x C <= KC tokens. Per super-block the row's sub-block scales are
+// read once; per 32-value chunk the row's unsigned quants are unpacked once, the chunk's scale
+// vector is shuffled once, and both are reused for the C tokens, whose Q8_K chunks are read
+// straight from L1. Per (token, chunk) that is one `vpmaddubsw` + one `vpmaddwd` (scales) + one
+// `vpaddd` into the token's i32 super-block sum: only C sums are live in the chunk loop, so
+// they stay in registers (the f32 accumulators are touched once per super-block).
+//
+// Batch invariance: per (row, token) the tile does exactly the operations of the vec_dot
+// (`vec_dot_q4_k` / `vec_dot_q6_k`, the one-token path): the same exact i32 lane sums per
+// super-block, then the same f32 FMAs into one 8-lane accumulator (Q4_K: the scaled sum, then
+// the min term from the activation `bsums`; Q6_K: the sum minus 32 x the scaled `bsums`), and
+// the same horizontal sum. So a token's result does not depend on the batch it is in.
 
 const KQ4: u32 = QuantType::Q4_K as u32;
 const KQ6: u32 = QuantType::Q6_K as u32;
 
-/// Rows x tokens of the K-quant gemm tile.
-const KR: usize = 2;
-const KC: usize = 4;
+/// Most tokens per K-quant tile (C i32 sums + quants, scales, activations fit the 16 ymm).
+const KC: usize = 8;
 /// Target weight bytes of a row panel (kept L2-resident while all token groups pass over it).
 const KPANEL_BYTES: usize = 96 * 1024;
 
@@ -543,41 +548,6 @@ const fn kbytes(t: u32) -> usize {
         144
     } else {
         210
-    }
-}
-
-/// Per-row, per-super-block data: d, dmin (Q4_K) and the extra vector (Q4_K: scales + mins as
-/// from [`scales_mins_k4`]; Q6_K: the 16 scales as i16). Fills the 8 chunk scale vectors.
-///
-/// # Safety
-/// `bw` points at a whole block of `T`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_scales<const T: u32>(bw: *const u8, sc: &mut [__m256i; 8]) -> (f32, f32, __m256i) {
-    // SAFETY: all offsets are inside the block (Q4_K: d/dmin 0..4, scales 4..16; Q6_K: scales
-    // 192..208, d 208..210).
-    unsafe {
-        if T == KQ4 {
-            let (d, dmin) = f16x2_at(bw);
-            let ms = scales_mins_k4(bw.add(4));
-            let s128 = _mm256_castsi256_si128(ms);
-            let s = _mm256_set_m128i(s128, s128);
-            for (c, v) in sc.iter_mut().enumerate() {
-                *v = _mm256_shuffle_epi8(s, bcast_mask(c as i32, c as i32));
-            }
-            (d, dmin, ms)
-        } else {
-            let d = f16_at_hi(bw.add(208));
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bw.add(192).cast()));
-            let s0 = _mm256_permute2x128_si256(sc16, sc16, 0x00);
-            let s1 = _mm256_permute2x128_si256(sc16, sc16, 0x11);
-            for (c, v) in sc.iter_mut().enumerate() {
-                let (h, k) = (c / 4, (c % 4) as i32);
-                let s = if h == 0 { s0 } else { s1 };
-                *v = _mm256_shuffle_epi8(s, bcast_mask(2 * k, 2 * k + 1));
-            }
-            (d, 0.0, sc16)
-        }
     }
 }
 
@@ -620,15 +590,17 @@ unsafe fn k_chunk<const T: u32>(bw: *const u8, c: usize) -> __m256i {
     }
 }
 
-/// R x C tile over all `nb` super-blocks: rows at `w + r * rb`, Q8_K tokens at `a + t * xs`.
+/// One row x C tokens over all `nb` super-blocks: the row at `w`, Q8_K tokens at `a + t * xs`.
+/// `pf` is the weight row two ahead, prefetched block by block (the rows stream from DRAM the
+/// first time a panel is walked; prefetches never fault, so it may point past the matrix).
 ///
 /// # Safety
-/// AVX2+FMA+F16C; R whole rows of `nb` blocks of `T` and C rows of `nb` Q8_K blocks are
-/// readable; `out + t * ldo + r` writable for r < R, t < C.
+/// AVX2+FMA+F16C; one whole row of `nb` blocks of `T` at `w` and C rows of `nb` Q8_K blocks
+/// are readable; `out + t * ldo` writable for t < C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn ktile<const T: u32, const R: usize, const C: usize>(
+unsafe fn ktile<const T: u32, const C: usize>(
     w: *const u8,
-    rb: usize,
+    pf: *const u8,
     a: *const u8,
     xs: usize,
     nb: usize,
@@ -636,73 +608,105 @@ unsafe fn ktile<const T: u32, const R: usize, const C: usize>(
     ldo: usize,
 ) {
     let bb = const { kbytes(T) };
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut sc = [[_mm256_setzero_si256(); 8]; R];
+    // Chunks per super-block. For 4+ tokens LLVM's full unrolling of the chunk loop
+    // interleaves the tokens badly (spills); an opaque trip count keeps it a loop (measured
+    // ~15% faster there), while 1..=3 tokens are fastest unrolled.
+    let nch = if C <= 3 {
+        8
+    } else {
+        std::hint::black_box(8usize)
+    };
+    let mut acc = [_mm256_setzero_ps(); C];
     for b in 0..nb {
-        let mut dd = [(0.0f32, 0.0f32, _mm256_setzero_si256()); R];
-        for (r, (s, e)) in sc.iter_mut().zip(dd.iter_mut()).enumerate() {
-            // SAFETY: row r < R, block b < nb are inside the caller-guaranteed rows.
-            *e = unsafe { k_scales::<T>(w.add(r * rb + b * bb), s) };
+        let mut o = 0;
+        while o < bb {
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(b * bb + o).cast());
+            o += 64;
         }
-        let mut sumi = [[_mm256_setzero_si256(); C]; R];
-        for c in 0..8 {
-            for (r, (sr, scr)) in sumi.iter_mut().zip(sc.iter()).enumerate() {
-                // SAFETY: as above; c < 8.
-                let q = unsafe { k_chunk::<T>(w.add(r * rb + b * bb), c) };
-                let s = scr[c];
-                for (t, st) in sr.iter_mut().enumerate() {
-                    // SAFETY: token t < C, block b < nb: 32 quants at Y_QS + 32c are inside.
-                    let y = unsafe { load(a.add(t * xs + b * Y_BYTES + Y_QS + 32 * c)) };
-                    *st = _mm256_add_epi32(*st, scaled_dot(q, y, s));
-                }
+        // SAFETY: block b < nb of the row is readable (caller contract).
+        let bw = unsafe { w.add(b * bb) };
+        // Scale sources: Q4_K the 8 scales (i16 lanes 0..8) + mins (8..16) and d, dmin; Q6_K
+        // the 16 scales as i16 and d.
+        // SAFETY: all offsets are inside the block (Q4_K: d/dmin 0..4, scales 4..16; Q6_K:
+        // scales 192..208, d 208..210).
+        let (d, dmin, ex) = unsafe {
+            if T == KQ4 {
+                let (d, dmin) = f16x2_at(bw);
+                (d, dmin, scales_mins_k4(bw.add(4)))
+            } else {
+                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bw.add(192).cast()));
+                (f16_at_hi(bw.add(208)), 0.0, sc16)
+            }
+        };
+        let (s0, s1) = if T == KQ4 {
+            let s128 = _mm256_castsi256_si128(ex);
+            let s = _mm256_set_m128i(s128, s128);
+            (s, s)
+        } else {
+            (
+                _mm256_permute2x128_si256(ex, ex, 0x00),
+                _mm256_permute2x128_si256(ex, ex, 0x11),
+            )
+        };
+        let mut sumi = [_mm256_setzero_si256(); C];
+        for c in 0..nch {
+            // SAFETY: bw is a whole block of T; c < 8.
+            let q = unsafe { k_chunk::<T>(bw, c) };
+            let s = if T == KQ4 {
+                _mm256_shuffle_epi8(s0, bcast_mask(c as i32, c as i32))
+            } else {
+                let k = (c % 4) as i32;
+                _mm256_shuffle_epi8(if c < 4 { s0 } else { s1 }, bcast_mask(2 * k, 2 * k + 1))
+            };
+            for (t, st) in sumi.iter_mut().enumerate() {
+                // SAFETY: token t < C, block b < nb: 32 quants at Y_QS + 32c are inside.
+                let y = unsafe { load(a.add(t * xs + b * Y_BYTES + Y_QS + 32 * c)) };
+                *st = _mm256_add_epi32(*st, scaled_dot(q, y, s));
             }
         }
-        for (r, (ar, sr)) in acc.iter_mut().zip(sumi.iter()).enumerate() {
-            let (d, dmin, ex) = dd[r];
-            for (t, (at, st)) in ar.iter_mut().zip(sr.iter()).enumerate() {
-                // SAFETY: token t < C, block b < nb: d at 0 and bsums at Y_BSUMS are inside.
-                let (yd, bs) = unsafe {
-                    let bx = a.add(t * xs + b * Y_BYTES);
-                    (f32_at(bx), load(bx.add(Y_BSUMS)))
-                };
-                if T == KQ4 {
-                    let mt = min_term_k4(ex, bs);
-                    let mt = _mm256_set_m128i(_mm_setzero_si128(), mt);
-                    *at = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(*st), *at);
-                    *at = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * yd), _mm256_cvtepi32_ps(mt), *at);
-                } else {
-                    let off = _mm256_slli_epi32(_mm256_madd_epi16(ex, bs), 5);
-                    let s = _mm256_sub_epi32(*st, off);
-                    *at = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(s), *at);
-                }
+        for (t, (at, st)) in acc.iter_mut().zip(sumi.iter()).enumerate() {
+            // SAFETY: token t < C, block b < nb: d at 0 and bsums at Y_BSUMS are inside.
+            let (yd, bs) = unsafe {
+                let bx = a.add(t * xs + b * Y_BYTES);
+                (f32_at(bx), load(bx.add(Y_BSUMS)))
+            };
+            if T == KQ4 {
+                let mt = min_term_k4(ex, bs);
+                let mt = _mm256_set_m128i(_mm_setzero_si128(), mt);
+                *at = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(*st), *at);
+                *at = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * yd), _mm256_cvtepi32_ps(mt), *at);
+            } else {
+                let off = _mm256_slli_epi32(_mm256_madd_epi16(ex, bs), 5);
+                let s = _mm256_sub_epi32(*st, off);
+                *at = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(s), *at);
             }
         }
     }
-    for (r, ar) in acc.iter().enumerate() {
-        for (t, at) in ar.iter().enumerate() {
-            // SAFETY: r < R, t < C: writable per the caller.
-            unsafe { *out.add(t * ldo + r) = hsum_ps(*at) };
-        }
+    for (t, at) in acc.iter().enumerate() {
+        // SAFETY: t < C: writable per the caller.
+        unsafe { *out.add(t * ldo) = hsum_ps(*at) };
     }
 }
 
-/// Dispatch a K-quant tile with `r <= KR` rows and `c <= KC` tokens.
-macro_rules! ktile_rc {
-    ($t:ident, $r:expr, $c:expr, $($args:expr),*) => {
-        match ($r, $c) {
-            (1, 1) => ktile::<$t, 1, 1>($($args),*),
-            (1, 2) => ktile::<$t, 1, 2>($($args),*),
-            (1, 3) => ktile::<$t, 1, 3>($($args),*),
-            (1, _) => ktile::<$t, 1, 4>($($args),*),
-            (_, 1) => ktile::<$t, 2, 1>($($args),*),
-            (_, 2) => ktile::<$t, 2, 2>($($args),*),
-            (_, 3) => ktile::<$t, 2, 3>($($args),*),
-            _ => ktile::<$t, 2, 4>($($args),*),
+/// Dispatch a K-quant tile with `1 <= c <= KC` tokens.
+macro_rules! ktile_c {
+    ($t:ident, $c:expr, $($args:expr),*) => {
+        match $c {
+            1 => ktile::<$t, 1>($($args),*),
+            2 => ktile::<$t, 2>($($args),*),
+            3 => ktile::<$t, 3>($($args),*),
+            4 => ktile::<$t, 4>($($args),*),
+            5 => ktile::<$t, 5>($($args),*),
+            6 => ktile::<$t, 6>($($args),*),
+            7 => ktile::<$t, 7>($($args),*),
+            _ => ktile::<$t, 8>($($args),*),
         }
     };
 }
 
-/// Matmul of `nrows` K-quant weight rows against `n_tok` Q8_K rows (see [`KGemmFn`]).
+/// Matmul of `nrows` K-quant weight rows against `n_tok` Q8_K rows (see [`KGemmFn`]): row
+/// panels of about [`KPANEL_BYTES`]; per panel the tokens in groups of at most [`KC`] (as even
+/// as possible, e.g. 9 = 5 + 4), each group walking the panel row by row.
 ///
 /// # Safety
 /// AVX2+FMA+F16C; `w.len() >= nrows * rb` with `rb = nb * block bytes`; `x` holds `nb` Q8_K
@@ -723,26 +727,26 @@ unsafe fn kgemm<const T: u32>(
 ) {
     debug_assert_eq!(rb, nb * kbytes(T));
     debug_assert!(w.len() >= nrows * rb && x.len() >= (n_tok - 1) * xs + nb * Y_BYTES);
-    const { assert!(KR <= 2 && KC <= 4) };
+    const { assert!(KC == 8) };
     let (pw, px) = (w.as_ptr(), x.as_ptr());
-    let panel = (KPANEL_BYTES / rb.max(1)).max(KR).next_multiple_of(KR);
+    let panel = (KPANEL_BYTES / rb.max(1)).max(1);
+    let groups = n_tok.div_ceil(KC);
     let mut p0 = 0;
     while p0 < nrows {
         let p1 = (p0 + panel).min(nrows);
         let mut t0 = 0;
-        while t0 < n_tok {
-            let c = (n_tok - t0).min(KC);
-            let mut r = p0;
-            while r < p1 {
-                let rr = (p1 - r).min(KR);
-                // SAFETY: rows r..r+rr < nrows and tokens t0..t0+c < n_tok are in bounds.
+        for g in 0..groups {
+            // Group sizes differ by at most one (the larger ones first).
+            let c = n_tok / groups + usize::from(g < n_tok % groups);
+            for r in p0..p1 {
+                // SAFETY: row r < nrows and tokens t0..t0+c <= n_tok are in bounds; the
+                // prefetch address is never dereferenced.
                 unsafe {
-                    ktile_rc!(
+                    ktile_c!(
                         T,
-                        rr,
                         c,
                         pw.add(r * rb),
-                        rb,
+                        pw.wrapping_add((r + 2) * rb),
                         px.add(t0 * xs),
                         xs,
                         nb,
@@ -750,7 +754,6 @@ unsafe fn kgemm<const T: u32>(
                         ldo
                     )
                 };
-                r += rr;
             }
             t0 += c;
         }
