@@ -171,8 +171,9 @@ pub fn matmul(
     )
 }
 
+/// The output of a parallel matmul, shared by its tasks (every kernel module uses this one).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: OutPtr is only used to write disjoint output elements from different chunks (each
 // (token, row) pair belongs to exactly one chunk) while the owning `&mut [f32]` is borrowed.
 unsafe impl Send for OutPtr {}
@@ -181,7 +182,7 @@ unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Method access so closures capture the whole (Sync) wrapper, not the raw field.
-    fn ptr(self) -> *mut f32 {
+    pub(crate) fn ptr(self) -> *mut f32 {
         self.0
     }
 }

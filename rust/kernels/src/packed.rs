@@ -209,18 +209,7 @@ impl PackedActs {
     }
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: used only to write disjoint output elements (each (token, row) belongs to exactly one
-// panel task) while the owning `&mut [f32]` is borrowed for the call.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
+use crate::matmul::OutPtr;
 
 /// One packed matrix of a [`matmul_packed`] call and its output (`n_tok x rows`).
 pub struct PackedJob<'a> {

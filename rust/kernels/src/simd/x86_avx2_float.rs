@@ -71,20 +71,7 @@ pub(crate) fn supports(t: QuantType) -> bool {
     Kind::of(t).is_some()
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: only used to write disjoint output elements from different tasks (each (token, row)
-// pair belongs to exactly one task) while the owning `&mut [f32]` is borrowed by `matmul`.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above; no two threads write the same element and nobody reads during the call.
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Method access so closures capture the whole (Sync) wrapper, not the raw field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
+use crate::matmul::OutPtr;
 
 thread_local! {
     static TILE_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
