@@ -444,6 +444,9 @@ struct Worker {
     plan: Vec<Planned>,
     logits: Vec<f32>,
     touched: Vec<u64>,
+    planned: Vec<bool>,
+    order: Vec<usize>,
+    preempt: Vec<usize>,
     preemptions: u64,
     shutdown: bool,
 }
@@ -473,6 +476,9 @@ impl Worker {
             max_running: max_running.min(n_batch),
             step_tokens,
             touched: Vec::new(),
+            planned: Vec::with_capacity(max_running),
+            order: Vec::with_capacity(max_running),
+            preempt: Vec::with_capacity(max_running),
             preemptions: 0,
             shutdown: false,
         }
@@ -630,12 +636,19 @@ impl Worker {
         self.rows.clear();
         self.want.clear();
         self.plan.clear();
-        let mut planned = vec![false; self.running.len()];
+        // Per-step work lists, kept across steps (taken here, given back at the end): the step
+        // allocates nothing once they have grown.
+        let mut planned = std::mem::take(&mut self.planned);
+        let mut order = std::mem::take(&mut self.order);
+        let mut preempt = std::mem::take(&mut self.preempt);
+        planned.clear();
+        planned.resize(self.running.len(), false);
+        preempt.clear();
         let mut budget = self.step_tokens;
         // Decode rows first (one token each), then prompt chunks, oldest sequence first.
-        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.clear();
+        order.extend(0..self.running.len());
         order.sort_by_key(|&i| (self.running[i].remaining() > 1, self.running[i].order));
-        let mut preempt: Vec<usize> = Vec::new();
         for &i in &order {
             if preempt.contains(&i) {
                 continue;
@@ -777,23 +790,20 @@ impl Worker {
             }
         }
 
-        // Retire finished (or failed) sequences, requeue preempted ones; indices shift, so
-        // take them out of `running` in one pass.
-        let mut keep = Vec::with_capacity(self.running.len());
-        let mut requeue = Vec::new();
-        for (i, mut s) in std::mem::take(&mut self.running).into_iter().enumerate() {
+        // Retire finished (or failed) sequences and requeue preempted ones, from the back so
+        // the indices still to visit do not shift.
+        for i in (0..self.running.len()).rev() {
             if preempt.contains(&i) {
-                requeue.push(s);
-            } else if s.inbox.is_closed() {
+                let s = self.running.remove(i);
+                self.requeue(s);
+            } else if self.running[i].inbox.is_closed() {
+                let mut s = self.running.remove(i);
                 self.release(&mut s);
-            } else {
-                keep.push(s);
             }
         }
-        self.running = keep;
-        for s in requeue {
-            self.requeue(s);
-        }
+        self.planned = planned;
+        self.order = order;
+        self.preempt = preempt;
     }
 
     fn publish(&mut self) {
