@@ -3,6 +3,7 @@ loopback with the real model."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 from hologram import _core
 from hologram.heads.completion import ChatMessage, CompletionHead
@@ -62,3 +63,36 @@ def test_completion_prompt_specials_only_when_asked(server: Server, model_id: st
     plain = n_prompt({})
     parsed = n_prompt({"parse_special": True})
     assert parsed < plain
+
+
+@pytest.mark.parametrize("field,value", [("seed", -1), ("seed", 2**70), ("top_k", 2**70)])
+def test_out_of_range_integers_are_400_with_param(server: Server, field: str,
+                                                  value: int) -> None:
+    for stream in (False, True):
+        r = requests.post(server.v1 + "/completions", timeout=60, json={
+            "prompt": "hi", "max_tokens": 1, "stream": stream, field: value})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == field
+
+
+def test_largest_seed_with_n_is_fine(server: Server) -> None:
+    r = requests.post(server.v1 + "/completions", timeout=60, json={
+        "prompt": "hi", "max_tokens": 1, "n": 2, "seed": 2**64 - 1})
+    assert r.status_code == 200, r.text
+
+
+def test_ignored_field_names_with_crlf_never_reach_a_header(server: Server) -> None:
+    r = requests.post(server.v1 + "/completions", timeout=60, json={
+        "prompt": "hi", "max_tokens": 1, "evil\r\nX-Injected: 1": 1, "plain_unknown": 2})
+    assert r.status_code == 200, r.text
+    assert "X-Injected" not in r.headers
+    assert r.headers["x-hologram-ignored-params"] == "plain_unknown"
+
+
+def test_bearer_scheme_is_case_insensitive(guarded: Server) -> None:
+    from .conftest import API_KEYS
+
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = requests.get(guarded.v1 + "/models", timeout=10,
+                         headers={"Authorization": f"{scheme} {API_KEYS[0]}"})
+        assert r.status_code == 200, (scheme, r.text)

@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -55,6 +56,9 @@ from hologram.server.settings import ServerSettings
 from hologram.server.sse import DONE, encode_event, encode_events
 
 __all__ = ["create_app", "get_service"]
+
+#: Request field names that may be echoed in the x-hologram-ignored-params header.
+_HEADER_SAFE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 log = logging.getLogger("hologram.server")
 access_log = logging.getLogger("hologram.access")
@@ -134,7 +138,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         auth = headers.get("Authorization")
         if auth:
             scheme, _, value = auth.partition(" ")
-            if scheme == "Bearer" and value.strip():
+            if scheme.lower() == "bearer" and value.strip():
                 return str(value.strip())
             return ""
         key = headers.get("X-Api-Key")
@@ -307,7 +311,9 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         return _json_response(model_endpoints.retrieve(service, model_id))
 
     def _ignored_header(unknown: list[str]) -> dict[str, str]:
-        return {"x-hologram-ignored-params": ",".join(unknown)[:1024]} if unknown else {}
+        # Only plain names go into a header (a name with CR/LF or other bytes is dropped).
+        names = [n for n in unknown if _HEADER_SAFE.fullmatch(n)]
+        return {"x-hologram-ignored-params": ",".join(names)[:1024]} if names else {}
 
     def _post_route(endpoint: Endpoint[Any]) -> Callable[[], Awaitable[Response]]:
         async def route() -> Response:

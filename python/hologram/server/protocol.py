@@ -66,7 +66,7 @@ class SamplingFields(RequestModel):
     )
     n: Annotated[StrictInt | None, Field(default=None, ge=1, le=MAX_N)] = None
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOP)] | None = None
-    seed: StrictInt | None = None
+    seed: Annotated[StrictInt | None, Field(default=None, ge=0, le=2**64 - 1)] = None
     presence_penalty: Annotated[
         Number | None, Field(default=None, ge=-2.0, le=2.0, allow_inf_nan=False)
     ] = None
@@ -78,7 +78,7 @@ class SamplingFields(RequestModel):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     # extras (llama.cpp / vLLM)
-    top_k: Annotated[StrictInt | None, Field(default=None, ge=-1)] = None
+    top_k: Annotated[StrictInt | None, Field(default=None, ge=-1, le=2**31 - 1)] = None
     min_p: Annotated[Number | None, Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)] = (
         None
     )

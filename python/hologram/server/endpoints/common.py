@@ -135,7 +135,7 @@ def with_seed(params: SamplingParams, seed: int | None, choice: int) -> Sampling
     """Choice ``choice`` of ``n``: a seeded request gives choice j the seed ``seed + j``."""
     if seed is None or choice == 0:
         return params
-    return dataclasses.replace(params, seed=seed + choice)
+    return dataclasses.replace(params, seed=(seed + choice) % 2**64)  # seeds are u64
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
