@@ -140,9 +140,9 @@ impl DecoderModel {
                 post_ffn_norm: opt_norm("post_ffw_norm", e)?,
             });
         }
-        // Repack the matrices for the packed kernel where it runs (see `Linear::pack`); the
-        // mapped pages of a repacked matrix are released, except the embedding table's (its
-        // rows are still looked up when it doubles as the output matrix).
+        // Repack the matrices for the packed kernel where it runs (see `Linear::pack`) and
+        // release their mapped pages. A tied embedding table too: its rows are still looked up,
+        // but a lookup faults in only the pages of the tokens it reads.
         let mut output = output;
         for l in &mut layers {
             for w in [
@@ -154,10 +154,10 @@ impl DecoderModel {
                 &mut l.w_up,
                 &mut l.w_down,
             ] {
-                w.pack(f, true)?;
+                w.pack(f)?;
             }
         }
-        output.pack(f, !tied_output)?;
+        output.pack(f)?;
         Ok(DecoderModel {
             activation: if gemma {
                 Activation::GeluTanh

@@ -63,9 +63,9 @@ impl Linear {
 
     /// Repack the matrix for the packed kernel when this machine runs it (AVX2 is the active
     /// kernel tier and the format is supported; `HOLOGRAM_NO_PACK` set turns packing off, for
-    /// side-by-side measurements). `release` drops the mapped pages afterwards
-    /// (not for a matrix whose rows are still read, such as a tied embedding table).
-    pub fn pack(&mut self, f: &GgufFile, release: bool) -> Result<()> {
+    /// side-by-side measurements). The mapped pages are released afterwards: matmuls never
+    /// read them again (row lookups of an embedding table fault in only the rows they read).
+    pub fn pack(&mut self, f: &GgufFile) -> Result<()> {
         if self.packed.is_some()
             || std::env::var_os("HOLOGRAM_NO_PACK").is_some()
             || !packed::available()
@@ -77,9 +77,7 @@ impl Linear {
         let m = PackedMatrix::pack(self.bytes(f), self.ttype, self.rows, self.cols)
             .map_err(|e| EngineError::invalid_model(format!("{}: {e}", self.info.name)))?;
         self.packed = Some(Arc::new(m));
-        if release {
-            f.release_tensor_pages(&self.info);
-        }
+        f.release_tensor_pages(&self.info);
         Ok(())
     }
 
