@@ -138,8 +138,10 @@ impl KvPool {
             head_dim_v,
             n_blocks,
             max_seq_len,
-            k: vec![f16::ZERO; total_k],
-            v: vec![f16::ZERO; total_v],
+            // Zeroed allocations: pages become resident only when blocks are first written,
+            // so a large pool costs memory as it is used.
+            k: bytemuck::zeroed_vec(total_k),
+            v: bytemuck::zeroed_vec(total_v),
             // Pop from the end: hand out low block numbers first.
             free: (0..n_blocks_u32).rev().collect(),
             meta: vec![BlockMeta::default(); n_blocks],
