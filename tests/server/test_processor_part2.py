@@ -143,3 +143,37 @@ def test_cancel_during_long_prompt_frees_blocks_within_a_second(one_slot: Server
             break
         assert time.monotonic() - t0 < 1.0, "blocks still held 1 s after the client left"
         time.sleep(0.02)
+
+
+def test_flush_at_end_adds_no_logprobs_entry(server: Server) -> None:
+    """Text held back at the end (a partial stop string when the model stops) is flushed
+    without an extra logprobs entry or token count."""
+    msgs = [{"role": "user", "content": "Say hi."}]
+    base = requests.post(server.v1 + "/chat/completions", timeout=60, json={
+        "messages": msgs, "max_tokens": 64, "temperature": 0}).json()
+    choice = base["choices"][0]
+    if choice["finish_reason"] != "stop" or len(choice["message"]["content"]) < 3:
+        pytest.skip("the greedy reply did not end with the end-of-generation token")
+    text = choice["message"]["content"]
+    for stream in (False, True):
+        body = {"messages": msgs, "max_tokens": 64, "temperature": 0, "logprobs": True,
+                "stop": [text[-3:] + "\u2603"], "stream": stream,
+                "stream_options": {"include_usage": True} if stream else None}
+        r = requests.post(server.v1 + "/chat/completions", timeout=60, json=body, stream=stream)
+        if stream:
+            content, entries, usage = "", [], {}
+            for line in r.iter_lines():
+                if line.startswith(b"data: {"):
+                    chunk = json.loads(line[6:])
+                    for c in chunk["choices"]:
+                        content += c["delta"].get("content") or ""
+                        entries += (c.get("logprobs") or {}).get("content") or []
+                    usage = chunk.get("usage") or usage
+        else:
+            out = r.json()
+            content = out["choices"][0]["message"]["content"]
+            entries = out["choices"][0]["logprobs"]["content"]
+            usage = out["usage"]
+        assert content == text
+        assert len(entries) == usage["completion_tokens"]
+        assert all(e["logprob"] > -9999.0 for e in entries)

@@ -62,10 +62,12 @@ class TokenInfo:
 @dataclass(frozen=True)
 class Delta:
     """What one decode step releases: ``text`` may be "" (held back) and ``token`` is the
-    sampled token (always present: a step is one token)."""
+    sampled token. The step that ends a generation only to flush held-back text (a partial
+    stop string, an incomplete UTF-8 character) has ``token`` None: it is no generated token
+    and has no logprobs entry."""
 
     text: str
-    token: TokenInfo
+    token: TokenInfo | None
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class CompletionStream:
             raise translate_engine_error(exc) from None
         if step is None:
             return None
-        return Delta(text=step.text, token=self._token_info(step))
+        return Delta(text=step.text, token=None if step.flush else self._token_info(step))
 
     def poll_deltas(self) -> list[Delta]:
         """The deltas that have arrived, without waiting (possibly none)."""
@@ -148,7 +150,8 @@ class CompletionStream:
             steps = self._raw.poll()
         except _core.HologramError as exc:
             raise translate_engine_error(exc) from None
-        return [Delta(text=s.text, token=self._token_info(s)) for s in steps]
+        return [Delta(text=s.text, token=None if s.flush else self._token_info(s))
+                for s in steps]
 
     def _token_info(self, step: _core.Step) -> TokenInfo:
         data = bytes(step.token_bytes)
@@ -384,7 +387,7 @@ class CompletionHead:
         with self.start(prompt, params) as stream:
             for delta in stream:
                 texts.append(delta.text)
-                if params.logprobs is not None:
+                if params.logprobs is not None and delta.token is not None:
                     tokens.append(delta.token)
                 if cancel is not None and cancel.is_set():
                     break

@@ -320,6 +320,45 @@ impl KvPool {
         Ok(n)
     }
 
+    /// Copy-on-write of a partial block: sequence `dst`, which holds exactly the first `k`
+    /// blocks of `src`'s prompt (shared), gets a new block holding a copy of the first `n`
+    /// slots (n < BLOCK_SIZE) of `src`'s block `k`, so it need not recompute them. Returns the
+    /// tokens copied. The caller guarantees both sequences have the same tokens there.
+    pub fn seq_copy_partial(&mut self, dst: SeqId, src: SeqId, n: usize) -> Result<usize> {
+        let (d, s) = (self.slot(dst)?, self.slot(src)?);
+        let k = d.blocks.len();
+        if n == 0 || n >= BLOCK_SIZE || d.len != k * BLOCK_SIZE || s.len < k * BLOCK_SIZE + n {
+            return Err(EngineError::InvalidArgument("nothing to copy".into()));
+        }
+        if d.blocks[..] != s.blocks[..k] {
+            return Err(EngineError::InvalidArgument(
+                "the sequences do not share their prefix blocks".into(),
+            ));
+        }
+        let from = s.blocks[k] as usize;
+        let to = self
+            .take_block()
+            .ok_or_else(|| EngineError::KvCacheFull("no free block".into()))?;
+        for layer in 0..self.n_layer {
+            for h in 0..self.n_kv_head {
+                let (a, b) = (
+                    self.k_index(layer, from, h, 0),
+                    self.k_index(layer, to as usize, h, 0),
+                );
+                self.k.copy_within(a..a + n * self.head_dim_k, b);
+                let (a, b) = (
+                    self.v_index(layer, from, h, 0),
+                    self.v_index(layer, to as usize, h, 0),
+                );
+                self.v.copy_within(a..a + n * self.head_dim_v, b);
+            }
+        }
+        let d = &mut self.seqs[dst.0 as usize];
+        d.blocks.push(to);
+        d.len += n;
+        Ok(n)
+    }
+
     /// Offer the full blocks of sequence `id` whose tokens (`tokens[..computed]`) are now
     /// computed to the prefix cache. A block whose prefix is already cached elsewhere (two
     /// sequences computed it at once) stays private, and so do the blocks after it.
@@ -682,5 +721,43 @@ mod tests {
             "tokens are compared, not only hashes"
         );
         assert_eq!(p.lookup_prefix(&a, 2).len(), 2);
+    }
+
+    #[test]
+    fn partial_block_is_copied_not_shared() {
+        let mut p = KvPool::new(2, 1, 4, 4, 128, 3, 8 * BLOCK_SIZE).unwrap();
+        let t = toks(40, 3);
+        let a = p.seq_new().unwrap();
+        p.seq_append(a, 40).unwrap();
+        for pos in 0..40 {
+            let x = [pos as f32, 1.0, 2.0, 3.0];
+            p.write(0, a, pos, &x, &x);
+            p.write(1, a, pos, &x, &x);
+        }
+        p.seq_commit(a, &t, 40);
+        let b = p.seq_new().unwrap();
+        let hit = p.lookup_prefix(&t, 1);
+        p.seq_attach_prefix(b, &t, &hit).unwrap();
+        assert_eq!(p.seq_copy_partial(b, a, 7).unwrap(), 7);
+        assert_eq!(p.seq_len(b).unwrap(), BLOCK_SIZE + 7);
+        assert_eq!(p.blocks(b)[0], p.blocks(a)[0]); // shared
+        assert_ne!(p.blocks(b)[1], p.blocks(a)[1]); // copied
+        for pos in BLOCK_SIZE..BLOCK_SIZE + 7 {
+            let (bb, slot) = p.locate(b, pos);
+            assert_eq!(p.k_block(1, bb, 0)[slot * 4].to_f32(), pos as f32);
+            assert_eq!(p.v_block(0, bb, 0)[slot * 4].to_f32(), pos as f32);
+        }
+        // Writing b's next position leaves a's block untouched.
+        p.seq_append(b, 1).unwrap();
+        p.write(0, b, BLOCK_SIZE + 7, &[-1.0; 4], &[-1.0; 4]);
+        let (ab, slot) = p.locate(a, BLOCK_SIZE + 7);
+        assert_eq!(
+            p.k_block(0, ab, 0)[slot * 4].to_f32(),
+            (BLOCK_SIZE + 7) as f32
+        );
+        assert!(p.seq_copy_partial(b, a, 3).is_err());
+        p.seq_free(a);
+        p.seq_free(b);
+        p.check_accounting().unwrap();
     }
 }

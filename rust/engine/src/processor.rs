@@ -602,11 +602,31 @@ impl Worker {
                 Err(_) => break,
             };
             if let Some(mut s) = self.waiting.remove(at) {
-                let hit = self
+                let mut hit = self
                     .engine
                     .kv_mut()
                     .seq_attach_prefix(slot, s.gen.history(), &prefix)
                     .unwrap_or(0);
+                // A group member whose prompt another member has read also copies that
+                // member's partial last prompt block (copy-on-write) instead of recomputing
+                // it: only the prompt's last token is left to compute.
+                let prompt = &s.gen.history()[..s.gen.prompt_tokens()];
+                let reader = self.running.iter().find(|r| {
+                    s.group.is_some()
+                        && r.group == s.group
+                        && r.computed >= r.gen.prompt_tokens()
+                        && r.gen.history().get(..prompt.len()) == Some(prompt)
+                });
+                let want = (prompt.len() - 1).saturating_sub(hit);
+                if let (Some(r), true) = (reader, want > 0 && want < crate::kv::BLOCK_SIZE) {
+                    if let Some(src) = r.slot {
+                        hit += self
+                            .engine
+                            .kv_mut()
+                            .seq_copy_partial(slot, src, want)
+                            .unwrap_or(0);
+                    }
+                }
                 s.slot = Some(slot);
                 s.computed = hit;
                 if s.cached.is_none() {

@@ -156,7 +156,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
             if isinstance(ev, Tokens):
                 texts[ev.index].extend(d.text for d in ev.deltas)
                 if want_logprobs:
-                    tokens[ev.index].extend(d.token for d in ev.deltas)
+                    tokens[ev.index].extend(d.token for d in ev.deltas if d.token is not None)
             elif isinstance(ev, Finish):
                 finish[ev.index] = ev.finish_reason
                 prompt_tokens = ev.prompt_tokens
@@ -210,7 +210,7 @@ async def chunks(service: Service, plan: Plan) -> ChunkStream:
                 rlog.completion_tokens += len(ev.deltas)
                 out: list[str] = []
                 for d in ev.deltas:
-                    if want_logprobs:
+                    if want_logprobs and d.token is not None:
                         lp = encode_json({"content": [_token_logprob_dict(d.token)],
                                           "refusal": None})
                         out.append(choice(ev.index, f'{{"content":{encode_json(d.text)}}}', lp))

@@ -142,7 +142,7 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
             if isinstance(ev, Tokens):
                 texts[ev.index].extend(d.text for d in ev.deltas)
                 if want_logprobs:
-                    tokens[ev.index].extend(d.token for d in ev.deltas)
+                    tokens[ev.index].extend(d.token for d in ev.deltas if d.token is not None)
             elif isinstance(ev, Finish):
                 finish[ev.index] = ev.finish_reason
                 pi = jobs[ev.index].prompt_index
@@ -203,6 +203,10 @@ async def chunks(service: Service, plan: Plan) -> ChunkStream:
                 if want_logprobs:
                     offset = offsets[ev.index]
                     for d in ev.deltas:
+                        if d.token is None:  # end-of-generation flush: text only
+                            if d.text:
+                                out.append(choice(ev.index, encode_json(d.text)))
+                            continue
                         lp, offset = _logprobs_json([d.token], offset)
                         out.append(choice(ev.index, encode_json(d.text), lp))
                     offsets[ev.index] = offset
