@@ -30,6 +30,8 @@ use crate::quant::QuantType;
 
 /// Rows per panel.
 pub const PANEL_ROWS: usize = 8;
+/// Most matrices of one `matmul_packed` call done in one parallel region.
+const MAX_JOBS: usize = 4;
 /// Tokens per register tile.
 const TILE_TOK: usize = 4;
 /// Values per block.
@@ -303,24 +305,33 @@ pub fn matmul_packed_variant(
         1
     };
     let per = total_panels.div_ceil(target).max(1);
-    let outs: Vec<OutPtr> = jobs
-        .iter_mut()
-        .map(|j| OutPtr(j.out.as_mut_ptr()))
-        .collect();
-    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
-    for (ji, j) in jobs.iter().enumerate() {
-        let np = j.w.rows.div_ceil(PANEL_ROWS);
-        let mut p0 = 0;
-        while p0 < np {
-            let p1 = (p0 + per).min(np);
-            tasks.push((ji, p0, p1));
-            p0 = p1;
-        }
+    // Per job (at most MAX_JOBS per call: q/k/v or gate/up): its matrix, output and task count.
+    // Fixed arrays: a matmul in the decode loop allocates nothing.
+    if jobs.len() > MAX_JOBS {
+        let (a, b) = jobs.split_at_mut(MAX_JOBS);
+        matmul_packed_variant(pool, a, acts, vnni)?;
+        return matmul_packed_variant(pool, b, acts, vnni);
     }
-    let mats: Vec<&PackedMatrix> = jobs.iter().map(|j| j.w).collect();
-    let run = |i: usize| {
-        let (ji, p0, p1) = tasks[i];
-        let m = mats[ji];
+    let nj = jobs.len();
+    let mut mats: [Option<&PackedMatrix>; MAX_JOBS] = [None; MAX_JOBS];
+    let mut outs = [OutPtr(std::ptr::null_mut()); MAX_JOBS];
+    let mut ntasks = [0usize; MAX_JOBS];
+    for (k, j) in jobs.iter_mut().enumerate() {
+        mats[k] = Some(j.w);
+        outs[k] = OutPtr(j.out.as_mut_ptr());
+        ntasks[k] = j.w.rows.div_ceil(PANEL_ROWS).div_ceil(per);
+    }
+    let n_tasks: usize = ntasks[..nj].iter().sum();
+    let run = |mut i: usize| {
+        // Task i: the job it falls in, and its run of that job's panels.
+        let mut ji = 0;
+        while i >= ntasks[ji] {
+            i -= ntasks[ji];
+            ji += 1;
+        }
+        let Some(m) = mats[ji] else { return };
+        let p0 = i * per;
+        let p1 = (p0 + per).min(m.rows.div_ceil(PANEL_ROWS));
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA/F16C checked by `available()`; panels p0..p1 exist in m.data; acts
         // holds n_tok tokens of m.cols / 32 blocks; out + t*rows + r (r < rows) is inside the
@@ -329,12 +340,12 @@ pub fn matmul_packed_variant(
             x86::panels(m, p0, p1, acts, outs[ji].ptr(), vnni)
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (m, p0, p1, vnni);
+        let _ = (m, p0, p1, vnni, &outs);
     };
-    if par && tasks.len() > 1 {
-        pool.for_each_chunk(tasks.len(), run);
+    if par && n_tasks > 1 {
+        pool.for_each_chunk(n_tasks, run);
     } else {
-        (0..tasks.len()).for_each(run);
+        (0..n_tasks).for_each(run);
     }
     Ok(())
 }

@@ -300,15 +300,14 @@ fn mm_multi<const K: usize>(
     if jobs.iter().all(|(w, _)| w.packed.is_some()) {
         let err = |e| EngineError::Internal(format!("{}: {e}", names.join("+")));
         pa.quantize(&x[..n * cols], cols, n).map_err(err)?;
-        let mut pj: Vec<PackedJob<'_>> = jobs
-            .into_iter()
-            .filter_map(|(w, out)| {
-                w.packed.as_deref().map(|pm| PackedJob {
-                    w: pm,
-                    out: &mut out[..n * w.rows],
-                })
-            })
-            .collect();
+        // A fixed array: the decode loop allocates nothing.
+        let mut pj = jobs.map(|(w, out)| PackedJob {
+            w: match w.packed.as_deref() {
+                Some(pm) => pm,
+                None => unreachable!("every job was checked to be packed"),
+            },
+            out: &mut out[..n * w.rows],
+        });
         return matmul_packed(pool, &mut pj, pa).map_err(err);
     }
     let mut mj = jobs.map(|(w, out)| hologram_kernels::MatmulJob {
