@@ -341,11 +341,15 @@ fn ggml_synthetic_dot_error() {
     let mut scratch = Vec::new();
     let n = 4096;
     let x: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
+    // One row per type, shared by every ISA (so each tier is judged on the same weights).
+    let rows: Vec<_> = K_TYPES
+        .iter()
+        .map(|&t| make_row(t, n / QK, Kind::Random, &mut rng))
+        .collect();
     for isa in simd::available() {
-        for t in K_TYPES {
-            let w = make_row(t, n / QK, Kind::Random, &mut rng);
-            let s = vec_dot_f32(isa, t, &w, &x, &mut scratch).unwrap();
-            let (exact, _) = f64_dot(t, &w, &x);
+        for (&t, w) in K_TYPES.iter().zip(&rows) {
+            let s = vec_dot_f32(isa, t, w, &x, &mut scratch).unwrap();
+            let (exact, _) = f64_dot(t, w, &x);
             let err = (f64::from(s) - exact).abs() / n as f64;
             assert!(err < 0.02 / 32.0, "{isa:?} {t:?}: err/n {err}");
         }
