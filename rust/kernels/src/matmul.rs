@@ -5,8 +5,7 @@
 //! `matmul` flow (ggml `ggml_compute_forward_mul_mat`, without the barrier): quantize all tokens
 //! of `x` once into `scratch` (the weight type's `vec_dot_type`), then split the weight rows into
 //! more chunks than threads and let the pool's work stealing run them. Inside a chunk every
-//! token is processed while the chunk's weight rows are cache-resident. With AVX-512 VNNI and
-//! several tokens, chunks go through the 16-row interleaved GEMM (`simd::x86_avx512`).
+//! token is processed while the chunk's weight rows are cache-resident.
 //!
 //! With AVX2 and the 32-block formats (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) everything goes through the
 //! register-tiled kernels of `simd::x86_avx2` (gemv for one token, gemm for several): the
@@ -25,9 +24,11 @@
 //! the integer block dots are exact; and the f32 accumulation of one (row, token) is the same
 //! whichever kernel runs it (gemv tile, gemm tile of any shape, converted-panel tile, or the
 //! one-token vec_dot that shares the K-quant tile's order). `tests/batch_invariance.rs` checks
-//! this bit for bit for every format on Scalar and AVX2; a new kernel or path must keep it.
-//! Not yet the opt-in AVX-512 tier: its 32-block formats switch from per-row dots to the
-//! interleaved GEMM at [`GEMM_MIN_TOK`] tokens.
+//! this bit for bit for every format on every tier; a new kernel or path must keep it.
+//!
+//! The AVX-512 tier runs these same AVX2 paths (a verified, batch-invariant superset) for the
+//! row-major formats; its 512-bit kernels are the 16-row packed matmul (`crate::packed`,
+//! Q4_0/Q4_1/Q8_0 weights repacked at load), which wins at every token count.
 
 use rayon::prelude::*;
 
@@ -35,10 +36,6 @@ use crate::error::{check_len, KernelError};
 use crate::pool::Pool;
 use crate::quant::QuantType;
 use crate::simd::{self, Isa};
-
-/// Minimum tokens for the interleaved GEMM path (below it, per-row dots are cheaper than
-/// repacking the rows).
-pub const GEMM_MIN_TOK: usize = 4;
 
 /// Minimum weight bytes x tokens per chunk in the per-row path (keeps per-chunk overhead small).
 const MIN_CHUNK_WORK: usize = 16 * 1024;
@@ -226,7 +223,7 @@ pub fn matmul_isa(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && simd::x86_avx2::gemm_fn(wt).is_some() {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) && simd::x86_avx2::gemm_fn(wt).is_some() {
         let mut jobs = [MatmulJob { w, wt, rows, out }];
         return tiled_avx2(pool, &mut jobs, cols, x, n_tok, scratch);
     }
@@ -240,21 +237,11 @@ pub fn matmul_isa(
     let out_ptr = OutPtr(out.as_mut_ptr());
 
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && n_tok > 1 {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) && n_tok > 1 {
         if let (Some(g), Some(q)) = (simd::x86_avx2_kquants::gemm_fn(wt), p.quantize) {
             return ktiled_avx2(
                 pool, g, q, p.vt, w, rb, rows, cols, x, n_tok, out_ptr, scratch,
             );
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && n_tok >= GEMM_MIN_TOK {
-        if let (Some(gemm), Some(q)) = (simd::x86_avx512::gemm_fn(wt), p.quantize) {
-            gemm_path(
-                pool, gemm, q, p.vt, w, rb, rows, cols, x, n_tok, out_ptr, scratch,
-            )?;
-            return Ok(());
         }
     }
 
@@ -321,78 +308,6 @@ fn quantize_all(
             unsafe { q(s, d) };
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn gemm_path(
-    pool: &Pool,
-    gemm: simd::x86_avx512::GemmFn,
-    q: simd::QuantizeFn,
-    vt: QuantType,
-    w: &[u8],
-    rb: usize,
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n_tok: usize,
-    out: OutPtr,
-    scratch: &mut Vec<u8>,
-) -> Result<(), KernelError> {
-    use crate::simd::x86_avx512::{ActSide, GEMM_ROWS};
-    let xrb = row_bytes(vt, cols)?;
-    let nb = cols / 32;
-    let xb = vt.type_size();
-    let xlen = n_tok * xrb;
-    let nside = n_tok * nb;
-    let need = xlen + 4 + 3 * 4 * nside;
-    if scratch.len() < need {
-        scratch.resize(need, 0);
-    }
-    let pad = (4 - (scratch.as_ptr() as usize + xlen) % 4) % 4;
-    let (xq, rest) = scratch.split_at_mut(xlen);
-    quantize_all(pool, q, x, cols, xq, xrb);
-    let rest = &mut rest[pad..pad + 12 * nside];
-    let (d_b, rest) = rest.split_at_mut(4 * nside);
-    let (qs_b, s_b) = rest.split_at_mut(4 * nside);
-    let d: &mut [f32] = bytemuck::cast_slice_mut(d_b);
-    let qsum: &mut [i32] = bytemuck::cast_slice_mut(qs_b);
-    let s: &mut [f32] = bytemuck::cast_slice_mut(s_b);
-    let qoff = xb - 32;
-    for (i, blk) in xq.chunks_exact(xb).enumerate() {
-        d[i] = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-        s[i] = if qoff == 4 {
-            half::f16::from_le_bytes([blk[2], blk[3]]).to_f32()
-        } else {
-            0.0
-        };
-        qsum[i] = blk[qoff..].iter().map(|&v| i32::from(v as i8)).sum();
-    }
-    let side = ActSide { d, qsum, s };
-    let xq: &[u8] = xq;
-    let n_groups = rows.div_ceil(GEMM_ROWS);
-    pool.for_each_chunk(n_groups, |g| {
-        let r0 = g * GEMM_ROWS;
-        let nr = (rows - r0).min(GEMM_ROWS);
-        // SAFETY: Avx512 availability was checked by plan(); w rows r0..r0+nr are whole blocks;
-        // xq/side hold n_tok rows of nb blocks; out + t*rows + r0 + (0..nr) is inside `out` and
-        // written only by this group.
-        unsafe {
-            gemm(
-                &w[r0 * rb..(r0 + nr) * rb],
-                rb,
-                nr,
-                nb,
-                xq,
-                xrb,
-                &side,
-                n_tok,
-                out.ptr().add(r0),
-                rows,
-            )
-        };
-    });
-    Ok(())
 }
 
 /// The AVX2 register-tiled K-quant path (several tokens): quantize all tokens to Q8_K once,
@@ -492,7 +407,9 @@ pub fn matmul_multi_isa(
     scratch: &mut Vec<u8>,
 ) -> Result<(), KernelError> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && jobs.iter().all(|j| simd::x86_avx2::gemm_fn(j.wt).is_some()) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512)
+        && jobs.iter().all(|j| simd::x86_avx2::gemm_fn(j.wt).is_some())
+    {
         ensure_isa(isa)?;
         return tiled_avx2(pool, jobs, cols, x, n_tok, scratch);
     }

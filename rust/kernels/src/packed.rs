@@ -45,11 +45,95 @@ pub struct PackedMatrix {
     t: QuantType,
     rows: usize,
     cols: usize,
+    /// Rows per panel: 8 (AVX2 / AVX-VNNI, 256-bit) or 16 (AVX-512 VNNI).
+    width: usize,
     data: Vec<u8>,
 }
 
-fn block_bytes(t: QuantType) -> usize {
-    32 + if t == QuantType::Q8_0 { 256 } else { 128 }
+/// Bytes of one block of one panel of `width` rows: `width` f16 scales, `width` f16 minimums,
+/// then the quants (4 bits or 8 bits per value).
+fn block_bytes(t: QuantType, width: usize) -> usize {
+    4 * width + if t == QuantType::Q8_0 { 32 * width } else { 16 * width }
+}
+
+/// Which kernel runs a packed matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackedKernel {
+    /// 8-row panels, `vpmaddubsw` + `vpmaddwd` (AVX2).
+    Avx2,
+    /// 8-row panels, 256-bit `vpdpbusd` (AVX-VNNI).
+    AvxVnni,
+    /// 16-row panels, 512-bit `vpdpbusd` (AVX-512 F/BW + VNNI).
+    Avx512Vnni,
+}
+
+impl PackedKernel {
+    /// Rows per panel this kernel reads.
+    pub fn width(self) -> usize {
+        match self {
+            PackedKernel::Avx512Vnni => 16,
+            _ => PANEL_ROWS,
+        }
+    }
+
+    /// Whether this CPU runs the kernel.
+    pub fn is_available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as f;
+            available()
+                && match self {
+                    PackedKernel::Avx2 => true,
+                    PackedKernel::AvxVnni => f!("avxvnni"),
+                    PackedKernel::Avx512Vnni => {
+                        f!("avx512f") && f!("avx512bw") && f!("avx512vnni")
+                    }
+                }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Every kernel this CPU runs.
+    pub fn all_available() -> Vec<PackedKernel> {
+        [
+            PackedKernel::Avx2,
+            PackedKernel::AvxVnni,
+            PackedKernel::Avx512Vnni,
+        ]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect()
+    }
+
+    /// The kernel for new packed matrices: AVX-512 VNNI when the CPU has it and the active
+    /// tier is AVX-512 (`HOLOGRAM_ISA=avx2` forces 8-row panels), else AVX-VNNI when present
+    /// (`HOLOGRAM_NO_VNNI` turns it off), else AVX2.
+    pub fn preferred() -> PackedKernel {
+        use std::sync::OnceLock;
+        static K: OnceLock<PackedKernel> = OnceLock::new();
+        *K.get_or_init(|| {
+            if crate::simd::active() == crate::Isa::Avx512
+                && PackedKernel::Avx512Vnni.is_available()
+            {
+                PackedKernel::Avx512Vnni
+            } else if has_vnni() {
+                PackedKernel::AvxVnni
+            } else {
+                PackedKernel::Avx2
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PackedKernel::Avx2 => "avx2",
+            PackedKernel::AvxVnni => "avx-vnni",
+            PackedKernel::Avx512Vnni => "avx512-vnni",
+        }
+    }
 }
 
 /// Whether this machine runs packed matmuls (x86 with AVX2, FMA and F16C).
@@ -65,13 +149,15 @@ pub fn available() -> bool {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 fn has_vnni() -> bool {
-    use std::sync::OnceLock;
-    static V: OnceLock<bool> = OnceLock::new();
-    *V.get_or_init(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
         std::env::var("HOLOGRAM_NO_VNNI").is_err() && std::arch::is_x86_feature_detected!("avxvnni")
-    })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 impl PackedMatrix {
@@ -80,8 +166,21 @@ impl PackedMatrix {
         matches!(t, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0)
     }
 
-    /// Repack `rows x cols` weights `w` of type `t` (row-major, whole blocks).
+    /// Repack `rows x cols` weights `w` of type `t` (row-major, whole blocks) for this
+    /// machine's [`PackedKernel::preferred`] kernel.
     pub fn pack(w: &[u8], t: QuantType, rows: usize, cols: usize) -> Result<Self, KernelError> {
+        Self::pack_for(w, t, rows, cols, PackedKernel::preferred())
+    }
+
+    /// Repack for kernel `k` (its panel width).
+    pub fn pack_for(
+        w: &[u8],
+        t: QuantType,
+        rows: usize,
+        cols: usize,
+        k: PackedKernel,
+    ) -> Result<Self, KernelError> {
+        let width = k.width();
         if !Self::supports(t) {
             return Err(KernelError::UnsupportedType(t));
         }
@@ -96,14 +195,17 @@ impl PackedMatrix {
             rows.checked_mul(rb).ok_or(KernelError::Overflow)?,
             w.len(),
         )?;
-        let n_panels = rows.div_ceil(PANEL_ROWS);
-        let bb = block_bytes(t);
+        let n_panels = rows.div_ceil(width);
+        let bb = block_bytes(t, width);
         let mut data = vec![0u8; n_panels * nb * bb];
+        // 16-row panels keep Q8_0 quants as unsigned bytes (q + 128), for `vpdpbusd` without a
+        // sign fix-up (the kernel subtracts 128 x the activation sum).
+        let flip = if width == 16 { 0x80 } else { 0 };
         for p in 0..n_panels {
             for b in 0..nb {
                 let dst = &mut data[(p * nb + b) * bb..(p * nb + b + 1) * bb];
-                for r in 0..PANEL_ROWS {
-                    let row = p * PANEL_ROWS + r;
+                for r in 0..width {
+                    let row = p * width + r;
                     if row >= rows {
                         break; // zero padding
                     }
@@ -111,10 +213,15 @@ impl PackedMatrix {
                     dst[2 * r..2 * r + 2].copy_from_slice(&src[0..2]);
                     let mut q = [0u8; QK];
                     match t {
-                        QuantType::Q8_0 => q.copy_from_slice(&src[2..34]),
+                        QuantType::Q8_0 => {
+                            for (o, &v) in q.iter_mut().zip(&src[2..34]) {
+                                *o = v ^ flip;
+                            }
+                        }
                         _ => {
                             if t == QuantType::Q4_1 {
-                                dst[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+                                dst[2 * width + 2 * r..2 * width + 2 * r + 2]
+                                    .copy_from_slice(&src[2..4]);
                             }
                             let qs = &src[src_bb - 16..];
                             for i in 0..16 {
@@ -123,16 +230,17 @@ impl PackedMatrix {
                             }
                         }
                     }
-                    let quants = &mut dst[32..];
+                    let quants = &mut dst[4 * width..];
+                    let cw = 4 * width; // bytes per chunk
                     if t == QuantType::Q8_0 {
                         for k in 0..8 {
-                            quants[k * 32 + 4 * r..k * 32 + 4 * r + 4]
+                            quants[k * cw + 4 * r..k * cw + 4 * r + 4]
                                 .copy_from_slice(&q[4 * k..4 * k + 4]);
                         }
                     } else {
                         for c in 0..4 {
                             for j in 0..4 {
-                                quants[c * 32 + 4 * r + j] =
+                                quants[c * cw + 4 * r + j] =
                                     q[4 * c + j] | (q[4 * c + 16 + j] << 4);
                             }
                         }
@@ -144,8 +252,25 @@ impl PackedMatrix {
             t,
             rows,
             cols,
+            width,
             data,
         })
+    }
+
+    /// Rows per panel.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The kernel that runs this matrix on this machine.
+    pub fn kernel(&self) -> PackedKernel {
+        if self.width == 16 {
+            PackedKernel::Avx512Vnni
+        } else if has_vnni() {
+            PackedKernel::AvxVnni
+        } else {
+            PackedKernel::Avx2
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -248,33 +373,35 @@ pub struct PackedJob<'a> {
 }
 
 /// `out[t * rows + r] = dot(W[r], x[t])` for every job, all sharing the activations `acts`
-/// (quantized from `n_tok` rows of the jobs' common `cols`).
+/// (quantized from `n_tok` rows of the jobs' common `cols`). Each matrix runs its own
+/// [`PackedMatrix::kernel`].
 pub fn matmul_packed(
     pool: &Pool,
     jobs: &mut [PackedJob<'_>],
     acts: &PackedActs,
 ) -> Result<(), KernelError> {
-    #[cfg(target_arch = "x86_64")]
-    let vnni = has_vnni();
-    #[cfg(not(target_arch = "x86_64"))]
-    let vnni = false;
-    matmul_packed_variant(pool, jobs, acts, vnni)
+    let k = match jobs.first() {
+        Some(j) => j.w.kernel(),
+        None => return Ok(()),
+    };
+    matmul_packed_with(pool, jobs, acts, k)
 }
 
-/// [`matmul_packed`] with the integer dot chosen by the caller: `vnni` uses AVX-VNNI (refused
-/// when the CPU lacks it), else AVX2. Both give identical results; tests run both.
-pub fn matmul_packed_variant(
+/// [`matmul_packed`] with the kernel chosen by the caller (refused when the CPU lacks it or a
+/// matrix's panel width does not match it). All kernels give identical results; tests run
+/// each one.
+pub fn matmul_packed_with(
     pool: &Pool,
     jobs: &mut [PackedJob<'_>],
     acts: &PackedActs,
-    vnni: bool,
+    kernel: PackedKernel,
 ) -> Result<(), KernelError> {
-    #[cfg(target_arch = "x86_64")]
-    if vnni && !std::arch::is_x86_feature_detected!("avxvnni") {
-        return Err(KernelError::UnsupportedIsa(crate::Isa::Avx2));
-    }
-    if !available() {
-        return Err(KernelError::UnsupportedIsa(crate::Isa::Avx2));
+    if !kernel.is_available() {
+        return Err(KernelError::UnsupportedIsa(if kernel == PackedKernel::Avx512Vnni {
+            crate::Isa::Avx512
+        } else {
+            crate::Isa::Avx2
+        }));
     }
     let n_tok = acts.n_tok;
     let mut work = 0usize;
@@ -284,6 +411,13 @@ pub fn matmul_packed_variant(
                 what: "activation blocks",
                 expected: j.w.cols / QK,
                 got: acts.nb,
+            });
+        }
+        if j.w.width != kernel.width() {
+            return Err(KernelError::LengthMismatch {
+                what: "panel width",
+                expected: kernel.width(),
+                got: j.w.width,
             });
         }
         check_len(
@@ -296,9 +430,10 @@ pub fn matmul_packed_variant(
     if n_tok == 0 {
         return Ok(());
     }
+    let width = kernel.width();
     // Tasks: runs of panels, about 4 per thread when parallel.
     let par = pool.n_threads() > 1 && work >= MIN_PAR_WORK;
-    let total_panels: usize = jobs.iter().map(|j| j.w.rows.div_ceil(PANEL_ROWS)).sum();
+    let total_panels: usize = jobs.iter().map(|j| j.w.rows.div_ceil(width)).sum();
     let target = if par {
         (pool.n_threads() * 4).min(total_panels).max(1)
     } else {
@@ -309,8 +444,8 @@ pub fn matmul_packed_variant(
     // Fixed arrays: a matmul in the decode loop allocates nothing.
     if jobs.len() > MAX_JOBS {
         let (a, b) = jobs.split_at_mut(MAX_JOBS);
-        matmul_packed_variant(pool, a, acts, vnni)?;
-        return matmul_packed_variant(pool, b, acts, vnni);
+        matmul_packed_with(pool, a, acts, kernel)?;
+        return matmul_packed_with(pool, b, acts, kernel);
     }
     let nj = jobs.len();
     let mut mats: [Option<&PackedMatrix>; MAX_JOBS] = [None; MAX_JOBS];
@@ -319,7 +454,7 @@ pub fn matmul_packed_variant(
     for (k, j) in jobs.iter_mut().enumerate() {
         mats[k] = Some(j.w);
         outs[k] = OutPtr(j.out.as_mut_ptr());
-        ntasks[k] = j.w.rows.div_ceil(PANEL_ROWS).div_ceil(per);
+        ntasks[k] = j.w.rows.div_ceil(width).div_ceil(per);
     }
     let n_tasks: usize = ntasks[..nj].iter().sum();
     let run = |mut i: usize| {
@@ -331,16 +466,27 @@ pub fn matmul_packed_variant(
         }
         let Some(m) = mats[ji] else { return };
         let p0 = i * per;
-        let p1 = (p0 + per).min(m.rows.div_ceil(PANEL_ROWS));
+        let p1 = (p0 + per).min(m.rows.div_ceil(width));
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2/FMA/F16C checked by `available()`; panels p0..p1 exist in m.data; acts
-        // holds n_tok tokens of m.cols / 32 blocks; out + t*rows + r (r < rows) is inside the
-        // job's output and only this task writes rows of panels p0..p1.
+        // SAFETY: the kernel's features were checked (`is_available`) and match the panel
+        // width; panels p0..p1 exist in m.data; acts holds n_tok tokens of m.cols / 32 blocks;
+        // out + t*rows + r (r < rows) is inside the job's output and only this task writes
+        // rows of panels p0..p1.
         unsafe {
-            x86::panels(m, p0, p1, acts, outs[ji].ptr(), vnni)
+            match kernel {
+                PackedKernel::Avx512Vnni => x86_512::panels(m, p0, p1, acts, outs[ji].ptr()),
+                _ => x86::panels(
+                    m,
+                    p0,
+                    p1,
+                    acts,
+                    outs[ji].ptr(),
+                    kernel == PackedKernel::AvxVnni,
+                ),
+            }
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (m, p0, p1, vnni, &outs);
+        let _ = (m, p0, p1, &outs);
     };
     if par && n_tasks > 1 {
         pool.for_each_chunk(n_tasks, run);
@@ -476,7 +622,7 @@ mod x86 {
         // inside the job's output.
         unsafe {
             let nb = acts.nb;
-            let bb = super::block_bytes(m.quant_type());
+            let bb = super::block_bytes(m.quant_type(), PANEL_ROWS);
             // SAFETY (whole function): panel p has nb blocks of bb bytes inside m.data; tokens
             // t0..t0+C have nb blocks of quants/d/s inside acts; out rows are checked below.
             let base = m.data.as_ptr().add(p * nb * bb);
@@ -541,6 +687,160 @@ mod x86 {
             for (t, fa) in facc.iter().enumerate() {
                 let mut v = [0f32; PANEL_ROWS];
                 _mm256_storeu_ps(v.as_mut_ptr(), *fa);
+                for (r, &x) in v.iter().enumerate().take(nr) {
+                    // SAFETY: t0 + t < n_tok and r0 + r < rows: inside the job's output.
+                    *out.add((t0 + t) * rows + r0 + r) = x;
+                }
+            }
+        }
+    }
+}
+
+/// 16-row panels with 512-bit `vpdpbusd`: the 8-row kernel's arithmetic on twice the rows per
+/// instruction. The integer block sums are the same exact values (Q8_0 weights are stored as
+/// `q + 128` and the kernel subtracts `128 * sum(x)`), and the float work per (row, token,
+/// block) is the same instruction sequence, so results equal the 8-row kernels' bit for bit.
+#[cfg(target_arch = "x86_64")]
+mod x86_512 {
+    use super::{PackedActs, PackedMatrix, QK};
+    use crate::quant::QuantType;
+    use std::arch::x86_64::*;
+
+    const W: usize = 16;
+    /// Tokens per register tile (32 zmm registers: 2 x 8 accumulators, weights, scales).
+    const TILE: usize = 8;
+
+    /// Panels `p0..p1` of `m` (16-row panels) against every token of `acts`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI + AVX2/FMA/F16C present; bounds as in `matmul_packed_with`.
+    pub(super) unsafe fn panels(
+        m: &PackedMatrix,
+        p0: usize,
+        p1: usize,
+        acts: &PackedActs,
+        out: *mut f32,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match m.quant_type() {
+                QuantType::Q4_0 => run::<0>(m, p0, p1, acts, out),
+                QuantType::Q4_1 => run::<1>(m, p0, p1, acts, out),
+                _ => run::<8>(m, p0, p1, acts, out),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `panels`; `F` is 0 (Q4_0), 1 (Q4_1) or 8 (Q8_0) matching `m`.
+    unsafe fn run<const F: u32>(
+        m: &PackedMatrix,
+        p0: usize,
+        p1: usize,
+        acts: &PackedActs,
+        out: *mut f32,
+    ) {
+        let n_tok = acts.n_tok;
+        for p in p0..p1 {
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let c = (n_tok - t0).min(TILE);
+                // SAFETY: forwarded; tokens t0..t0+c exist.
+                unsafe {
+                    match c {
+                        1 => tile::<F, 1>(m, p, acts, t0, out),
+                        2 => tile::<F, 2>(m, p, acts, t0, out),
+                        3 => tile::<F, 3>(m, p, acts, t0, out),
+                        4 => tile::<F, 4>(m, p, acts, t0, out),
+                        5 => tile::<F, 5>(m, p, acts, t0, out),
+                        6 => tile::<F, 6>(m, p, acts, t0, out),
+                        7 => tile::<F, 7>(m, p, acts, t0, out),
+                        _ => tile::<F, 8>(m, p, acts, t0, out),
+                    }
+                }
+                t0 += c;
+            }
+        }
+    }
+
+    /// One 16-row panel x `C` tokens.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI + AVX2/FMA/F16C; panel `p` and tokens `t0..t0 + C` exist; `out` as in
+    /// `matmul_packed_with`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile<const F: u32, const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: panel p has nb blocks of bb bytes inside m.data; tokens t0..t0 + C have nb
+        // blocks of quants/d/s inside acts; the rows written are inside the job's output.
+        unsafe {
+            let nb = acts.nb;
+            let bb = super::block_bytes(m.quant_type(), W);
+            let base = m.data.as_ptr().add(p * nb * bb);
+            let mask = _mm512_set1_epi8(0x0F);
+            let mut facc = [_mm512_setzero_ps(); C];
+            let xstride = nb * QK;
+            for b in 0..nb {
+                let blk = base.add(b * bb);
+                let d16 = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
+                let q = blk.add(4 * W);
+                let mut iacc = [_mm512_setzero_si512(); C];
+                // Dword k of block b of token t0 + t is at xs + t * xstride + 4k.
+                let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
+                if F == 8 {
+                    for k in 0..8 {
+                        let w = _mm512_loadu_si512(q.add(4 * W * k).cast());
+                        for (t, ia) in iacc.iter_mut().enumerate() {
+                            let x = _mm512_set1_epi32(
+                                xs.add(t * xstride + 4 * k).cast::<i32>().read_unaligned(),
+                            );
+                            *ia = _mm512_dpbusd_epi32(*ia, w, x);
+                        }
+                    }
+                } else {
+                    for c in 0..4 {
+                        let w = _mm512_loadu_si512(q.add(4 * W * c).cast());
+                        let lo = _mm512_and_si512(w, mask);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), mask);
+                        for (t, ia) in iacc.iter_mut().enumerate() {
+                            let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
+                            let xh = xs
+                                .add(t * xstride + 4 * c + 16)
+                                .cast::<i32>()
+                                .read_unaligned();
+                            *ia = _mm512_dpbusd_epi32(*ia, lo, _mm512_set1_epi32(xl));
+                            *ia = _mm512_dpbusd_epi32(*ia, hi, _mm512_set1_epi32(xh));
+                        }
+                    }
+                }
+                for (t, (fa, ia)) in facc.iter_mut().zip(iacc).enumerate() {
+                    let ai = (t0 + t) * nb + b;
+                    let (dx, sx) = (*acts.d.get_unchecked(ai), *acts.s.get_unchecked(ai));
+                    let isum = match F {
+                        // Q4_0 values are q - 8; Q8_0 quants are stored as q + 128.
+                        0 => _mm512_sub_epi32(ia, _mm512_set1_epi32(8 * sx)),
+                        8 => _mm512_sub_epi32(ia, _mm512_set1_epi32(128 * sx)),
+                        _ => ia,
+                    };
+                    let scale = _mm512_mul_ps(d16, _mm512_set1_ps(dx));
+                    *fa = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), *fa);
+                    if F == 1 {
+                        let m16 = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(2 * W).cast()));
+                        *fa = _mm512_fmadd_ps(m16, _mm512_set1_ps(dx * sx as f32), *fa);
+                    }
+                }
+            }
+            let rows = m.rows();
+            let r0 = p * W;
+            let nr = (rows - r0).min(W);
+            for (t, fa) in facc.iter().enumerate() {
+                let mut v = [0f32; W];
+                _mm512_storeu_ps(v.as_mut_ptr(), *fa);
                 for (r, &x) in v.iter().enumerate().take(nr) {
                     // SAFETY: t0 + t < n_tok and r0 + r < rows: inside the job's output.
                     *out.add((t0 + t) * rows + r0 + r) = x;

@@ -5,7 +5,7 @@
 //! chunked/tiled, nor on the thread count.
 
 use half::f16;
-use hologram_kernels::{matmul_isa, matmul_multi_isa, Isa, MatmulJob, Pool, QuantType};
+use hologram_kernels::{matmul_isa, matmul_multi_isa, simd, Isa, MatmulJob, Pool, QuantType};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -15,12 +15,9 @@ const N_X: usize = 33;
 /// Batch sizes tried (each at several offsets).
 const BATCHES: [usize; 11] = [2, 3, 4, 5, 7, 8, 9, 16, 17, 32, 33];
 
-/// The ISAs under test: Scalar and Avx2 where available (AVX-512 is opt-in and out of scope).
+/// The ISAs under test: every tier this CPU runs.
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2]
-        .into_iter()
-        .filter(|i| i.is_available())
-        .collect()
+    simd::available()
 }
 
 fn put_f16(b: &mut [u8], v: f32) {

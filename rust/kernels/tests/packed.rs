@@ -1,8 +1,11 @@
-//! The 8-row packed matmul against the scalar references, batch invariance, and the AVX-VNNI
-//! and AVX2 variants against each other.
+//! The packed matmul against the scalar references, batch invariance, and every kernel this CPU
+//! runs (AVX2 and AVX-VNNI on 8-row panels, AVX-512 VNNI on 16-row panels) against each other,
+//! bit for bit.
 
 use half::f16;
-use hologram_kernels::packed::{self, matmul_packed_variant, PackedActs, PackedJob, PackedMatrix};
+use hologram_kernels::packed::{
+    self, matmul_packed_with, PackedActs, PackedJob, PackedKernel, PackedMatrix,
+};
 use hologram_kernels::{dequantize_row_isa, Isa, Pool, QuantType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,26 +23,18 @@ fn random_weights(t: QuantType, rows: usize, cols: usize, rng: &mut StdRng) -> V
     v
 }
 
-fn variants() -> Vec<bool> {
-    let mut v = vec![false];
-    if std::arch::is_x86_feature_detected!("avxvnni") {
-        v.push(true);
-    }
-    v
-}
-
-fn run(pool: &Pool, m: &PackedMatrix, x: &[f32], n_tok: usize, vnni: bool) -> Vec<f32> {
+fn run(pool: &Pool, m: &PackedMatrix, x: &[f32], n_tok: usize, k: PackedKernel) -> Vec<f32> {
     let mut acts = PackedActs::default();
     acts.quantize(x, m.cols(), n_tok).unwrap();
     let mut out = vec![0f32; n_tok * m.rows()];
-    matmul_packed_variant(
+    matmul_packed_with(
         pool,
         &mut [PackedJob {
             w: m,
             out: &mut out,
         }],
         &acts,
-        vnni,
+        k,
     )
     .unwrap();
     out
@@ -54,9 +49,9 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
     let mut rng = StdRng::seed_from_u64(7);
     let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
     for t in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
-        for &(rows, cols) in &[(77usize, 256usize), (8, 32), (133, 512), (1024, 576)] {
+        for &(rows, cols) in &[(77usize, 256usize), (8, 32), (16, 64), (133, 512), (1024, 576)] {
             let w = random_weights(t, rows, cols, &mut rng);
-            let m = PackedMatrix::pack(&w, t, rows, cols).unwrap();
+            let m = PackedMatrix::pack_for(&w, t, rows, cols, PackedKernel::Avx2).unwrap();
             let n_tok = 33;
             let x: Vec<f32> = (0..n_tok * cols)
                 .map(|_| rng.gen_range(-1.0f32..1.0))
@@ -79,7 +74,7 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
                         .sum();
                 }
             }
-            let all = run(&pools[1], &m, &x, n_tok, false);
+            let all = run(&pools[1], &m, &x, n_tok, PackedKernel::Avx2);
             for (i, (&g, (&r, &n))) in all.iter().zip(refv.iter().zip(&norm)).enumerate() {
                 // Activation quantization (Q8_0) error only.
                 assert!(
@@ -87,7 +82,9 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
                     "{t:?} {rows}x{cols} [{i}]: {g} vs {r}"
                 );
             }
-            for &vnni in &variants() {
+            for k in PackedKernel::all_available() {
+                let mk = PackedMatrix::pack_for(&w, t, rows, cols, k).unwrap();
+                assert_eq!(mk.width(), k.width());
                 for pool in &pools {
                     for (start, len) in [
                         (0, 1),
@@ -100,7 +97,7 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
                         (9, 16),
                         (0, 33),
                     ] {
-                        let got = run(pool, &m, &x[start * cols..(start + len) * cols], len, vnni);
+                        let got = run(pool, &mk, &x[start * cols..(start + len) * cols], len, k);
                         for tk in 0..len {
                             for r in 0..rows {
                                 let a = got[tk * rows + r];
@@ -108,7 +105,7 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
                                 assert_eq!(
                                     a.to_bits(),
                                     b.to_bits(),
-                                    "{t:?} vnni={vnni} token {} row {r}",
+                                    "{t:?} {k:?} token {} row {r}",
                                     start + tk
                                 );
                             }
@@ -127,4 +124,21 @@ fn packing_refuses_what_it_cannot_pack() {
     assert!(PackedMatrix::pack(&[0u8; 18], QuantType::Q4_0, 1, 31).is_err());
     let mut acts = PackedActs::default();
     assert!(acts.quantize(&[0.0; 31], 31, 1).is_err());
+    // A kernel refuses panels of another width.
+    if PackedKernel::Avx512Vnni.is_available() {
+        let m = PackedMatrix::pack_for(&[0u8; 18], QuantType::Q4_0, 1, 32, PackedKernel::Avx2)
+            .unwrap();
+        acts.quantize(&[0.5; 32], 32, 1).unwrap();
+        let mut out = [0f32; 1];
+        let r = matmul_packed_with(
+            &Pool::new(1).unwrap(),
+            &mut [PackedJob {
+                w: &m,
+                out: &mut out,
+            }],
+            &acts,
+            PackedKernel::Avx512Vnni,
+        );
+        assert!(r.is_err());
+    }
 }

@@ -69,7 +69,7 @@ impl Linear {
         if self.packed.is_some()
             || std::env::var_os("HOLOGRAM_NO_PACK").is_some()
             || !packed::available()
-            || hologram_kernels::simd::active() != Isa::Avx2
+            || !matches!(hologram_kernels::simd::active(), Isa::Avx2 | Isa::Avx512)
             || !PackedMatrix::supports(self.ttype)
         {
             return Ok(());

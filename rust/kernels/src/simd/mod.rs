@@ -11,10 +11,9 @@
 //! Tiers: `Avx2` = AVX2+FMA+F16C. `Avx512` = AVX-512 F/BW/VL **with VNNI** (`vpdpbusd`) plus the
 //! AVX2 tier; AVX-512 CPUs without VNNI (Skylake-SP only) use `Avx2`.
 //!
-//! The AVX-512 kernels are **unverified on hardware; opt-in until a test run on an AVX-512
-//! machine**: the tier is only available (in [`available`], [`Isa::is_available`], [`active`])
-//! when `HOLOGRAM_ISA=avx512` is set and the CPU has the features; [`detected`] never returns
-//! it (AVX-512 machines get `Avx2`). The kernels stay compiled so that test run is one env var. `Neon` currently routes to
+//! The AVX-512 tier is chosen automatically when the CPU has those features (verified by the
+//! kernel and golden tests on an AVX-512 machine); `HOLOGRAM_ISA=avx2` forces the AVX2 tier
+//! (and 8-row packed panels), `HOLOGRAM_ISA=scalar` the references. `Neon` currently routes to
 //! the scalar references (compiles everywhere; dedicated NEON kernels are a follow-up).
 
 use std::sync::OnceLock;
@@ -77,9 +76,7 @@ fn probe() -> u32 {
         if avx2 {
             m |= 1 << Isa::Avx2 as u32;
             // Opt-in only (see the module docs).
-            let opt_in = std::env::var("HOLOGRAM_ISA")
-                .is_ok_and(|s| Isa::from_name(&s) == Some(Isa::Avx512));
-            if opt_in && f!("avx512f") && f!("avx512bw") && f!("avx512vl") && f!("avx512vnni") {
+            if f!("avx512f") && f!("avx512bw") && f!("avx512vl") && f!("avx512vnni") {
                 m |= 1 << Isa::Avx512 as u32;
             }
         }
@@ -98,9 +95,9 @@ fn available_mask() -> u32 {
     *MASK.get_or_init(probe)
 }
 
-/// The best verified tier this CPU supports (never `Avx512`, which is opt-in).
+/// The best tier this CPU supports.
 pub fn detected() -> Isa {
-    [Isa::Avx2, Isa::Neon]
+    [Isa::Avx512, Isa::Avx2, Isa::Neon]
         .into_iter()
         .find(|i| i.is_available())
         .unwrap_or(Isa::Scalar)

@@ -3,20 +3,16 @@
 //! Integer dots use `vpdpbusd` (u8 x i8, 4-way, into i32, no saturation). All weight formats are
 //! brought to *unsigned* bytes `u` with a per-format zero point `off` (Q4_0: 8, Q5_0: 16,
 //! Q8_0: 128 via `w ^ 0x80`, Q4_1/Q5_1: 0), so `sum((u - off) * y) = dpbusd(u, y) - off*sum(y)`,
-//! which is exact in i32. The activation-side term does not depend on the weight row, so the
-//! prefill GEMM (`gemm_*`) computes it once per activation block and shares it across 16 rows.
+//! which is exact in i32.
 //!
-//! GEMM layout: a task repacks 16 weight rows into a thread-local buffer where, per block,
-//! zmm `j` (j = 0..8) holds bytes 4j..4j+4 of each of the 16 rows (lane = row), followed by the
-//! 16 row scales `d` and mins `m` as f32. Then, for each token, 8 `vpdpbusd` with a broadcast
-//! 4-byte activation group produce the 16 rows' block dots in one register: scaling costs one
-//! cvt + mul + fma per 16 row-blocks and results are stored without horizontal sums. Repacking
-//! costs O(rows x cols) once per matmul and is amortized over all tokens.
+//! These are the single-row kernels of the tier (`vec_dot_*`, `dequant_*`, `quantize_q8`),
+//! checked against the scalar references by `tests/kernels.rs` on every machine that has
+//! AVX-512. Matmuls do not use them: the tier's matmuls are the AVX2 paths plus the 16-row
+//! packed kernel (`crate::packed`).
 //!
 //! Every fn is `unsafe`: callers guarantee `Isa::Avx512.is_available()` and block-exact lengths.
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use super::x86_avx2::{f16_at, fmt, hsum256, raw_quants};
 use super::{DequantFn, QuantizeFn, VecDotFn};
@@ -303,199 +299,6 @@ unsafe fn quantize_q8<const Q81: bool>(x: &[f32], dst: &mut [u8]) {
             _mm_storeu_si128(q.add(16).cast(), _mm512_cvtepi32_epi8(qb));
         }
     }
-}
-
-// ------------------------------------------------------------------------------------------
-// Prefill GEMM: 16 interleaved rows x NT tokens.
-
-/// Rows per interleaved group (zmm lanes).
-pub(crate) const GEMM_ROWS: usize = 16;
-/// u32 words per packed block: 8x16 quant dwords, 16 d, 16 m.
-const PACK_WORDS: usize = 8 * 16 + 16 + 16;
-/// Tokens per register tile.
-const NT: usize = 8;
-
-thread_local! {
-    /// Per-thread repack buffer for one 16-row group (grows to the largest `cols`, then reused).
-    static PACK: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Per-token activation side data, shared by all row groups: for token t and block b at
-/// `t * nb + b`: the activation scale, the exact integer sum of its quants, and (Q8_1) `s`.
-pub(crate) struct ActSide<'a> {
-    pub d: &'a [f32],
-    pub qsum: &'a [i32],
-    pub s: &'a [f32],
-}
-
-/// Repack `nrows` (<= 16) rows of `T` starting at `w` (row stride `rb`) into `pack`.
-///
-/// # Safety
-/// AVX-512; `w` holds `nrows * rb` bytes of whole blocks; `pack.len() >= nb * PACK_WORDS`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn pack_rows<const T: u32>(w: &[u8], rb: usize, nrows: usize, nb: usize, pack: &mut [u32]) {
-    let f = const { fmt(T) };
-    debug_assert!(nrows <= GEMM_ROWS && w.len() >= nrows * rb && pack.len() >= nb * PACK_WORDS);
-    let mut tmp = [0u32; 8];
-    for b in 0..nb {
-        let blk = &mut pack[b * PACK_WORDS..(b + 1) * PACK_WORDS];
-        for r in 0..GEMM_ROWS {
-            if r < nrows {
-                // SAFETY: row r < nrows, block b < nb: the block lies inside w.
-                let (u, d, m) = unsafe {
-                    let p = w.as_ptr().add(r * rb + b * f.bytes);
-                    let m = if f.has_m { f16_at(p.add(2)) } else { 0.0 };
-                    (uquants::<T>(p), f16_at(p), m)
-                };
-                // SAFETY: tmp is 32 bytes.
-                unsafe { _mm256_storeu_si256(tmp.as_mut_ptr().cast(), u) };
-                for (j, &v) in tmp.iter().enumerate() {
-                    blk[j * 16 + r] = v;
-                }
-                blk[128 + r] = d.to_bits();
-                blk[144 + r] = m.to_bits();
-            } else {
-                for j in 0..8 {
-                    blk[j * 16 + r] = 0;
-                }
-                blk[128 + r] = 0;
-                blk[144 + r] = 0;
-            }
-        }
-    }
-}
-
-/// One register tile: 16 packed rows x `N` tokens starting at token `t0`.
-///
-/// # Safety
-/// AVX-512+VNNI; `pack` holds `nb` packed blocks; `xq` holds tokens `t0..t0+N` (row stride
-/// `xrb`, block stride `xb`, quants at `xq_off`); `side` covers them; `out + t*ldo + 0..nvalid`
-/// writable for t < N.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile<const T: u32, const N: usize>(
-    pack: &[u32],
-    nb: usize,
-    xq: &[u8],
-    xrb: usize,
-    side: &ActSide<'_>,
-    t0: usize,
-    out: *mut f32,
-    ldo: usize,
-    nvalid: usize,
-) {
-    let f = const { fmt(T) };
-    let off = const { uoff(T) };
-    let xb = if f.has_m { 36 } else { 34 };
-    let xq_off = if f.has_m { 4 } else { 2 };
-    debug_assert!(pack.len() >= nb * PACK_WORDS && xq.len() >= (t0 + N) * xrb);
-    debug_assert!(side.d.len() >= (t0 + N) * nb);
-    let mut acc = [_mm512_setzero_ps(); N];
-    let pp = pack.as_ptr();
-    for b in 0..nb {
-        // SAFETY: b < nb packed blocks of PACK_WORDS u32 each.
-        let (wv, dv, mv) = unsafe {
-            let p = pp.add(b * PACK_WORDS);
-            let wv: [__m512i; 8] =
-                core::array::from_fn(|j| _mm512_loadu_si512(p.add(16 * j).cast()));
-            (
-                wv,
-                _mm512_loadu_ps(p.add(128).cast()),
-                _mm512_loadu_ps(p.add(144).cast()),
-            )
-        };
-        for (t, a) in acc.iter_mut().enumerate() {
-            let si = (t0 + t) * nb + b;
-            let mut ia = _mm512_set1_epi32(-off * side.qsum[si]);
-            // SAFETY: token t0+t < t0+N, block b < nb: 32 quant bytes at this offset are in xq.
-            let px = unsafe { xq.as_ptr().add((t0 + t) * xrb + b * xb + xq_off) };
-            for (j, w) in wv.iter().enumerate() {
-                // SAFETY: j < 8, so bytes 4j..4j+4 of the 32 quants.
-                let g = unsafe { px.add(4 * j).cast::<i32>().read_unaligned() };
-                ia = _mm512_dpbusd_epi32(ia, *w, _mm512_set1_epi32(g));
-            }
-            let sc = _mm512_mul_ps(dv, _mm512_set1_ps(side.d[si]));
-            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), sc, *a);
-            if f.has_m {
-                *a = _mm512_fmadd_ps(mv, _mm512_set1_ps(side.s[si]), *a);
-            }
-        }
-    }
-    let mask: __mmask16 = if nvalid >= 16 {
-        0xFFFF
-    } else {
-        (1u16 << nvalid) - 1
-    };
-    for (t, a) in acc.iter().enumerate() {
-        // SAFETY: the caller guarantees out + t*ldo + 0..nvalid writable; masked lanes untouched.
-        unsafe { _mm512_mask_storeu_ps(out.add(t * ldo), mask, *a) };
-    }
-}
-
-/// GEMM of `nrows` (<= 16) weight rows against all `n_tok` quantized tokens:
-/// `out[t * ldo + r] = dot(w[r], x[t])`.
-///
-/// # Safety
-/// AVX-512+VNNI; `w` holds `nrows` rows of `rb` bytes (`nb` blocks of `T`); `xq` holds `n_tok`
-/// activation rows of `xrb` bytes in `T`'s vec_dot_type; `side` covers `n_tok * nb`;
-/// `out + t*ldo + r` is writable (and written by no one else) for t < n_tok, r < nrows.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemm_q<const T: u32>(
-    w: &[u8],
-    rb: usize,
-    nrows: usize,
-    nb: usize,
-    xq: &[u8],
-    xrb: usize,
-    side: &ActSide<'_>,
-    n_tok: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    PACK.with(|cell| {
-        let mut pack = cell.borrow_mut();
-        if pack.len() < nb * PACK_WORDS {
-            pack.resize(nb * PACK_WORDS, 0);
-        }
-        // SAFETY: forwarded caller guarantees; pack sized just above.
-        unsafe { pack_rows::<T>(w, rb, nrows, nb, &mut pack) };
-        let mut t0 = 0;
-        while t0 < n_tok {
-            let n = (n_tok - t0).min(NT);
-            // SAFETY: tokens t0..t0+n < n_tok; out rows t0..t0+n per the caller's guarantee.
-            unsafe {
-                let o = out.add(t0 * ldo);
-                match n {
-                    8 => tile::<T, 8>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    7 => tile::<T, 7>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    6 => tile::<T, 6>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    5 => tile::<T, 5>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    4 => tile::<T, 4>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    3 => tile::<T, 3>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    2 => tile::<T, 2>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                    _ => tile::<T, 1>(&pack, nb, xq, xrb, side, t0, o, ldo, nrows),
-                }
-            }
-            t0 += n;
-        }
-    });
-}
-
-/// See [`gemm_q`] for the contract.
-pub(crate) type GemmFn =
-    unsafe fn(&[u8], usize, usize, usize, &[u8], usize, &ActSide<'_>, usize, *mut f32, usize);
-
-pub(crate) fn gemm_fn(t: QuantType) -> Option<GemmFn> {
-    Some(match t {
-        QuantType::Q4_0 => gemm_q::<Q4_0>,
-        QuantType::Q4_1 => gemm_q::<Q4_1>,
-        QuantType::Q5_0 => gemm_q::<Q5_0>,
-        QuantType::Q5_1 => gemm_q::<Q5_1>,
-        QuantType::Q8_0 => gemm_q::<Q8_0>,
-        _ => return None,
-    })
 }
 
 pub(super) fn dequant_fn(t: QuantType) -> Option<DequantFn> {
