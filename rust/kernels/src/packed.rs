@@ -53,7 +53,12 @@ pub struct PackedMatrix {
 /// Bytes of one block of one panel of `width` rows: `width` f16 scales, `width` f16 minimums,
 /// then the quants (4 bits or 8 bits per value).
 fn block_bytes(t: QuantType, width: usize) -> usize {
-    4 * width + if t == QuantType::Q8_0 { 32 * width } else { 16 * width }
+    4 * width
+        + match t {
+            QuantType::Q8_0 => 32 * width,
+            QuantType::Q5_0 => 20 * width, // nibbles + the fifth-bit plane
+            _ => 16 * width,
+        }
 }
 
 /// Which kernel runs a packed matmul.
@@ -85,9 +90,7 @@ impl PackedKernel {
                 && match self {
                     PackedKernel::Avx2 => true,
                     PackedKernel::AvxVnni => f!("avxvnni"),
-                    PackedKernel::Avx512Vnni => {
-                        f!("avx512f") && f!("avx512bw") && f!("avx512vnni")
-                    }
+                    PackedKernel::Avx512Vnni => f!("avx512f") && f!("avx512bw") && f!("avx512vnni"),
                 }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -166,6 +169,14 @@ impl PackedMatrix {
         matches!(t, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0)
     }
 
+    /// Weight types kernel `k` runs: Q4_0 / Q4_1 / Q8_0 on every kernel, plus Q5_0, Q4_K and
+    /// Q6_K on the 16-row AVX-512 kernel.
+    pub fn supports_kernel(t: QuantType, k: PackedKernel) -> bool {
+        Self::supports(t)
+            || (k == PackedKernel::Avx512Vnni
+                && matches!(t, QuantType::Q5_0 | QuantType::Q4_K | QuantType::Q6_K))
+    }
+
     /// Repack `rows x cols` weights `w` of type `t` (row-major, whole blocks) for this
     /// machine's [`PackedKernel::preferred`] kernel.
     pub fn pack(w: &[u8], t: QuantType, rows: usize, cols: usize) -> Result<Self, KernelError> {
@@ -181,8 +192,11 @@ impl PackedMatrix {
         k: PackedKernel,
     ) -> Result<Self, KernelError> {
         let width = k.width();
-        if !Self::supports(t) {
+        if !Self::supports_kernel(t, k) {
             return Err(KernelError::UnsupportedType(t));
+        }
+        if !Self::supports(t) {
+            return pack_wide(w, t, rows, cols);
         }
         if !cols.is_multiple_of(QK) {
             return Err(KernelError::NotBlockAligned { t, n: cols });
@@ -287,12 +301,141 @@ impl PackedMatrix {
     }
 }
 
+/// Bytes of one super-block (256 values) of one 16-row panel: Q4_K (`d`, `dmin` f16, 8 scales
+/// and 8 mins as bytes, then 8 blocks of nibble chunks) and Q6_K (`d` f16, 16 scales as i8,
+/// then 8 blocks of nibble chunks + 2-bit planes).
+fn sb_bytes(t: QuantType) -> usize {
+    match t {
+        QuantType::Q4_K => 64 + 256 + 8 * 256,
+        _ => 32 + 256 + 8 * 384,
+    }
+}
+
+/// Write row `r`'s 32 unsigned values `u` (each < 64) of one block into a 16-row block area:
+/// nibble chunks at `q` (chunk c, dword r: values 4c..4c+4 low | 4c+16..4c+20 high), and, when
+/// `hbits` is 1 or 2, the bits above the nibble into the plane(s) at `h`: one 64-byte plane for
+/// 1 bit (byte 4r+j: bit c = value 4c+j, bit 4+c = value 16+4c+j) or two for 2 bits (plane 0
+/// byte 4r+j: bits 2c..2c+2 = value 4c+j; plane 1 the same for 16+4c+j).
+fn put_values16(q: &mut [u8], h: &mut [u8], r: usize, u: &[u8; QK], hbits: u32) {
+    for c in 0..4 {
+        for j in 0..4 {
+            let (a, b) = (u[4 * c + j], u[4 * c + 16 + j]);
+            q[c * 64 + 4 * r + j] = (a & 0x0F) | ((b & 0x0F) << 4);
+            match hbits {
+                1 => h[4 * r + j] |= ((a >> 4) << c) | ((b >> 4) << (4 + c)),
+                2 => {
+                    h[4 * r + j] |= (a >> 4) << (2 * c);
+                    h[64 + 4 * r + j] |= (b >> 4) << (2 * c);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Pack Q5_0 / Q4_K / Q6_K into 16-row panels (the AVX-512 kernel only).
+fn pack_wide(
+    w: &[u8],
+    t: QuantType,
+    rows: usize,
+    cols: usize,
+) -> Result<PackedMatrix, KernelError> {
+    use crate::quant::{q4_k, q5_0, q6_k};
+    const W: usize = 16;
+    let bs = t.block_size();
+    if !cols.is_multiple_of(bs) {
+        return Err(KernelError::NotBlockAligned { t, n: cols });
+    }
+    let nbs = cols / bs; // source blocks per row
+    let src_bb = t.type_size();
+    let rb = nbs * src_bb;
+    check_len(
+        "weight bytes",
+        rows.checked_mul(rb).ok_or(KernelError::Overflow)?,
+        w.len(),
+    )?;
+    let n_panels = rows.div_ceil(W);
+    let pb = if t == QuantType::Q5_0 {
+        block_bytes(t, W)
+    } else {
+        sb_bytes(t)
+    }; // bytes per source block
+    let mut data = vec![0u8; n_panels * nbs * pb];
+    for p in 0..n_panels {
+        for b in 0..nbs {
+            let dst = &mut data[(p * nbs + b) * pb..(p * nbs + b + 1) * pb];
+            for r in 0..W {
+                let row = p * W + r;
+                if row >= rows {
+                    break; // zero padding
+                }
+                let src = &w[row * rb + b * src_bb..row * rb + (b + 1) * src_bb];
+                match t {
+                    QuantType::Q5_0 => {
+                        let blk: q5_0::BlockQ5_0 = bytemuck::pod_read_unaligned(src);
+                        dst[2 * r..2 * r + 2].copy_from_slice(&src[0..2]);
+                        let mut u = [0u8; QK];
+                        for (o, &v) in u.iter_mut().zip(blk.quants().iter()) {
+                            *o = (v + 16) as u8;
+                        }
+                        let (q, h) = dst[64..].split_at_mut(256);
+                        put_values16(q, h, r, &u, 1);
+                    }
+                    QuantType::Q4_K => {
+                        let blk: q4_k::BlockQ4_K = bytemuck::pod_read_unaligned(src);
+                        dst[2 * r..2 * r + 2].copy_from_slice(&src[0..2]);
+                        dst[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&src[2..4]);
+                        let (sc, mn) = q4_k::scales_mins(&blk.scales);
+                        for j in 0..8 {
+                            dst[64 + 16 * j + r] = sc[j];
+                            dst[192 + 16 * j + r] = mn[j];
+                        }
+                        let all = blk.quants();
+                        for j in 0..8 {
+                            let mut u = [0u8; QK];
+                            u.copy_from_slice(&all[32 * j..32 * j + 32]);
+                            let area = &mut dst[320 + 256 * j..320 + 256 * (j + 1)];
+                            put_values16(area, &mut [], r, &u, 0);
+                        }
+                    }
+                    _ => {
+                        let blk: q6_k::BlockQ6_K = bytemuck::pod_read_unaligned(src);
+                        dst[2 * r..2 * r + 2].copy_from_slice(&blk.d.to_le_bytes());
+                        for k in 0..16 {
+                            dst[32 + 16 * k + r] = blk.scales[k] as u8;
+                        }
+                        let all = blk.quants();
+                        for j in 0..8 {
+                            let mut u = [0u8; QK];
+                            for (o, &v) in u.iter_mut().zip(&all[32 * j..32 * j + 32]) {
+                                *o = (v + 32) as u8;
+                            }
+                            let area = &mut dst[288 + 384 * j..288 + 384 * (j + 1)];
+                            let (q, h) = area.split_at_mut(256);
+                            put_values16(q, h, r, &u, 2);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(PackedMatrix {
+        t,
+        rows,
+        cols,
+        width: W,
+        data,
+    })
+}
+
 /// Quantized activations: per token and block, 32 i8 quants, the f32 scale and the i32 sum.
 #[derive(Debug, Default)]
 pub struct PackedActs {
     q: Vec<i8>,
     d: Vec<f32>,
     s: Vec<i32>,
+    /// Sum of the first 16 quants of each block (Q6_K's 16-value sub-blocks).
+    h: Vec<i32>,
     nb: usize,
     n_tok: usize,
 }
@@ -318,38 +461,121 @@ impl PackedActs {
         self.q.resize(n_tok * nb * QK, 0);
         self.d.resize(n_tok * nb, 0.0);
         self.s.resize(n_tok * nb, 0);
-        let (q, d, s) = (
+        self.h.resize(n_tok * nb, 0);
+        let (q, d, s, h) = (
             &mut self.q[..n_tok * nb * QK],
             &mut self.d[..n_tok * nb],
             &mut self.s[..n_tok * nb],
+            &mut self.h[..n_tok * nb],
         );
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: AVX2/FMA checked by `available()`; the slices have matching lengths.
-            unsafe { quantize_blocks_avx2(x, q, d, s) };
+            unsafe { quantize_blocks_avx2(x, q, d, s, h) };
             return Ok(());
         }
-        quantize_blocks(x, q, d, s);
+        quantize_blocks(x, q, d, s, h);
         Ok(())
+    }
+}
+
+impl PackedActs {
+    /// Quantize for K-quant weights as llama.cpp does (Q8_K, ggml `quantize_row_q8_K_ref`):
+    /// one scale per 256 values (the value of largest magnitude maps to -127), so the packed
+    /// K-quant kernels see the activations llama.cpp's K-quant dots see. `cols` must be a
+    /// multiple of 256. Scales and sums are kept per 32-value block as [`Self::quantize`] does.
+    pub fn quantize_k(&mut self, x: &[f32], cols: usize, n_tok: usize) -> Result<(), KernelError> {
+        const QKK: usize = 256;
+        if !cols.is_multiple_of(QKK) {
+            return Err(KernelError::NotBlockAligned {
+                t: QuantType::Q8_K,
+                n: cols,
+            });
+        }
+        check_len(
+            "x length",
+            n_tok.checked_mul(cols).ok_or(KernelError::Overflow)?,
+            x.len(),
+        )?;
+        let nb = cols / QK;
+        self.nb = nb;
+        self.n_tok = n_tok;
+        self.q.resize(n_tok * nb * QK, 0);
+        self.d.resize(n_tok * nb, 0.0);
+        self.s.resize(n_tok * nb, 0);
+        self.h.resize(n_tok * nb, 0);
+        for (sbi, xs) in x.chunks_exact(QKK).enumerate() {
+            let (mut amax, mut max) = (0.0f32, 0.0f32);
+            for &v in xs {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let (iscale, d) = if amax != 0.0 {
+                let is = -127.0 / max;
+                (is, 1.0 / is)
+            } else {
+                (0.0, 0.0)
+            };
+            for j in 0..QKK / QK {
+                let bi = sbi * (QKK / QK) + j;
+                let (mut sum, mut half) = (0i32, 0i32);
+                for k in 0..QK {
+                    let v = crate::quant::q8_k::round_q8(iscale * xs[j * QK + k]);
+                    self.q[bi * QK + k] = v;
+                    sum += i32::from(v);
+                    if k == QK / 2 - 1 {
+                        half = sum;
+                    }
+                }
+                self.d[bi] = d;
+                self.s[bi] = sum;
+                self.h[bi] = half;
+            }
+        }
+        Ok(())
+    }
+
+    /// Quantize `x` (`n_tok` rows of `m.cols()`) the way `m`'s format expects: Q8_K-style for
+    /// K-quants, else 32-value blocks.
+    pub fn quantize_for(
+        &mut self,
+        m: &PackedMatrix,
+        x: &[f32],
+        n_tok: usize,
+    ) -> Result<(), KernelError> {
+        if m.quant_type().block_size() == 256 {
+            self.quantize_k(x, m.cols(), n_tok)
+        } else {
+            self.quantize(x, m.cols(), n_tok)
+        }
     }
 }
 
 /// Q8_0-style quantization of whole 32-value blocks (round half to even, as ggml's AVX path):
 /// quants, scale and quant sum per block.
 #[inline(always)]
-fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
+fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &mut [i32]) {
     for (i, blk) in x.chunks_exact(QK).enumerate() {
         let amax = blk.iter().fold(0f32, |a, &v| a.max(v.abs()));
         let scale = amax / 127.0;
         let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        // The scale as llama.cpp's Q8_0 activations store it (f16); the quants use the f32.
+        let scale = half::f16::from_f32(scale).to_f32();
         let mut sum = 0i32;
-        for (o, &v) in q[i * QK..(i + 1) * QK].iter_mut().zip(blk) {
+        let mut half = 0i32;
+        for (k, (o, &v)) in q[i * QK..(i + 1) * QK].iter_mut().zip(blk).enumerate() {
             let r = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
             *o = r;
             sum += i32::from(r);
+            if k == QK / 2 - 1 {
+                half = sum;
+            }
         }
         d[i] = scale;
         s[i] = sum;
+        h[i] = half;
     }
 }
 
@@ -360,8 +586,14 @@ fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
 /// AVX2 and FMA must be available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_blocks_avx2(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]) {
-    quantize_blocks(x, q, d, s)
+unsafe fn quantize_blocks_avx2(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    s: &mut [i32],
+    h: &mut [i32],
+) {
+    quantize_blocks(x, q, d, s, h)
 }
 
 use crate::matmul::OutPtr;
@@ -397,11 +629,13 @@ pub fn matmul_packed_with(
     kernel: PackedKernel,
 ) -> Result<(), KernelError> {
     if !kernel.is_available() {
-        return Err(KernelError::UnsupportedIsa(if kernel == PackedKernel::Avx512Vnni {
-            crate::Isa::Avx512
-        } else {
-            crate::Isa::Avx2
-        }));
+        return Err(KernelError::UnsupportedIsa(
+            if kernel == PackedKernel::Avx512Vnni {
+                crate::Isa::Avx512
+            } else {
+                crate::Isa::Avx2
+            },
+        ));
     }
     let n_tok = acts.n_tok;
     let mut work = 0usize;
@@ -724,16 +958,20 @@ mod x86_512 {
         // SAFETY: forwarded contract.
         unsafe {
             match m.quant_type() {
-                QuantType::Q4_0 => run::<0>(m, p0, p1, acts, out),
-                QuantType::Q4_1 => run::<1>(m, p0, p1, acts, out),
-                _ => run::<8>(m, p0, p1, acts, out),
+                QuantType::Q4_0 => run::<0, TILE>(m, p0, p1, acts, out),
+                QuantType::Q4_1 => run::<1, TILE>(m, p0, p1, acts, out),
+                QuantType::Q5_0 => run::<5, TILE>(m, p0, p1, acts, out),
+                QuantType::Q4_K => run::<40, TILE>(m, p0, p1, acts, out),
+                QuantType::Q6_K => run::<60, 4>(m, p0, p1, acts, out),
+                _ => run::<8, TILE>(m, p0, p1, acts, out),
             }
         }
     }
 
     /// # Safety
-    /// As `panels`; `F` is 0 (Q4_0), 1 (Q4_1) or 8 (Q8_0) matching `m`.
-    unsafe fn run<const F: u32>(
+    /// As `panels`; `F` is 0 (Q4_0), 1 (Q4_1), 5 (Q5_0), 8 (Q8_0), 40 (Q4_K) or 60 (Q6_K)
+    /// matching `m`; `T` (<= 8) tokens per tile at most.
+    unsafe fn run<const F: u32, const T: usize>(
         m: &PackedMatrix,
         p0: usize,
         p1: usize,
@@ -744,22 +982,79 @@ mod x86_512 {
         for p in p0..p1 {
             let mut t0 = 0;
             while t0 < n_tok {
-                let c = (n_tok - t0).min(TILE);
+                let c = (n_tok - t0).min(T);
                 // SAFETY: forwarded; tokens t0..t0+c exist.
                 unsafe {
                     match c {
-                        1 => tile::<F, 1>(m, p, acts, t0, out),
-                        2 => tile::<F, 2>(m, p, acts, t0, out),
-                        3 => tile::<F, 3>(m, p, acts, t0, out),
-                        4 => tile::<F, 4>(m, p, acts, t0, out),
-                        5 => tile::<F, 5>(m, p, acts, t0, out),
-                        6 => tile::<F, 6>(m, p, acts, t0, out),
-                        7 => tile::<F, 7>(m, p, acts, t0, out),
-                        _ => tile::<F, 8>(m, p, acts, t0, out),
+                        1 => dispatch::<F, 1>(m, p, acts, t0, out),
+                        2 => dispatch::<F, 2>(m, p, acts, t0, out),
+                        3 => dispatch::<F, 3>(m, p, acts, t0, out),
+                        4 => dispatch::<F, 4>(m, p, acts, t0, out),
+                        5 => dispatch::<F, 5>(m, p, acts, t0, out),
+                        6 => dispatch::<F, 6>(m, p, acts, t0, out),
+                        7 => dispatch::<F, 7>(m, p, acts, t0, out),
+                        _ => dispatch::<F, 8>(m, p, acts, t0, out),
                     }
                 }
                 t0 += c;
             }
+        }
+    }
+
+    /// # Safety
+    /// As `tile`.
+    #[inline(always)]
+    unsafe fn dispatch<const F: u32, const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            match F {
+                40 => tile_q4k::<C>(m, p, acts, t0, out),
+                60 => tile_q6k::<C>(m, p, acts, t0, out),
+                _ => tile::<F, C>(m, p, acts, t0, out),
+            }
+        }
+    }
+
+    /// `(v << 4 - c) & 0x10` for c in 0..4 (a 1-bit plane's bit c to bit 4), `(v >> c) & 0x10`
+    /// with `HI` (bit 4 + c to bit 4); per byte (16-bit shifts, bits crossing bytes masked).
+    #[inline(always)]
+    unsafe fn bit5<const HI: bool>(v: __m512i, c: usize) -> __m512i {
+        // SAFETY: the enclosing tile function enables AVX-512 BW.
+        unsafe {
+            let m = _mm512_set1_epi8(0x10);
+            let s = match (HI, c) {
+                (false, 0) => _mm512_slli_epi16(v, 4),
+                (false, 1) => _mm512_slli_epi16(v, 3),
+                (false, 2) => _mm512_slli_epi16(v, 2),
+                (false, _) => _mm512_slli_epi16(v, 1),
+                (true, 0) => v,
+                (true, 1) => _mm512_srli_epi16(v, 1),
+                (true, 2) => _mm512_srli_epi16(v, 2),
+                (true, _) => _mm512_srli_epi16(v, 3),
+            };
+            _mm512_and_si512(s, m)
+        }
+    }
+
+    /// Bits `2c..2c+2` of each byte moved to bits 4..6 (a 2-bit plane), others zero.
+    #[inline(always)]
+    unsafe fn bits56(v: __m512i, c: usize) -> __m512i {
+        // SAFETY: the enclosing tile function enables AVX-512 BW.
+        unsafe {
+            let m = _mm512_set1_epi8(0x30);
+            let s = match c {
+                0 => _mm512_slli_epi16(v, 4),
+                1 => _mm512_slli_epi16(v, 2),
+                2 => v,
+                _ => _mm512_srli_epi16(v, 2),
+            };
+            _mm512_and_si512(s, m)
         }
     }
 
@@ -803,10 +1098,29 @@ mod x86_512 {
                         }
                     }
                 } else {
+                    let hp = if F == 5 {
+                        _mm512_loadu_si512(q.add(256).cast())
+                    } else {
+                        _mm512_setzero_si512()
+                    };
                     for c in 0..4 {
                         let w = _mm512_loadu_si512(q.add(4 * W * c).cast());
-                        let lo = _mm512_and_si512(w, mask);
-                        let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), mask);
+                        let (lo, hi) = if F == 5 {
+                            // (w & 0x0F) | fifth bit, via one ternary-logic op each.
+                            (
+                                _mm512_ternarylogic_epi32::<0xEA>(w, mask, bit5::<false>(hp, c)),
+                                _mm512_ternarylogic_epi32::<0xEA>(
+                                    _mm512_srli_epi16(w, 4),
+                                    mask,
+                                    bit5::<true>(hp, c),
+                                ),
+                            )
+                        } else {
+                            (
+                                _mm512_and_si512(w, mask),
+                                _mm512_and_si512(_mm512_srli_epi16(w, 4), mask),
+                            )
+                        };
                         for (t, ia) in iacc.iter_mut().enumerate() {
                             let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
                             let xh = xs
@@ -822,8 +1136,9 @@ mod x86_512 {
                     let ai = (t0 + t) * nb + b;
                     let (dx, sx) = (*acts.d.get_unchecked(ai), *acts.s.get_unchecked(ai));
                     let isum = match F {
-                        // Q4_0 values are q - 8; Q8_0 quants are stored as q + 128.
+                        // Q4_0 values are q - 8, Q5_0 q - 16; Q8_0 quants are stored as q + 128.
                         0 => _mm512_sub_epi32(ia, _mm512_set1_epi32(8 * sx)),
+                        5 => _mm512_sub_epi32(ia, _mm512_set1_epi32(16 * sx)),
                         8 => _mm512_sub_epi32(ia, _mm512_set1_epi32(128 * sx)),
                         _ => ia,
                     };
@@ -846,6 +1161,174 @@ mod x86_512 {
                     *out.add((t0 + t) * rows + r0 + r) = x;
                 }
             }
+        }
+    }
+    /// Store `C` tokens' 16 row results of panel `p`.
+    ///
+    /// # Safety
+    /// Tokens t0..t0 + C exist and `out` is the job's `n_tok x rows` output.
+    #[inline(always)]
+    unsafe fn store<const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        t0: usize,
+        facc: &[__m512; C],
+        out: *mut f32,
+    ) {
+        let rows = m.rows();
+        let r0 = p * W;
+        let nr = (rows - r0).min(W);
+        for (t, fa) in facc.iter().enumerate() {
+            let mut v = [0f32; W];
+            // SAFETY: v holds 16 floats; the enclosing function enables AVX-512 F.
+            unsafe { _mm512_storeu_ps(v.as_mut_ptr(), *fa) };
+            for (r, &x) in v.iter().enumerate().take(nr) {
+                // SAFETY: t0 + t < n_tok and r0 + r < rows: inside the job's output.
+                unsafe { *out.add((t0 + t) * rows + r0 + r) = x };
+            }
+        }
+    }
+
+    /// Q4_K: per super-block `d`, `dmin` and 8 (scale, min) bytes per row; the float work per
+    /// 32-value sub-block is `(d * sc) * dx * isum - (dmin * m) * dx * sum(x)`.
+    ///
+    /// # Safety
+    /// As `tile`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile_q4k<const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: panel p has nb / 8 super-blocks of sb_bytes inside m.data; tokens t0..t0 + C
+        // have nb blocks inside acts; `store` writes inside the job's output.
+        unsafe {
+            let nb = acts.nb;
+            let nsb = nb / 8;
+            let sbb = super::sb_bytes(QuantType::Q4_K);
+            let base = m.data.as_ptr().add(p * nsb * sbb);
+            let mask = _mm512_set1_epi8(0x0F);
+            let mut facc = [_mm512_setzero_ps(); C];
+            let xstride = nb * QK;
+            for sb in 0..nsb {
+                let hdr = base.add(sb * sbb);
+                let d16 = _mm512_cvtph_ps(_mm256_loadu_si256(hdr.cast()));
+                let m16 = _mm512_cvtph_ps(_mm256_loadu_si256(hdr.add(32).cast()));
+                for j in 0..8 {
+                    let b = sb * 8 + j;
+                    let scj = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        hdr.add(64 + 16 * j).cast(),
+                    )));
+                    let mnj = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        hdr.add(192 + 16 * j).cast(),
+                    )));
+                    let dd = _mm512_mul_ps(d16, scj);
+                    let mm = _mm512_mul_ps(m16, mnj);
+                    let q = hdr.add(320 + 256 * j);
+                    let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
+                    let mut iacc = [_mm512_setzero_si512(); C];
+                    for c in 0..4 {
+                        let w = _mm512_loadu_si512(q.add(64 * c).cast());
+                        let lo = _mm512_and_si512(w, mask);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), mask);
+                        for (t, ia) in iacc.iter_mut().enumerate() {
+                            let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
+                            let xh = xs
+                                .add(t * xstride + 4 * c + 16)
+                                .cast::<i32>()
+                                .read_unaligned();
+                            *ia = _mm512_dpbusd_epi32(*ia, lo, _mm512_set1_epi32(xl));
+                            *ia = _mm512_dpbusd_epi32(*ia, hi, _mm512_set1_epi32(xh));
+                        }
+                    }
+                    for (t, (fa, ia)) in facc.iter_mut().zip(iacc).enumerate() {
+                        let ai = (t0 + t) * nb + b;
+                        let (dx, sx) = (*acts.d.get_unchecked(ai), *acts.s.get_unchecked(ai));
+                        let scale = _mm512_mul_ps(dd, _mm512_set1_ps(dx));
+                        *fa = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(ia), *fa);
+                        *fa = _mm512_fnmadd_ps(mm, _mm512_set1_ps(dx * sx as f32), *fa);
+                    }
+                }
+            }
+            store::<C>(m, p, t0, &facc, out);
+        }
+    }
+
+    /// Q6_K: per super-block `d` and 16 i8 sub-block scales per row; values `q - 32` with q in
+    /// 0..64 (nibble chunks + a 2-bit plane per half block). Per 32-value block the two 16-value
+    /// sub-blocks' integer sums are scaled and added exactly in i32, then one float step.
+    ///
+    /// # Safety
+    /// As `tile`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn tile_q6k<const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: as tile_q4k.
+        unsafe {
+            let nb = acts.nb;
+            let nsb = nb / 8;
+            let sbb = super::sb_bytes(QuantType::Q6_K);
+            let base = m.data.as_ptr().add(p * nsb * sbb);
+            let mask = _mm512_set1_epi8(0x0F);
+            let mut facc = [_mm512_setzero_ps(); C];
+            let xstride = nb * QK;
+            for sb in 0..nsb {
+                let hdr = base.add(sb * sbb);
+                let d16 = _mm512_cvtph_ps(_mm256_loadu_si256(hdr.cast()));
+                for j in 0..8 {
+                    let b = sb * 8 + j;
+                    let sca = _mm512_cvtepi8_epi32(_mm_loadu_si128(hdr.add(32 + 32 * j).cast()));
+                    let scb = _mm512_cvtepi8_epi32(_mm_loadu_si128(hdr.add(48 + 32 * j).cast()));
+                    let area = hdr.add(288 + 384 * j);
+                    let h0 = _mm512_loadu_si512(area.add(256).cast());
+                    let h1 = _mm512_loadu_si512(area.add(320).cast());
+                    let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
+                    let mut ia = [_mm512_setzero_si512(); C];
+                    let mut ib = [_mm512_setzero_si512(); C];
+                    for c in 0..4 {
+                        let w = _mm512_loadu_si512(area.add(64 * c).cast());
+                        let lo = _mm512_ternarylogic_epi32::<0xEA>(w, mask, bits56(h0, c));
+                        let hi = _mm512_ternarylogic_epi32::<0xEA>(
+                            _mm512_srli_epi16(w, 4),
+                            mask,
+                            bits56(h1, c),
+                        );
+                        for t in 0..C {
+                            let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
+                            let xh = xs
+                                .add(t * xstride + 4 * c + 16)
+                                .cast::<i32>()
+                                .read_unaligned();
+                            ia[t] = _mm512_dpbusd_epi32(ia[t], lo, _mm512_set1_epi32(xl));
+                            ib[t] = _mm512_dpbusd_epi32(ib[t], hi, _mm512_set1_epi32(xh));
+                        }
+                    }
+                    for t in 0..C {
+                        let ai = (t0 + t) * nb + b;
+                        let (dx, sx, hx) = (
+                            *acts.d.get_unchecked(ai),
+                            *acts.s.get_unchecked(ai),
+                            *acts.h.get_unchecked(ai),
+                        );
+                        let a = _mm512_sub_epi32(ia[t], _mm512_set1_epi32(32 * hx));
+                        let bb = _mm512_sub_epi32(ib[t], _mm512_set1_epi32(32 * (sx - hx)));
+                        let isum = _mm512_add_epi32(
+                            _mm512_mullo_epi32(sca, a),
+                            _mm512_mullo_epi32(scb, bb),
+                        );
+                        let scale = _mm512_mul_ps(d16, _mm512_set1_ps(dx));
+                        facc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), facc[t]);
+                    }
+                }
+            }
+            store::<C>(m, p, t0, &facc, out);
         }
     }
 }

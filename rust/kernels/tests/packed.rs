@@ -15,7 +15,13 @@ fn random_weights(t: QuantType, rows: usize, cols: usize, rng: &mut StdRng) -> V
     let mut v: Vec<u8> = (0..rows * rb).map(|_| rng.gen()).collect();
     for blk in v.chunks_exact_mut(t.type_size()) {
         let d: f32 = rng.gen_range(0.001..0.05) * if rng.gen_bool(0.3) { -1.0 } else { 1.0 };
-        blk[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        // Q6_K keeps its scale at the end of the block.
+        let at = if t == QuantType::Q6_K { 208 } else { 0 };
+        blk[at..at + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        if t == QuantType::Q4_K {
+            let dmin: f32 = rng.gen_range(0.0..0.02);
+            blk[2..4].copy_from_slice(&f16::from_f32(dmin).to_le_bytes());
+        }
         if t == QuantType::Q4_1 {
             blk[2..4].copy_from_slice(&f16::from_f32(rng.gen_range(-0.5..0.5)).to_le_bytes());
         }
@@ -23,9 +29,39 @@ fn random_weights(t: QuantType, rows: usize, cols: usize, rng: &mut StdRng) -> V
     v
 }
 
+/// Activations as the kernel quantizes them, dequantized in f64.
+fn quantized(t: QuantType, x: &[f32]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    if t.block_size() == 256 {
+        // Q8_K semantics: the largest-magnitude value of 256 maps to -127.
+        for blk in x.chunks_exact(256) {
+            let max = blk
+                .iter()
+                .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let is = if max != 0.0 { -127.0 / max } else { 0.0 };
+            let d = if max != 0.0 { 1.0 / is } else { 0.0 };
+            for &v in blk {
+                let q = (is * v).round_ties_even().clamp(-128.0, 127.0);
+                out.push(f64::from(q) * f64::from(d));
+            }
+        }
+        return out;
+    }
+    for blk in x.chunks_exact(32) {
+        let amax = blk.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for &v in blk {
+            let q = (v * id).round_ties_even().clamp(-127.0, 127.0);
+            out.push(f64::from(q) * f64::from(f16::from_f32(d).to_f32()));
+        }
+    }
+    out
+}
+
 fn run(pool: &Pool, m: &PackedMatrix, x: &[f32], n_tok: usize, k: PackedKernel) -> Vec<f32> {
     let mut acts = PackedActs::default();
-    acts.quantize(x, m.cols(), n_tok).unwrap();
+    acts.quantize_for(m, x, n_tok).unwrap();
     let mut out = vec![0f32; n_tok * m.rows()];
     matmul_packed_with(
         pool,
@@ -48,10 +84,31 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
     }
     let mut rng = StdRng::seed_from_u64(7);
     let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
-    for t in [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0] {
-        for &(rows, cols) in &[(77usize, 256usize), (8, 32), (16, 64), (133, 512), (1024, 576)] {
+    let mut tested = Vec::new();
+    for t in [
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q8_0,
+        QuantType::Q5_0,
+        QuantType::Q4_K,
+        QuantType::Q6_K,
+    ] {
+        // The first kernel that runs t is the one the others must equal bit for bit.
+        let Some(first) = PackedKernel::all_available()
+            .into_iter()
+            .find(|&k| PackedMatrix::supports_kernel(t, k))
+        else {
+            continue;
+        };
+        tested.push(t);
+        let shapes: &[(usize, usize)] = if t.block_size() == 256 {
+            &[(77, 256), (16, 512), (133, 768)]
+        } else {
+            &[(77, 256), (8, 32), (16, 64), (133, 512), (1024, 576)]
+        };
+        for &(rows, cols) in shapes {
             let w = random_weights(t, rows, cols, &mut rng);
-            let m = PackedMatrix::pack_for(&w, t, rows, cols, PackedKernel::Avx2).unwrap();
+            let m = PackedMatrix::pack_for(&w, t, rows, cols, first).unwrap();
             let n_tok = 33;
             let x: Vec<f32> = (0..n_tok * cols)
                 .map(|_| rng.gen_range(-1.0f32..1.0))
@@ -61,12 +118,22 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
             let mut wf = vec![0f32; cols];
             let mut refv = vec![0f64; n_tok * rows];
             let mut norm = vec![0f64; n_tok * rows];
+            // And the exact result of the kernel's arithmetic: the same weights against the
+            // activations quantized as the kernel does (32-value blocks, max|x|/127, ties to
+            // even), in f64.
+            let xq = quantized(t, &x);
+            let mut exact = vec![0f64; n_tok * rows];
             for r in 0..rows {
                 dequantize_row_isa(Isa::Scalar, t, &w[r * rb..(r + 1) * rb], &mut wf).unwrap();
                 for tk in 0..n_tok {
                     let xr = &x[tk * cols..(tk + 1) * cols];
                     refv[tk * rows + r] =
                         wf.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    exact[tk * rows + r] = wf
+                        .iter()
+                        .zip(&xq[tk * cols..(tk + 1) * cols])
+                        .map(|(&a, &b)| a as f64 * b)
+                        .sum();
                     norm[tk * rows + r] = wf
                         .iter()
                         .zip(xr)
@@ -74,15 +141,24 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
                         .sum();
                 }
             }
-            let all = run(&pools[1], &m, &x, n_tok, PackedKernel::Avx2);
+            let all = run(&pools[1], &m, &x, n_tok, first);
             for (i, (&g, (&r, &n))) in all.iter().zip(refv.iter().zip(&norm)).enumerate() {
                 // Activation quantization (Q8_0) error only.
                 assert!(
                     (g as f64 - r).abs() <= 0.01 * n + 1e-4,
                     "{t:?} {rows}x{cols} [{i}]: {g} vs {r}"
                 );
+                // f32 rounding only.
+                assert!(
+                    (g as f64 - exact[i]).abs() <= 1e-5 * n + 1e-6,
+                    "{t:?} {rows}x{cols} [{i}]: {g} vs exact {}",
+                    exact[i]
+                );
             }
             for k in PackedKernel::all_available() {
+                if !PackedMatrix::supports_kernel(t, k) {
+                    continue;
+                }
                 let mk = PackedMatrix::pack_for(&w, t, rows, cols, k).unwrap();
                 assert_eq!(mk.width(), k.width());
                 for pool in &pools {
@@ -115,19 +191,29 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
             }
         }
     }
+    // Every format runs where its kernel exists (the wide formats need AVX-512 VNNI).
+    let want = if PackedKernel::Avx512Vnni.is_available() {
+        6
+    } else {
+        3
+    };
+    assert_eq!(tested.len(), want, "{tested:?}");
 }
 
 #[test]
 fn packing_refuses_what_it_cannot_pack() {
-    assert!(PackedMatrix::pack(&[0u8; 18], QuantType::Q4_K, 1, 32).is_err());
+    assert!(PackedMatrix::pack(&[0u8; 18], QuantType::Q2_K, 1, 32).is_err());
+    assert!(
+        PackedMatrix::pack_for(&[0u8; 144], QuantType::Q4_K, 1, 256, PackedKernel::Avx2).is_err()
+    );
     assert!(PackedMatrix::pack(&[0u8; 17], QuantType::Q4_0, 1, 32).is_err());
     assert!(PackedMatrix::pack(&[0u8; 18], QuantType::Q4_0, 1, 31).is_err());
     let mut acts = PackedActs::default();
     assert!(acts.quantize(&[0.0; 31], 31, 1).is_err());
     // A kernel refuses panels of another width.
     if PackedKernel::Avx512Vnni.is_available() {
-        let m = PackedMatrix::pack_for(&[0u8; 18], QuantType::Q4_0, 1, 32, PackedKernel::Avx2)
-            .unwrap();
+        let m =
+            PackedMatrix::pack_for(&[0u8; 18], QuantType::Q4_0, 1, 32, PackedKernel::Avx2).unwrap();
         acts.quantize(&[0.5; 32], 32, 1).unwrap();
         let mut out = [0f32; 1];
         let r = matmul_packed_with(

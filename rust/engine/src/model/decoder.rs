@@ -242,7 +242,7 @@ fn mm(
 ) -> Result<()> {
     if let Some(pm) = &w.packed {
         let err = |e| EngineError::Internal(format!("{}: {e}", w.info.name));
-        pa.quantize(&x[..n * w.cols], w.cols, n).map_err(err)?;
+        pa.quantize_for(pm, &x[..n * w.cols], n).map_err(err)?;
         return matmul_packed(
             pool,
             &mut [PackedJob {
@@ -299,7 +299,6 @@ fn mm_multi<const K: usize>(
     let names: [&str; K] = std::array::from_fn(|i| jobs[i].0.info.name.as_str());
     if jobs.iter().all(|(w, _)| w.packed.is_some()) {
         let err = |e| EngineError::Internal(format!("{}: {e}", names.join("+")));
-        pa.quantize(&x[..n * cols], cols, n).map_err(err)?;
         // A fixed array: the decode loop allocates nothing.
         let mut pj = jobs.map(|(w, out)| PackedJob {
             w: match w.packed.as_deref() {
@@ -308,7 +307,21 @@ fn mm_multi<const K: usize>(
             },
             out: &mut out[..n * w.rows],
         });
-        return matmul_packed(pool, &mut pj, pa).map_err(err);
+        // K-quant jobs take llama.cpp's Q8_K activations, the others 32-value blocks; jobs of
+        // both kinds in one call (unusual) run in two groups.
+        let k = pj
+            .iter()
+            .filter(|j| j.w.quant_type().block_size() == 256)
+            .count();
+        if k == 0 || k == K {
+            pa.quantize_for(pj[0].w, &x[..n * cols], n).map_err(err)?;
+            return matmul_packed(pool, &mut pj, pa).map_err(err);
+        }
+        for j in pj.iter_mut() {
+            pa.quantize_for(j.w, &x[..n * cols], n).map_err(err)?;
+            matmul_packed(pool, std::slice::from_mut(j), pa).map_err(err)?;
+        }
+        return Ok(());
     }
     let mut mj = jobs.map(|(w, out)| hologram_kernels::MatmulJob {
         w: w.bytes(f),

@@ -5,7 +5,7 @@ use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::Arc;
 
-use hologram_kernels::packed::{self, PackedMatrix};
+use hologram_kernels::packed::{self, PackedKernel, PackedMatrix};
 use hologram_kernels::{Isa, QuantType};
 
 /// A matrix `(rows, cols)` stored row-major in the file (GGUF `ne = [cols, rows]`).
@@ -70,7 +70,7 @@ impl Linear {
             || std::env::var_os("HOLOGRAM_NO_PACK").is_some()
             || !packed::available()
             || !matches!(hologram_kernels::simd::active(), Isa::Avx2 | Isa::Avx512)
-            || !PackedMatrix::supports(self.ttype)
+            || !PackedMatrix::supports_kernel(self.ttype, PackedKernel::preferred())
         {
             return Ok(());
         }
