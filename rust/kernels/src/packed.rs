@@ -211,7 +211,7 @@ impl PackedMatrix {
         )?;
         let n_panels = rows.div_ceil(width);
         let bb = block_bytes(t, width);
-        let mut data = vec![0u8; n_panels * nb * bb];
+        let mut data = zeroed_huge(n_panels * nb * bb);
         // 16-row panels keep Q8_0 quants as unsigned bytes (q + 128), for `vpdpbusd` without a
         // sign fix-up (the kernel subtracts 128 x the activation sum).
         let flip = if width == 16 { 0x80 } else { 0 };
@@ -301,6 +301,30 @@ impl PackedMatrix {
     }
 }
 
+/// A zeroed buffer for packed weights, backed by transparent huge pages where the kernel allows
+/// (`madvise(MADV_HUGEPAGE)` before the pages are first written): matmuls stream these
+/// buffers, and 2 MiB pages spare the TLB misses of 4 KiB ones.
+fn zeroed_huge(n: usize) -> Vec<u8> {
+    let v = vec![0u8; n];
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = v.as_ptr() as usize;
+        let aligned = start.next_multiple_of(PAGE);
+        let end = start + n;
+        if end > aligned + PAGE {
+            let len = (end - aligned) / PAGE * PAGE;
+            // SAFETY: [aligned, aligned + len) lies inside v's allocation, which stays alive;
+            // MADV_HUGEPAGE only changes how the kernel backs the pages, never their contents
+            // (zero), and an error (no THP support) is harmless.
+            unsafe {
+                libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v
+}
+
 /// Bytes of one super-block (256 values) of one 16-row panel: Q4_K (`d`, `dmin` f16, 8 scales
 /// and 8 mins as bytes, then 8 blocks of nibble chunks) and Q6_K (`d` f16, 16 scales as i8,
 /// then 8 blocks of nibble chunks + 2-bit planes).
@@ -360,7 +384,7 @@ fn pack_wide(
     } else {
         sb_bytes(t)
     }; // bytes per source block
-    let mut data = vec![0u8; n_panels * nbs * pb];
+    let mut data = zeroed_huge(n_panels * nbs * pb);
     for p in 0..n_panels {
         for b in 0..nbs {
             let dst = &mut data[(p * nbs + b) * pb..(p * nbs + b + 1) * pb];
@@ -504,36 +528,19 @@ impl PackedActs {
         self.d.resize(n_tok * nb, 0.0);
         self.s.resize(n_tok * nb, 0);
         self.h.resize(n_tok * nb, 0);
-        for (sbi, xs) in x.chunks_exact(QKK).enumerate() {
-            let (mut amax, mut max) = (0.0f32, 0.0f32);
-            for &v in xs {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            let (iscale, d) = if amax != 0.0 {
-                let is = -127.0 / max;
-                (is, 1.0 / is)
-            } else {
-                (0.0, 0.0)
-            };
-            for j in 0..QKK / QK {
-                let bi = sbi * (QKK / QK) + j;
-                let (mut sum, mut half) = (0i32, 0i32);
-                for k in 0..QK {
-                    let v = crate::quant::q8_k::round_q8(iscale * xs[j * QK + k]);
-                    self.q[bi * QK + k] = v;
-                    sum += i32::from(v);
-                    if k == QK / 2 - 1 {
-                        half = sum;
-                    }
-                }
-                self.d[bi] = d;
-                self.s[bi] = sum;
-                self.h[bi] = half;
-            }
+        let (q, d, sm, h) = (
+            &mut self.q[..n_tok * nb * QK],
+            &mut self.d[..n_tok * nb],
+            &mut self.s[..n_tok * nb],
+            &mut self.h[..n_tok * nb],
+        );
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: AVX2/FMA checked by `available()`; the slices have matching lengths.
+            unsafe { quantize_k_avx2(x, q, d, sm, h) };
+            return Ok(());
         }
+        quantize_k_blocks(x, q, d, sm, h);
         Ok(())
     }
 
@@ -551,6 +558,56 @@ impl PackedActs {
             self.quantize(x, m.cols(), n_tok)
         }
     }
+}
+
+/// Q8_K-style quantization (see [`PackedActs::quantize_k`]) of whole 256-value blocks, with
+/// scales, sums and half sums per 32-value block.
+#[inline(always)]
+fn quantize_k_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &mut [i32]) {
+    const QKK: usize = 256;
+    for (sbi, xs) in x.chunks_exact(QKK).enumerate() {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let (iscale, dd) = if amax != 0.0 {
+            let is = -127.0 / max;
+            (is, 1.0 / is)
+        } else {
+            (0.0, 0.0)
+        };
+        for j in 0..QKK / QK {
+            let bi = sbi * (QKK / QK) + j;
+            let (mut sum, mut half) = (0i32, 0i32);
+            for k in 0..QK {
+                // ggml `nearest_int` then `MIN(127, ...)`; the largest value maps to -127.
+                let v = (iscale * xs[j * QK + k])
+                    .round_ties_even()
+                    .clamp(-128.0, 127.0) as i8;
+                q[bi * QK + k] = v;
+                sum += i32::from(v);
+                if k == QK / 2 - 1 {
+                    half = sum;
+                }
+            }
+            d[bi] = dd;
+            s[bi] = sum;
+            h[bi] = half;
+        }
+    }
+}
+
+/// [`quantize_k_blocks`] compiled for AVX2 (vector rounding); the same results.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_k_avx2(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &mut [i32]) {
+    quantize_k_blocks(x, q, d, s, h)
 }
 
 /// Q8_0-style quantization of whole 32-value blocks (round half to even, as ggml's AVX path):
