@@ -1339,6 +1339,7 @@ mod x86_512 {
             for sb in 0..nsb {
                 let hdr = base.add(sb * sbb);
                 let d16 = _mm512_cvtph_ps(_mm256_loadu_si256(hdr.cast()));
+                let mut sacc = [_mm512_setzero_si512(); C];
                 for j in 0..8 {
                     let b = sb * 8 + j;
                     let sca = _mm512_cvtepi8_epi32(_mm_loadu_si128(hdr.add(32 + 32 * j).cast()));
@@ -1369,20 +1370,23 @@ mod x86_512 {
                     }
                     for t in 0..C {
                         let ai = (t0 + t) * nb + b;
-                        let (dx, sx, hx) = (
-                            *acts.d.get_unchecked(ai),
-                            *acts.s.get_unchecked(ai),
-                            *acts.h.get_unchecked(ai),
-                        );
+                        let (sx, hx) = (*acts.s.get_unchecked(ai), *acts.h.get_unchecked(ai));
                         let a = _mm512_sub_epi32(ia[t], _mm512_set1_epi32(32 * hx));
                         let bb = _mm512_sub_epi32(ib[t], _mm512_set1_epi32(32 * (sx - hx)));
-                        let isum = _mm512_add_epi32(
-                            _mm512_mullo_epi32(sca, a),
-                            _mm512_mullo_epi32(scb, bb),
+                        sacc[t] = _mm512_add_epi32(
+                            sacc[t],
+                            _mm512_add_epi32(
+                                _mm512_mullo_epi32(sca, a),
+                                _mm512_mullo_epi32(scb, bb),
+                            ),
                         );
-                        let scale = _mm512_mul_ps(d16, _mm512_set1_ps(dx));
-                        facc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), facc[t]);
                     }
+                }
+                // One float step per super-block (Q8_K: one activation scale per 256 values).
+                for t in 0..C {
+                    let dx = *acts.d.get_unchecked((t0 + t) * nb + sb * 8);
+                    let scale = _mm512_mul_ps(d16, _mm512_set1_ps(dx));
+                    facc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sacc[t]), facc[t]);
                 }
             }
             store::<C>(m, p, t0, &facc, out);

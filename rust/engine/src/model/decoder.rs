@@ -14,7 +14,8 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::kv::{KvPool, SeqId, BLOCK_SIZE};
+use crate::kv::{KvPool, SeqId};
+use crate::model::attention::attention;
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::weights::{load_vector, load_vector_opt, Linear};
 use hologram_kernels::ops;
@@ -553,78 +554,4 @@ impl DecoderModel {
             }
         }
     }
-}
-
-/// Causal (optionally sliding-window) attention of every row and head over its sequence's
-/// cached keys and values, with a streaming softmax over one KV block at a time (no score
-/// buffer, no allocation). `out` is `(n_rows, n_head * head_dim_v)`.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    c: &ModelConfig,
-    kv: &KvPool,
-    il: usize,
-    rows: &[Row],
-    q: &[f32],
-    out: &mut [f32],
-    window: Option<usize>,
-    pool: &Pool,
-) {
-    let (hd, hdv, nh) = (c.head_dim, c.head_dim_v, c.n_head);
-    let group = c.n_head / c.n_head_kv;
-    let scale = c.attn_scale;
-    pool.install(|| {
-        out.par_chunks_mut(hdv).enumerate().for_each(|(i, o)| {
-            let (r, h) = (i / nh, i % nh);
-            let row = rows[r];
-            let g = h / group;
-            let qv = &q[i * hd..(i + 1) * hd];
-            let end = row.pos + 1;
-            // llama.cpp masks key p0 for query p1 when p1 - p0 >= n_swa.
-            let start = match window {
-                Some(w) => end.saturating_sub(w),
-                None => 0,
-            };
-            let blocks = kv.blocks(row.seq);
-            o.iter_mut().for_each(|v| *v = 0.0);
-            let mut m = f32::NEG_INFINITY;
-            let mut l = 0f32;
-            let mut sc = [0f32; BLOCK_SIZE];
-            let first = start / BLOCK_SIZE;
-            for (bi, &blk) in blocks
-                .iter()
-                .enumerate()
-                .take(end.div_ceil(BLOCK_SIZE))
-                .skip(first)
-            {
-                let blk = blk as usize;
-                let base = bi * BLOCK_SIZE;
-                let s0 = start.max(base) - base;
-                let s1 = end.min(base + BLOCK_SIZE) - base;
-                let kb = kv.k_block(il, blk, g);
-                let vb = kv.v_block(il, blk, g);
-                let mut bmax = f32::NEG_INFINITY;
-                for t in s0..s1 {
-                    let v = ops::dot_f32_f16(qv, &kb[t * hd..(t + 1) * hd]) * scale;
-                    sc[t] = v;
-                    bmax = bmax.max(v);
-                }
-                let m_new = m.max(bmax);
-                if m != f32::NEG_INFINITY && m_new > m {
-                    let corr = (m - m_new).exp();
-                    l *= corr;
-                    o.iter_mut().for_each(|v| *v *= corr);
-                }
-                m = m_new;
-                for t in s0..s1 {
-                    let p = (sc[t] - m).exp();
-                    l += p;
-                    ops::axpy_f16(p, &vb[t * hdv..(t + 1) * hdv], o);
-                }
-            }
-            if l > 0.0 {
-                let inv = 1.0 / l;
-                o.iter_mut().for_each(|v| *v *= inv);
-            }
-        });
-    });
 }

@@ -1,6 +1,7 @@
 //! Model architectures. `config` turns GGUF metadata into validated hyper-parameters;
 //! `decoder` is the decoder-only transformer (llama, gemma3) over the KV block pool.
 
+pub mod attention;
 pub mod bert;
 pub mod config;
 pub mod decoder;
