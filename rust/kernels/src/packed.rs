@@ -65,6 +65,19 @@ pub fn available() -> bool {
     }
 }
 
+/// Whether the packed matmul runs its AVX-VNNI (`vpdpbusd`) variant on this machine (the CPU
+/// has AVX-VNNI and `HOLOGRAM_NO_VNNI` is unset); false where packed matmuls do not run.
+pub fn uses_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        available() && has_vnni()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_vnni() -> bool {
     use std::sync::OnceLock;

@@ -66,12 +66,7 @@ impl Linear {
     /// side-by-side measurements). The mapped pages are released afterwards: matmuls never
     /// read them again (row lookups of an embedding table fault in only the rows they read).
     pub fn pack(&mut self, f: &GgufFile) -> Result<()> {
-        if self.packed.is_some()
-            || std::env::var_os("HOLOGRAM_NO_PACK").is_some()
-            || !packed::available()
-            || hologram_kernels::simd::active() != Isa::Avx2
-            || !PackedMatrix::supports(self.ttype)
-        {
+        if self.packed.is_some() || !packing_enabled() || !PackedMatrix::supports(self.ttype) {
             return Ok(());
         }
         let m = PackedMatrix::pack(self.bytes(f), self.ttype, self.rows, self.cols)
@@ -102,6 +97,15 @@ impl Linear {
         hologram_kernels::dequantize_row(self.ttype, src, out)
             .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", self.info.name)))
     }
+}
+
+/// Whether weight matrices of the formats [`PackedMatrix::supports`] are repacked at load on
+/// this machine (see [`Linear::pack`]): the packed kernel runs here, AVX2 is the active tier and
+/// `HOLOGRAM_NO_PACK` is unset.
+pub fn packing_enabled() -> bool {
+    std::env::var_os("HOLOGRAM_NO_PACK").is_none()
+        && packed::available()
+        && hologram_kernels::simd::active() == Isa::Avx2
 }
 
 /// A vector of `n` values (norm weights, biases), dequantized to f32.
