@@ -121,3 +121,13 @@ def test_isas_agree_on_vec_dot(t: QT) -> None:
 def test_active_isa_is_available() -> None:
     assert "scalar" in ISAS
     assert _core.active_isa() in ISAS
+
+
+def test_kernel_info_reports_the_active_choices() -> None:
+    info = _core.kernel_info()
+    assert info["isa"] == _core.active_isa()
+    assert info["detected"] in ISAS and info["available"] == ISAS
+    assert isinstance(info["packed"], bool) and isinstance(info["vnni"], bool)
+    # Formats are listed only where packing runs; VNNI only inside the packed matmul.
+    assert bool(info["packed_formats"]) == info["packed"]
+    assert not info["vnni"] or info["packed"]

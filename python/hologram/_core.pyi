@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator, Sequence
 from os import PathLike
-from typing import Any, final
+from typing import Any, TypedDict, final
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ __all__ = [
     "active_isa",
     "available_isas",
     "dequantize",
+    "kernel_info",
     "sampling_defaults",
     "vec_dot",
 ]
@@ -275,3 +276,21 @@ def vec_dot(ggml_type: int, w: bytes, x: npt.NDArray[np.float32], isa: str | Non
 
 def available_isas() -> list[str]: ...
 def active_isa() -> str: ...
+
+class _KernelInfo(TypedDict):
+    #: Tier of the row-major kernels (every format that is not packed).
+    isa: str
+    #: Best verified tier of this CPU.
+    detected: str
+    #: Every tier this CPU can run, scalar first.
+    available: list[str]
+    #: Weights of ``packed_formats`` are repacked at load and run the packed matmul.
+    packed: bool
+    packed_formats: list[str]
+    #: ``avx2`` / ``avx-vnni`` (8-row panels), ``avx512-vnni`` (16-row panels) or ``none``.
+    packed_kernel: str
+    #: The packed matmul uses ``vpdpbusd`` (AVX-VNNI or AVX-512 VNNI).
+    vnni: bool
+
+def kernel_info() -> _KernelInfo:
+    """The kernel choices this process makes, for benchmark reports."""

@@ -67,9 +67,7 @@ impl Linear {
     /// read them again (row lookups of an embedding table fault in only the rows they read).
     pub fn pack(&mut self, f: &GgufFile) -> Result<()> {
         if self.packed.is_some()
-            || std::env::var_os("HOLOGRAM_NO_PACK").is_some()
-            || !packed::available()
-            || !matches!(hologram_kernels::simd::active(), Isa::Avx2 | Isa::Avx512)
+            || !packing_enabled()
             || !PackedMatrix::supports_kernel(self.ttype, PackedKernel::preferred())
         {
             return Ok(());
@@ -102,6 +100,15 @@ impl Linear {
         hologram_kernels::dequantize_row(self.ttype, src, out)
             .map_err(|e| EngineError::InvalidArgument(format!("{}: {e}", self.info.name)))
     }
+}
+
+/// Whether weight matrices are repacked at load on this machine (see [`Linear::pack`]; which
+/// formats: [`PackedMatrix::supports_kernel`] with [`PackedKernel::preferred`]): the packed
+/// kernel runs here, the active tier is AVX2 or AVX-512 and `HOLOGRAM_NO_PACK` is unset.
+pub fn packing_enabled() -> bool {
+    std::env::var_os("HOLOGRAM_NO_PACK").is_none()
+        && packed::available()
+        && matches!(hologram_kernels::simd::active(), Isa::Avx2 | Isa::Avx512)
 }
 
 /// A vector of `n` values (norm weights, biases), dequantized to f32.
