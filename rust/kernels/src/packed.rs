@@ -544,6 +544,78 @@ impl PackedActs {
         Ok(())
     }
 
+    /// [`Self::quantize_for`] with the tokens split over `pool` when there are many (prompt
+    /// chunks); the same results.
+    pub fn quantize_for_pool(
+        &mut self,
+        pool: &Pool,
+        m: &PackedMatrix,
+        x: &[f32],
+        n_tok: usize,
+    ) -> Result<(), KernelError> {
+        const MIN_TOK: usize = 32;
+        let cols = m.cols();
+        let kq = m.quant_type().block_size() == 256;
+        if n_tok < MIN_TOK || pool.n_threads() < 2 {
+            return self.quantize_for(m, x, n_tok);
+        }
+        let bs = if kq { 256 } else { QK };
+        if !cols.is_multiple_of(bs) {
+            return Err(KernelError::NotBlockAligned {
+                t: m.quant_type(),
+                n: cols,
+            });
+        }
+        check_len(
+            "x length",
+            n_tok.checked_mul(cols).ok_or(KernelError::Overflow)?,
+            x.len(),
+        )?;
+        let nb = cols / QK;
+        self.nb = nb;
+        self.n_tok = n_tok;
+        self.q.resize(n_tok * nb * QK, 0);
+        self.d.resize(n_tok * nb, 0.0);
+        self.s.resize(n_tok * nb, 0);
+        self.h.resize(n_tok * nb, 0);
+        let rows_per = n_tok.div_ceil(pool.n_threads() * 2);
+        let (q, d, s, h) = (
+            &mut self.q[..n_tok * nb * QK],
+            &mut self.d[..n_tok * nb],
+            &mut self.s[..n_tok * nb],
+            &mut self.h[..n_tok * nb],
+        );
+        use rayon::prelude::*;
+        pool.install(|| {
+            x.par_chunks(rows_per * cols)
+                .zip(q.par_chunks_mut(rows_per * nb * QK))
+                .zip(d.par_chunks_mut(rows_per * nb))
+                .zip(s.par_chunks_mut(rows_per * nb))
+                .zip(h.par_chunks_mut(rows_per * nb))
+                .for_each(|((((x, q), d), s), h)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if available() {
+                        // SAFETY: AVX2/FMA checked by `available()`; the chunks hold the same
+                        // whole rows.
+                        unsafe {
+                            if kq {
+                                quantize_k_avx2(x, q, d, s, h)
+                            } else {
+                                quantize_blocks_avx2(x, q, d, s, h)
+                            }
+                        };
+                        return;
+                    }
+                    if kq {
+                        quantize_k_blocks(x, q, d, s, h)
+                    } else {
+                        quantize_blocks(x, q, d, s, h)
+                    }
+                })
+        });
+        Ok(())
+    }
+
     /// Quantize `x` (`n_tok` rows of `m.cols()`) the way `m`'s format expects: Q8_K-style for
     /// K-quants, else 32-value blocks.
     pub fn quantize_for(

@@ -62,6 +62,10 @@ fn quantized(t: QuantType, x: &[f32]) -> Vec<f64> {
 fn run(pool: &Pool, m: &PackedMatrix, x: &[f32], n_tok: usize, k: PackedKernel) -> Vec<f32> {
     let mut acts = PackedActs::default();
     acts.quantize_for(m, x, n_tok).unwrap();
+    // The pooled quantization gives the same bytes.
+    let mut pooled = PackedActs::default();
+    pooled.quantize_for_pool(pool, m, x, n_tok).unwrap();
+    assert_eq!(format!("{acts:?}"), format!("{pooled:?}"));
     let mut out = vec![0f32; n_tok * m.rows()];
     matmul_packed_with(
         pool,

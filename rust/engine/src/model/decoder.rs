@@ -243,7 +243,8 @@ fn mm(
 ) -> Result<()> {
     if let Some(pm) = &w.packed {
         let err = |e| EngineError::Internal(format!("{}: {e}", w.info.name));
-        pa.quantize_for(pm, &x[..n * w.cols], n).map_err(err)?;
+        pa.quantize_for_pool(pool, pm, &x[..n * w.cols], n)
+            .map_err(err)?;
         return matmul_packed(
             pool,
             &mut [PackedJob {
@@ -315,11 +316,13 @@ fn mm_multi<const K: usize>(
             .filter(|j| j.w.quant_type().block_size() == 256)
             .count();
         if k == 0 || k == K {
-            pa.quantize_for(pj[0].w, &x[..n * cols], n).map_err(err)?;
+            pa.quantize_for_pool(pool, pj[0].w, &x[..n * cols], n)
+                .map_err(err)?;
             return matmul_packed(pool, &mut pj, pa).map_err(err);
         }
         for j in pj.iter_mut() {
-            pa.quantize_for(j.w, &x[..n * cols], n).map_err(err)?;
+            pa.quantize_for_pool(pool, j.w, &x[..n * cols], n)
+                .map_err(err)?;
             matmul_packed(pool, std::slice::from_mut(j), pa).map_err(err)?;
         }
         return Ok(());
