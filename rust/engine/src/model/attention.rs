@@ -145,26 +145,11 @@ pub fn attention(
                         let o = unsafe {
                             std::slice::from_raw_parts_mut(optr.get().add((r * nh + h) * hdv), hdv)
                         };
-                        let mut bmax = f32::NEG_INFINITY;
-                        for t in s0..s1 {
-                            let v = ops::dot_f32_f16(qv, &kb[t * hd..(t + 1) * hd]) * scale;
-                            sc[t] = v;
-                            bmax = bmax.max(v);
-                        }
-                        let m = s.m[qi];
-                        let m_new = m.max(bmax);
-                        if m != f32::NEG_INFINITY && m_new > m {
-                            let corr = (m - m_new).exp();
-                            s.l[qi] *= corr;
-                            o.iter_mut().for_each(|v| *v *= corr);
-                        }
-                        s.m[qi] = m_new;
-                        let mut l = s.l[qi];
-                        for (t, &st) in sc.iter().enumerate().take(s1).skip(s0) {
-                            let p = (st - m_new).exp();
-                            l += p;
-                            ops::axpy(p, &s.v[t * hdv..(t + 1) * hdv], o);
-                        }
+                        let (mut m, mut l) = (s.m[qi], s.l[qi]);
+                        let kq = &kb[s0 * hd..s1 * hd];
+                        let vq = &s.v[s0 * hdv..s1 * hdv];
+                        query_block(qv, kq, vq, scale, &mut m, &mut l, o, &mut sc);
+                        s.m[qi] = m;
                         s.l[qi] = l;
                     }
                 }
@@ -189,6 +174,94 @@ pub fn attention(
     } else {
         (0..n_tasks).for_each(task);
     }
+}
+
+/// One query against keys `k` (f16, rows of `q.len()`) and values `v` (f32, rows of
+/// `o.len()`) of one block: scores, then the streaming-softmax update of `m`, `l` and `o`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn query_block_body(
+    q: &[f32],
+    k: &[f16],
+    v: &[f32],
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+    o: &mut [f32],
+    sc: &mut [f32; BLOCK_SIZE],
+) {
+    let (hd, hdv) = (q.len(), o.len());
+    let n = k.len() / hd;
+    let mut bmax = f32::NEG_INFINITY;
+    for (t, st) in sc.iter_mut().enumerate().take(n) {
+        let x = ops::dot_f32_f16(q, &k[t * hd..(t + 1) * hd]) * scale;
+        *st = x;
+        bmax = bmax.max(x);
+    }
+    let m_new = m.max(bmax);
+    if *m != f32::NEG_INFINITY && m_new > *m {
+        let corr = (*m - m_new).exp();
+        *l *= corr;
+        o.iter_mut().for_each(|x| *x *= corr);
+    }
+    *m = m_new;
+    for (t, &st) in sc.iter().enumerate().take(n) {
+        let p = (st - m_new).exp();
+        *l += p;
+        ops::axpy(p, &v[t * hdv..(t + 1) * hdv], o);
+    }
+}
+
+/// [`query_block_body`] compiled for AVX2 (its element-wise loops in 256-bit vectors; no
+/// reduction is reordered, so the results are the same).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_block_avx2(
+    q: &[f32],
+    k: &[f16],
+    v: &[f32],
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+    o: &mut [f32],
+    sc: &mut [f32; BLOCK_SIZE],
+) {
+    query_block_body(q, k, v, scale, m, l, o, sc)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn query_block(
+    q: &[f32],
+    k: &[f16],
+    v: &[f32],
+    scale: f32,
+    m: &mut f32,
+    l: &mut f32,
+    o: &mut [f32],
+    sc: &mut [f32; BLOCK_SIZE],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked once at run time).
+        return unsafe { query_block_avx2(q, k, v, scale, m, l, o, sc) };
+    }
+    query_block_body(q, k, v, scale, m, l, o, sc)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
 }
 
 fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
