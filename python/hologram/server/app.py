@@ -21,7 +21,11 @@ messages: for generation, exactly the JSON chunk objects the SSE stream would ca
 the one response object. Then it sends ``{"done": true}``. An error is sent as ``{"error":
 {"message", "type", "param", "code"}}`` followed by ``{"done": true}``; the connection stays
 open for the next request. Requests on one connection run one after another; closing the
-socket cancels the running generation.
+socket cancels the running generation. Every message counts against ``--rate-limit`` like an
+HTTP request (a refused one gets the 429 error in-band). The upgrade is subject to the same
+Host and Origin checks as HTTP (:mod:`hologram.server.origin`). On shutdown an idle socket is
+closed with code 1001; a busy one gets its request's end (see ``hologram-serve --help``,
+``--shutdown-timeout``), then the same close.
 """
 
 from __future__ import annotations
