@@ -105,6 +105,29 @@ def _error_label(err: APIError) -> str:
     return label
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_path(body: dict[str, Any]) -> str | None:
+    """The dotted path of the first string (value or key) holding a lone surrogate (JSON
+    allows ``"\\ud800"``; no tokenizer, header or log can take it), else None. Iterative: the
+    body may be nested as deep as the JSON parser allows."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            for k, v in reversed(value.items()):
+                if _SURROGATE.search(k):
+                    return path or "body"
+                stack.append((f"{path}.{k}" if path else k, v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
 def _load_json(data: bytes | str) -> dict[str, Any]:
     if not data:
         raise APIError(400, "the request body is empty; send a JSON object", code="invalid_json")
@@ -113,8 +136,16 @@ def _load_json(data: bytes | str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}",
                        code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") \
+            from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    bad = _surrogate_path(body)
+    if bad is not None:
+        param = bad if _PARAM_SAFE.fullmatch(bad) else bad.split(".", 1)[0][:64]
+        raise APIError(400, "a string in the request holds a lone UTF-16 surrogate (such as "
+                       "\\ud800), which is not text", param=param, code="invalid_value")
     return body
 
 
