@@ -17,7 +17,8 @@ It reports requests served, errors by kind (expected refusals of malformed reque
 unexpected ones: any 5xx, a connection error, a refusal of a valid request), streams that
 ended without ``[DONE]`` / ``{"done": true}`` although the client read them to the end (must
 be 0), requests still in flight once the clients are done, and the server's RSS: after
-warm-up, at the end and its peak. Finally it stops the server with SIGTERM (exit code must be
+warm-up, at the end, its peak, its growth over the second half of the run (the KV cache and
+buffers fill up early; a leak keeps growing) and a sample every 10 s. Finally it stops the server with SIGTERM (exit code must be
 0). Exit status 1 if any stream lacked its end, anything unexpected happened, or the server
 did not stop cleanly.
 
@@ -321,6 +322,10 @@ async def load(args: argparse.Namespace, proc: subprocess.Popen[bytes], base: st
                     "end": round(rss_end / 1024, 1),
                     "growth": round((rss_end - rss_start) / 1024, 1),
                     "max_sampled": round(max(samples) / 1024, 1),
+                    # the second half of the run: a leak keeps growing, warm-up does not
+                    "growth_second_half": round(
+                        (rss_end - samples[len(samples) // 2]) / 1024, 1),
+                    "every_10s": [round(v / 1024) for v in samples[::10]],
                     "peak_hwm": round(peak / 1024, 1)},
         "examples": tally.examples,
     }
