@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("HOLOGRAM_SHARED", REPO.parent / "shared"))
@@ -114,7 +115,7 @@ def server(server_logs: Path) -> Iterator[Server]:
     assert code == 0, f"server exit code {code} after SIGTERM:\n{srv.log()[-3000:]}"
 
 
-API_KEYS = ("test-key-one", "test-key-two")
+API_KEYS = ("test-key-one", "test-key-two", "test-key-three")
 RATE_LIMIT = 40
 
 
@@ -129,6 +130,25 @@ def guarded(server_logs: Path) -> Iterator[Server]:
     yield srv
     code = srv.stop()
     assert code == 0, f"server exit code {code} after SIGTERM:\n{srv.log()[-3000:]}"
+
+
+class _SourceAddress(HTTPAdapter):
+    def __init__(self, address: str) -> None:
+        self._address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    """A requests session whose connections come from ``address`` (any 127.x.y.z on Linux
+    is loopback): the server sees another client address, with its own rate-limit
+    allowance."""
+    s = requests.Session()
+    s.mount("http://", _SourceAddress(address))
+    return s
 
 
 @pytest.fixture(scope="session")
@@ -232,3 +252,41 @@ def sse_events(resp: requests.Response) -> list[bytes]:
         assert line.startswith(b"data: "), line
         out.append(line[len(b"data: "):])
     return out
+
+
+# -- raw HTTP ---------------------------------------------------------------------------------
+
+
+def raw_request(port: int, method: str, path: str, headers: dict[str, str],
+                body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """Send exactly these headers (no Host is added) and read the whole answer."""
+    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()),
+             "Connection: close"]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split()[1])
+    out = {}
+    for line in header_lines:
+        k, _, v = line.partition(":")
+        out[k.strip().lower()] = v.strip()
+    return status, out, rest
+
+
+def raw_upgrade(port: int, headers: dict[str, str]) -> int:
+    """A WebSocket upgrade request with exactly these headers; the status answered."""
+    base = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    lines = ["GET /v1/ws HTTP/1.1", *(f"{k}: {v}" for k, v in {**base, **headers}.items())]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        first = s.recv(4096).split(b"\r\n", 1)[0]
+    return int(first.split()[1])

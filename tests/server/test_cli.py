@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from .conftest import free_port, serve_command, start_server
+from .conftest import free_port, raw_request, serve_command, start_server
 
 
 def run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -20,6 +20,7 @@ def test_help_documents_every_flag() -> None:
     out = run(["--help"]).stdout
     for flag in ("--model", "-m", "--alias", "--host", "--port", "--ctx", "--threads",
                  "--parallel", "--api-key", "HOLOGRAM_API_KEY", "--rate-limit", "--max-queue",
+                 "--allowed-hosts", "--allowed-origins", "--shutdown-timeout",
                  "--log-level"):
         assert flag in out, flag
 
@@ -61,5 +62,11 @@ def test_alias_and_public_bind_warning(tmp_path: Path) -> None:
         data = requests.get(srv.v1 + "/models", timeout=10).json()
         assert [m["id"] for m in data["data"]] == ["hologram-completion-v1", "all-MiniLM-L6-v2"]
         assert "without --api-key" in srv.log()
+        # Bound to every interface without --allowed-hosts: reached by names it cannot know,
+        # so any Host is accepted (Origin is still checked).
+        assert raw_request(srv.port, "GET", "/v1/models", {"Host": "gpu-box.lan:8000"})[0] == 200
+        status, _, _ = raw_request(srv.port, "GET", "/v1/models", {
+            "Host": "gpu-box.lan:8000", "Origin": "http://evil.example"})
+        assert status == 403
     finally:
         assert srv.stop() == 0

@@ -96,3 +96,43 @@ def test_bearer_scheme_is_case_insensitive(guarded: Server) -> None:
         r = requests.get(guarded.v1 + "/models", timeout=10,
                          headers={"Authorization": f"{scheme} {API_KEYS[0]}"})
         assert r.status_code == 200, (scheme, r.text)
+
+
+SURROGATE_BODIES = [
+    ("completions", {"prompt": "a\ud800b", "max_tokens": 1}, "prompt"),
+    ("completions", {"prompt": "hi", "max_tokens": 1, "stop": ["x", "\udc00"]}, "stop.1"),
+    ("completions", {"prompt": "hi", "max_tokens": 1, "model": "\ud800"}, "model"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "x\ud800"}]},
+     "messages.0.content"),
+    ("embeddings", {"input": ["fine", "\ud800"]}, "input.1"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "param"), SURROGATE_BODIES)
+def test_lone_surrogates_are_400_with_param(server: Server, endpoint: str,
+                                            body: dict[str, object], param: str) -> None:
+    """A lone surrogate (valid JSON, not text) is a 400 naming the field, streamed requests
+    before the 200, WebSocket messages in-band (found by benches/soak.py: it was a 500)."""
+    import json
+
+    import websockets.sync.client as ws_client
+
+    raw = json.dumps(body)  # ensure_ascii: the surrogate travels as \ud800
+    for stream in (False, True):
+        data = raw[:-1] + (', "stream": true}' if stream else "}")
+        r = requests.post(f"{server.v1}/{endpoint}", data=data, timeout=60,
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+    with ws_client.connect(f"ws://127.0.0.1:{server.port}/v1/ws") as ws:
+        ws.send(raw[:-1] + f', "endpoint": "{endpoint}"}}')
+        assert json.loads(ws.recv(timeout=30))["error"]["param"] == param
+        assert json.loads(ws.recv(timeout=30)) == {"done": True}
+
+
+def test_deeply_nested_json_is_400(server: Server) -> None:
+    data = '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = requests.post(server.v1 + "/completions", data=data, timeout=60,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert "Traceback" not in server.log()

@@ -75,25 +75,34 @@ def test_non_stream_disconnect_cancels(server: Server) -> None:
 
 
 def test_concurrent_streams(server: Server) -> None:
-    async def one(client: httpx.AsyncClient, i: int) -> str:
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[str, str | None, str | None]:
         parts = []
+        finish: str | None = None
+        last: str | None = None
         async with client.stream("POST", server.v1 + "/chat/completions", json={
                 "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 6,
                 "stream": True}) as r:
             assert r.status_code == 200
             async for line in r.aiter_lines():
-                if line.startswith("data: {"):
-                    choices = json.loads(line[6:])["choices"]
+                if not line.startswith("data: "):
+                    continue
+                last = line[6:]
+                if last.startswith("{"):
+                    choices = json.loads(last)["choices"]
                     if choices:
                         parts.append(choices[0]["delta"].get("content", ""))
-            return "".join(parts)
+                        finish = choices[0]["finish_reason"] or finish
+            return "".join(parts), finish, last
 
-    async def run() -> list[str]:
+    async def run() -> list[tuple[str, str | None, str | None]]:
         async with httpx.AsyncClient(timeout=120) as client:
             return await asyncio.gather(*(one(client, i) for i in range(6)))
 
-    texts = asyncio.run(run())
-    assert len(texts) == 6 and all(isinstance(t, str) for t in texts)
+    results = asyncio.run(run())
+    assert len(results) == 6
+    for _, finish, last in results:
+        assert finish in ("stop", "length"), results
+        assert last == "[DONE]", results
 
 
 def test_health_responsive_during_generation(server: Server) -> None:

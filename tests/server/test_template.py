@@ -79,3 +79,70 @@ def test_raise_exception_message() -> None:
 def test_oversized_template() -> None:
     with pytest.raises(TemplateError):
         ChatTemplate("x" * (2 << 20))
+
+
+# -- issue 12, item 5: the budget holds inside a render --------------------------------------
+
+LONG = "{% set s = 'x' * 20000 %}"
+HOSTILE = [
+    # nested loops over a long string, no call in the body: only the kill stops it
+    LONG + "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+    LONG + "{% for a in s %}{% for b in s %}{% if a == b %}{% endif %}{% endfor %}{% endfor %}",
+    "{{ ''|center(100000000) }}",
+    "{{ 'a'|indent(100000000) }}",
+    "{{ '%100000000s'|format('a') }}",
+    "{{ '%100000000s' % 'a' }}",
+    "{{ '{:>100000000}'.format('a') }}",
+    "{{ 'a'.ljust(100000000) }}",
+    "{{ 'a'.zfill(100000000) }}",
+    LONG + "{{ s|replace('x', s) }}",
+    LONG + "{{ s.replace('', s) }}",
+    LONG + "{{ ([s] * 100000)|join }}",
+    LONG + "{{ s.join([s] * 100000) }}",
+    ("{% set ns = namespace(x='ab') %}{% for i in range(64) %}{% set ns.x = ns.x ~ ns.x %}"
+     "{% endfor %}{{ ns.x|length }}"),
+    ("{% set ns = namespace(x='ab') %}{% for i in range(64) %}{% set ns.x = ns.x + ns.x %}"
+     "{% endfor %}{{ ns.x|length }}"),
+    ("{% set ns = namespace(x=[1]) %}{% for i in range(64) %}{% set ns.x = ns.x + ns.x %}"
+     "{% endfor %}{{ ns.x|length }}"),
+    ("{% set ns = namespace(x='ab') %}{% for i in range(64) %}{% set t %}{{ ns.x }}{{ ns.x }}"
+     "{% endset %}{% set ns.x = t %}{% endfor %}{{ ns.x|length }}"),
+    "{{ [1]|batch(100000000, 0)|list|length }}",
+    "{{ []|slice(100000000)|list|length }}",
+    "{{ lipsum(100000000) }}",
+    "{{ messages|tojson(indent=100000000) }}",
+]
+
+
+@pytest.mark.parametrize("source", HOSTILE)
+def test_hostile_template_costs_at_most_its_budget(source: str) -> None:
+    """Time and memory stay within the budget however the template spends them: the render
+    stops by the deadline (plus the kill's grace), and this process's peak memory does not
+    grow (the render happens elsewhere, and oversized values are refused before they are
+    built)."""
+    import resource
+
+    ChatTemplate(CHATML_TEMPLATE).render(MSGS)  # a worker is ready: time the render only
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    with pytest.raises(TemplateError):
+        ChatTemplate(source, timeout_s=1.0, max_output_chars=1 << 20).render(MSGS)
+    assert time.monotonic() - t0 < 1.6
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown_kib < 64 * 1024, f"peak RSS grew {grown_kib} KiB"
+
+
+def test_worker_survives_and_is_replaced() -> None:
+    """After a render was stopped, the next one works (a fresh worker)."""
+    hostile = ChatTemplate(LONG + "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+                           timeout_s=0.5)
+    with pytest.raises(TemplateError, match="exceeded"):
+        hostile.render(MSGS)
+    assert ChatTemplate(CHATML_TEMPLATE + " ").render(MSGS).startswith("<|im_start|>user\nhi")
+
+
+def test_ordinary_templates_still_render() -> None:
+    src = ("{% for m in messages %}{{ '{}: {}'.format(m.role, m.content)|center(20) }}"
+           "{{ m.content|replace('h', 'H')|indent(2) }}{{ ['a', 'b']|join('-') }}"
+           "{{ '%-5s|' % m.role }}{% endfor %}")
+    assert ChatTemplate(src).render(MSGS) == "      user: hi      Hia-buser |"

@@ -1,15 +1,13 @@
-"""Chat-template rendering in a locked-down Jinja2 sandbox.
+"""Chat-template rendering in a locked-down Jinja2 sandbox, in a worker process that is killed
+when its budget is over.
 
-GGUF files carry their chat template as a Jinja2 string (``tokenizer.chat_template``). That
-string is untrusted input (CVE-2024-34359 was exactly this), so it is compiled in an
-``ImmutableSandboxedEnvironment`` and rendered with a budget:
-
-* only data is exposed: ``messages``, ``bos_token``, ``eos_token``, ``add_generation_prompt``,
-  plus the helpers ``raise_exception``, ``strftime_now`` and the ``tojson`` filter;
-* a wall-clock deadline is checked on every call, attribute access, loop iteration (``range``
-  is replaced by a deadline-checking sequence) and output chunk;
-* output size is capped, and ``*`` / ``**`` on huge operands are refused before they run;
-* recursion errors, syntax errors and template-raised errors all become :class:`TemplateError`.
+GGUF files carry their chat template as a Jinja2 string (``tokenizer.chat_template``): untrusted
+input. :mod:`hologram.heads.template_sandbox` holds the sandbox (what a template may touch, the
+deadline and size checks); this module runs it in a pool of small worker processes (the
+standard library and jinja2 only, an address-space limit of
+:data:`~hologram.heads.template_sandbox.WORKER_MEMORY_BYTES`), one render at a time each. A
+render that is not done when its time budget ends is not waited for: its worker is killed (a
+fresh one takes its place), so a hostile template costs at most its budget, whatever it does.
 
 Rendering is synchronous; callers that run an event loop must call :meth:`ChatTemplate.render`
 from a worker thread.
@@ -17,21 +15,31 @@ from a worker thread.
 
 from __future__ import annotations
 
+import atexit
 import json
-import operator
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
-from typing import Any, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import jinja2
-from jinja2.exceptions import SecurityError
-from jinja2.exceptions import TemplateError as JinjaTemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
+from hologram.heads import template_sandbox
 from hologram.heads.base import TemplateError
+from hologram.heads.template_sandbox import (
+    DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_TIMEOUT_S,
+    MAX_TEMPLATE_CHARS,
+    SandboxError,
+    render_sandboxed,
+)
 
 __all__ = ["CHATML_TEMPLATE", "GEMMA_TEMPLATE", "ChatTemplate", "fallback_template"]
+
+log = logging.getLogger("hologram.heads")
 
 #: Used when a model file has no ``tokenizer.chat_template``.
 CHATML_TEMPLATE = (
@@ -65,111 +73,139 @@ def fallback_template(architecture: str) -> str:
     return CHATML_TEMPLATE
 
 
-MAX_TEMPLATE_CHARS = 1 << 20  # 1 MiB of template source
-DEFAULT_TIMEOUT_S = 2.0
-DEFAULT_MAX_OUTPUT_CHARS = 4 << 20  # 4 MiB of rendered prompt
-MAX_RANGE = 100_000
-MAX_OPERAND = 1 << 20  # refuse "x" * n and a ** b beyond this
+#: Extra time a worker gets past the template's own deadline before it is killed.
+KILL_GRACE_S = 0.25
+#: How long a new worker may take to start (Python and jinja2 imported), outside the budget.
+START_TIMEOUT_S = 30.0
 
 
-class _Budget:
-    def __init__(self, timeout_s: float, max_chars: int) -> None:
-        self.deadline = time.monotonic() + timeout_s
-        self.timeout_s = timeout_s
-        self.max_chars = max_chars
+class _Worker:
+    """One render process: JSON lines in and out over pipes."""
 
-    def check(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise TemplateError(f"chat template rendering exceeded {self.timeout_s:g} s")
-
-
-class _BoundedRange(Sequence[int]):
-    """``range`` that checks the render budget on every iteration step."""
-
-    def __init__(self, budget: _Budget, r: range) -> None:
-        self._budget = budget
-        self._range = r
-
-    def __len__(self) -> int:
-        return len(self._range)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._range[index]
-
-    def __iter__(self) -> Iterator[int]:
-        for i in self._range:
-            self._budget.check()
-            yield i
-
-
-def _bounded_range(budget: _Budget, *args: int) -> _BoundedRange:
-    r = range(*args)
-    if len(r) > MAX_RANGE:
-        raise TemplateError(f"chat template range() is limited to {MAX_RANGE} items")
-    return _BoundedRange(budget, r)
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """Sandbox whose every call, attribute access and binary ``*``/``**`` checks a budget."""
-
-    intercepted_binops = frozenset(["*", "**"])
-
-    def __init__(self, budget: _Budget) -> None:
-        super().__init__(
-            trim_blocks=True,
-            lstrip_blocks=True,
-            autoescape=False,
-            undefined=jinja2.Undefined,
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", template_sandbox.__file__],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            close_fds=True,
         )
-        self.budget = budget
+        self._buf = b""
+        if self._read_line(time.monotonic() + START_TIMEOUT_S) != b"ready":
+            self.kill()
+            raise OSError("the chat-template worker did not start")
 
-    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
-        self.budget.check()
-        if operator_ == "*":
-            for seq, num in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, (str, list, tuple))
-                    and isinstance(num, int)
-                    and len(seq) * max(num, 0) > MAX_OPERAND
-                ):
-                    raise TemplateError("chat template tried to build an oversized value")
-            return operator.mul(left, right)
-        if (
-            isinstance(left, (int, float))
-            and isinstance(right, (int, float))
-            and abs(right) > 64
-            and abs(left) > 1
-        ):
-            raise TemplateError("chat template tried to compute an oversized power")
-        return operator.pow(left, right)
+    def _read_line(self, deadline: float) -> bytes | None:
+        """The next line from the worker, or None at the deadline or its end of output."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
 
-    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self.budget.check()
-        return super().call(context, obj, *args, **kwargs)
+    def render(self, request: str, deadline: float) -> dict[str, str] | None:
+        """The worker's reply, or None if it did not answer by ``deadline`` or died."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(request.encode("ascii") + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return None
+        line = self._read_line(deadline)
+        if line is None:
+            return None
+        reply = json.loads(line)
+        assert isinstance(reply, dict)
+        return reply
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        self.budget.check()
-        return super().getattr(obj, attribute)
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        self.budget.check()
-        return super().getitem(obj, argument)
-
-
-def _raise_exception(message: object = "error raised by the chat template") -> NoReturn:
-    raise TemplateError(f"chat template error: {message}")
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(str(fmt))
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
 
 
-def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, **_: Any) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
+class _Pool:
+    """Idle workers, reused; a busy or killed one is replaced by a new one when needed."""
+
+    def __init__(self, max_idle: int = 4) -> None:
+        self.max_idle = max_idle
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._warming = False
+        self.disabled = False
+
+    def acquire(self) -> _Worker | None:
+        """A worker, or None when workers cannot be started here (render in process)."""
+        with self._lock:
+            while self._idle:
+                w = self._idle.pop()
+                if w.alive():
+                    return w
+                w.kill()
+            if self.disabled:
+                return None
+        try:
+            return _Worker()
+        except OSError as exc:
+            with self._lock:
+                if not self.disabled:
+                    log.warning("chat templates render in process (no worker: %s)", exc)
+                self.disabled = True
+            return None
+
+    def release(self, w: _Worker) -> None:
+        with self._lock:
+            if w.alive() and len(self._idle) < self.max_idle:
+                self._idle.append(w)
+                return
+        w.kill()
+
+    def warm(self) -> None:
+        """Start a worker in the background (ahead of a render) unless one is idle or
+        starting."""
+        with self._lock:
+            if self._idle or self._warming or self.disabled:
+                return
+            self._warming = True
+
+        def start() -> None:
+            try:
+                w = self.acquire()
+                if w is not None:
+                    self.release(w)
+            finally:
+                with self._lock:
+                    self._warming = False
+
+        threading.Thread(target=start, name="hologram-template-warm", daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for w in idle:
+            w.kill()
+
+
+_POOL = _Pool()
+atexit.register(_POOL.close)
 
 
 class ChatTemplate:
-    """A compiled chat template. ``source`` None means the ChatML fallback."""
+    """A chat template. ``source`` None means the fallback (ChatML unless given)."""
 
     def __init__(
         self,
@@ -190,46 +226,41 @@ class ChatTemplate:
         self.eos_token = eos_token or ""
         self.timeout_s = timeout_s
         self.max_output_chars = max_output_chars
+        if not self.is_fallback:
+            _POOL.warm()
 
     def render(
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
     ) -> str:
         """Render ``messages`` (dicts with at least ``role`` and ``content``) to prompt text.
 
-        Raises TemplateError on any failure, including budget exhaustion."""
-        budget = _Budget(self.timeout_s, self.max_output_chars)
-        env = _Environment(budget)
-        env.filters["tojson"] = _tojson
-        env.globals["raise_exception"] = _raise_exception
-        env.globals["strftime_now"] = _strftime_now
-        env.globals["range"] = lambda *a: _bounded_range(budget, *a)
-        try:
-            template = env.from_string(self.source)
-            out: list[str] = []
-            size = 0
-            for piece in template.generate(
-                messages=[dict(m) for m in messages],
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                add_generation_prompt=add_generation_prompt,
-            ):
-                size += len(piece)
-                if size > budget.max_chars:
-                    raise TemplateError(
-                        f"chat template output exceeded {budget.max_chars} characters"
-                    )
-                budget.check()
-                out.append(piece)
-            return "".join(out)
-        except TemplateError:
-            raise
-        except RecursionError:
-            raise TemplateError("chat template recursed too deeply") from None
-        except SecurityError as exc:
-            raise TemplateError(f"chat template attempted an unsafe operation: {exc}") from None
-        except JinjaTemplateError as exc:
-            raise TemplateError(f"chat template failed: {exc}") from None
-        except (OverflowError, MemoryError):
-            raise TemplateError("chat template exceeded its resource budget") from None
-        except Exception as exc:  # noqa: BLE001 - any template bug is the template's fault
-            raise TemplateError(f"chat template failed: {type(exc).__name__}: {exc}") from None
+        Raises TemplateError on any failure, including budget exhaustion (the render is
+        stopped when the budget ends)."""
+        msgs = [dict(m) for m in messages]
+        worker = _POOL.acquire()
+        if worker is None:
+            try:
+                return render_sandboxed(
+                    self.source, msgs, bos_token=self.bos_token, eos_token=self.eos_token,
+                    add_generation_prompt=add_generation_prompt, timeout_s=self.timeout_s,
+                    max_output_chars=self.max_output_chars)
+            except SandboxError as exc:
+                raise TemplateError(str(exc)) from None
+        request = json.dumps({
+            "source": self.source, "messages": msgs, "bos_token": self.bos_token,
+            "eos_token": self.eos_token, "add_generation_prompt": add_generation_prompt,
+            "timeout_s": self.timeout_s, "max_output_chars": self.max_output_chars,
+        }, default=str)
+        reply = worker.render(request, time.monotonic() + self.timeout_s + KILL_GRACE_S)
+        if reply is None:
+            alive = worker.alive()
+            worker.kill()
+            _POOL.warm()  # a replacement, started outside the next render's budget
+            if alive:
+                raise TemplateError(
+                    f"chat template rendering exceeded {self.timeout_s:g} s (stopped)")
+            raise TemplateError("chat template exceeded its resource budget (worker ended)")
+        _POOL.release(worker)
+        if "error" in reply:
+            raise TemplateError(reply["error"])
+        return reply["text"]

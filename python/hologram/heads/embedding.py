@@ -25,8 +25,11 @@ from hologram.heads.base import (
 
 __all__ = ["POOLING_TYPES", "EmbeddingHead", "EmbeddingResult"]
 
-#: Inputs per engine call when embedding a batch.
+#: Most inputs per engine call when embedding a batch.
 EMBED_CHUNK = 64
+#: Most tokens per engine call (one input longer than this goes alone): a cancelled request
+#: stops between calls, so this bounds the work done after a cancel (well under a second).
+EMBED_CHUNK_TOKENS = 512
 
 #: GGUF ``pooling_type`` enum values (llama.cpp ``llama_pooling_type``) to our names.
 POOLING_TYPES = {1: "mean", 2: "cls", 3: "last"}
@@ -137,22 +140,33 @@ class EmbeddingHead:
         self.check_dimensions(dimensions)
         if not inputs:
             raise InvalidInputError("input must not be empty", "input")
-        encoded = [
-            self.encode(item, "input" if len(inputs) == 1 else f"input.{i}")
-            for i, item in enumerate(inputs)
-        ]
-        total = sum(len(i) for i in encoded)
-        if max_tokens is not None and total > max_tokens:
-            raise InvalidInputError(
-                f"the request has {total} input tokens in {len(encoded)} inputs; the server "
-                f"accepts at most {max_tokens} per request", "input", "request_too_large")
-        vectors: list[npt.NDArray[np.float32]] = []
-        # Batches go through the engine in chunks: an encoder computes each chunk in one pass,
-        # and a cancelled request stops between chunks.
-        for start in range(0, len(encoded), EMBED_CHUNK):
+        encoded: list[list[int]] = []
+        total = 0
+        for i, item in enumerate(inputs):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
-            chunk = encoded[start : start + EMBED_CHUNK]
+            ids = self.encode(item, "input" if len(inputs) == 1 else f"input.{i}")
+            encoded.append(ids)
+            total += len(ids)
+            # Refused as soon as the running total is over: the rest is not even tokenized.
+            if max_tokens is not None and total > max_tokens:
+                raise InvalidInputError(
+                    f"the request has more than {max_tokens} input tokens (the first {i + 1} "
+                    f"of its {len(inputs)} inputs have {total}); the server accepts at most "
+                    f"{max_tokens} per request", "input", "request_too_large")
+        vectors: list[npt.NDArray[np.float32]] = []
+        # Batches go through the engine in chunks of at most EMBED_CHUNK inputs and
+        # EMBED_CHUNK_TOKENS tokens; a cancelled request stops between chunks.
+        start = 0
+        while start < len(encoded):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            end, tokens = start, 0
+            while end < len(encoded) and end - start < EMBED_CHUNK and (
+                    end == start or tokens + len(encoded[end]) <= EMBED_CHUNK_TOKENS):
+                tokens += len(encoded[end])
+                end += 1
+            chunk = encoded[start:end]
             try:
                 out = np.asarray(
                     self.engine.embed_batch(chunk, pooling=self.pooling, normalize=True),
@@ -162,4 +176,5 @@ class EmbeddingHead:
                 raise translate_engine_error(exc, "input") from None
             for vec in out:
                 vectors.append(self._truncate(vec, dimensions))
-        return EmbeddingResult(vectors=vectors, prompt_tokens=sum(len(i) for i in encoded))
+            start = end
+        return EmbeddingResult(vectors=vectors, prompt_tokens=total)

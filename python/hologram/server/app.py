@@ -21,15 +21,17 @@ messages: for generation, exactly the JSON chunk objects the SSE stream would ca
 the one response object. Then it sends ``{"done": true}``. An error is sent as ``{"error":
 {"message", "type", "param", "code"}}`` followed by ``{"done": true}``; the connection stays
 open for the next request. Requests on one connection run one after another; closing the
-socket cancels the running generation.
+socket cancels the running generation. Every message counts against ``--rate-limit`` like an
+HTTP request (a refused one gets the 429 error in-band). The upgrade is subject to the same
+Host and Origin checks as HTTP (:mod:`hologram.server.origin`). On shutdown an idle socket is
+closed with code 1001; a busy one gets its request's end (see ``hologram-serve --help``,
+``--shutdown-timeout``), then the same close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -39,17 +41,20 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from quart import Quart, Response, g, request, websocket
+from quart import Quart, Response, abort, g, request, websocket
 from quart.wrappers import Websocket
+from quart_cors import cors, cors_exempt
 from werkzeug.exceptions import HTTPException
 
 from hologram.heads import HeadError
 from hologram.server.admission import RateLimiter
+from hologram.server.auth import ApiKeys, presented_key
 from hologram.server.endpoints import ENDPOINTS, Endpoint, StreamReply, dispatch
 from hologram.server.endpoints import models as model_endpoints
 from hologram.server.endpoints.common import ChunkStream
-from hologram.server.errors import APIError, from_head_error
+from hologram.server.errors import APIError, describe_failure, from_head_error, shutting_down
 from hologram.server.metrics import CONTENT_TYPE_LATEST, Metrics
+from hologram.server.origin import HostPolicy, OriginPolicy
 from hologram.server.protocol import HealthResponse
 from hologram.server.service import RequestLog, Service
 from hologram.server.settings import ServerSettings
@@ -64,6 +69,8 @@ log = logging.getLogger("hologram.server")
 access_log = logging.getLogger("hologram.access")
 
 PUBLIC_PATHS = frozenset({"/health"})
+#: Response headers a page of an allowed origin may read.
+EXPOSED_HEADERS = ["X-Request-Id", "x-hologram-ignored-params", "Retry-After"]
 RATE_EXEMPT_PATHS = frozenset({"/health", "/metrics"})
 ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/models/<path:model_id>",
                     "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/ws"})
@@ -86,6 +93,41 @@ def _error_response(err: APIError) -> Response:
     return _json_response(err.body().dump(), err.status, err.headers)
 
 
+_PARAM_SAFE = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+
+def _error_label(err: APIError) -> str:
+    """What the access log says of an error: status, code and parameter name, never the
+    message (it may quote the request)."""
+    label = f"{err.status} {err.code or err.type}"
+    if err.param and _PARAM_SAFE.fullmatch(err.param):
+        label += f" ({err.param})"
+    return label
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_path(body: dict[str, Any]) -> str | None:
+    """The dotted path of the first string (value or key) holding a lone surrogate (JSON
+    allows ``"\\ud800"``; no tokenizer, header or log can take it), else None. Iterative: the
+    body may be nested as deep as the JSON parser allows."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            for k, v in reversed(value.items()):
+                if _SURROGATE.search(k):
+                    return path or "body"
+                stack.append((f"{path}.{k}" if path else k, v))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}", v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
 def _load_json(data: bytes | str) -> dict[str, Any]:
     if not data:
         raise APIError(400, "the request body is empty; send a JSON object", code="invalid_json")
@@ -94,17 +136,31 @@ def _load_json(data: bytes | str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}",
                        code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") \
+            from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    bad = _surrogate_path(body)
+    if bad is not None:
+        param = bad if _PARAM_SAFE.fullmatch(bad) else bad.split(".", 1)[0][:64]
+        raise APIError(400, "a string in the request holds a lone UTF-16 surrogate (such as "
+                       "\\ud800), which is not text", param=param, code="invalid_value")
     return body
 
 
 async def read_json() -> dict[str, Any]:
+    """The JSON object body of a POST. ``Content-Type: application/json`` (or ``+json``) is
+    required: a page of another site can send a form or ``text/plain`` body without asking
+    the browser's permission, but not a JSON one."""
     mimetype = request.mimetype
-    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise APIError(415, f"Content-Type must be application/json, not {mimetype}",
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        shown = f"not {mimetype[:100]}" if mimetype else "and the request has none"
+        raise APIError(415, f"Content-Type must be application/json, {shown}",
                        code="unsupported_media_type")
-    return _load_json(await request.get_data(as_text=False))
+    data = await request.get_data(as_text=False)
+    g.body_read = True
+    return _load_json(data)
 
 
 def create_app(settings: ServerSettings, service: Service | None = None) -> Quart:
@@ -117,8 +173,16 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
     app.config["RESPONSE_TIMEOUT"] = 600
     app.config["BODY_TIMEOUT"] = 60
     app.extensions["hologram"] = service
-    key_digests = [hashlib.sha256(k.encode()).digest() for k in settings.api_keys if k]
+    keys = ApiKeys(settings.api_keys)
     limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+    hosts = HostPolicy(settings.host, settings.allowed_hosts)
+    origins = OriginPolicy(settings.allowed_origins)
+    if origins.any or origins.origins:
+        # CORS headers (and preflight answers) for the listed origins only; every other
+        # Origin is refused before a route runs (see _guard).
+        cors(app, allow_origin=["*"] if origins.any else origins.origins,
+             allow_methods=["GET", "POST", "OPTIONS"], expose_headers=EXPOSED_HEADERS,
+             max_age=600)
     loader: list[asyncio.Task[None]] = []
 
     @app.before_serving
@@ -134,59 +198,60 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
 
     # -- auth, rate limit, request id ------------------------------------------------------
 
-    def _presented_key(headers: Any) -> str | None:
-        auth = headers.get("Authorization")
-        if auth:
-            scheme, _, value = auth.partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                return str(value.strip())
-            return ""
-        key = headers.get("X-Api-Key")
-        return str(key) if key is not None else None
-
-    def _key_ok(given: str | None) -> bool:
-        if given is None:
-            return False
-        digest = hashlib.sha256(given.encode()).digest()
-        ok = False
-        for expected in key_digests:
-            ok |= hmac.compare_digest(digest, expected)
-        return ok
-
-    def _guard(path: str, headers: Any, remote: str | None) -> None:
-        """Authentication (401), then the rate limit (429) keyed by the API key, or by the
-        client address when the server has no keys."""
-        if path in PUBLIC_PATHS:
+    def _rate_limit(identity: str) -> None:
+        if limiter is None:
             return
-        given = _presented_key(headers)
-        if key_digests and not _key_ok(given):
-            raise APIError(401, "Incorrect or missing API key; send it as 'Authorization: "
-                           "Bearer KEY'", "authentication_error", None, "invalid_api_key")
-        if limiter is not None and path not in RATE_EXEMPT_PATHS:
-            if key_digests and given:
-                identity = "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
-            else:
-                identity = "ip:" + (remote or "?")
-            wait = limiter.check(identity)
-            if wait is not None:
-                metrics.rejected.labels("rate_limited").inc()
-                raise APIError(
-                    429, f"rate limit exceeded: at most {limiter.per_minute} requests per "
-                    f"minute; retry in {RateLimiter.retry_after(wait)} s",
-                    "rate_limit_error", None, "rate_limit_exceeded",
-                    {"Retry-After": RateLimiter.retry_after(wait)},
-                )
+        wait = limiter.check(identity)
+        if wait is not None:
+            metrics.rejected.labels("rate_limited").inc()
+            raise APIError(
+                429, f"rate limit exceeded: at most {limiter.per_minute} requests per "
+                f"minute; retry in {RateLimiter.retry_after(wait)} s",
+                "rate_limit_error", None, "rate_limit_exceeded",
+                {"Retry-After": RateLimiter.retry_after(wait)},
+            )
+
+    def _guard(path: str, method: str, headers: Any, remote: str | None) -> str:
+        """Host (400) and Origin (403) checks, authentication (401), then the rate limit
+        (429) keyed by the API key, or by the client address when the server has no keys.
+        A failed authentication counts against its address. Returns the request's rate-limit
+        identity."""
+        host = headers.get("Host")
+        if not hosts.allows(host):
+            raise APIError(400, f"Host {str(host)[:100]!r} is not allowed; the server answers "
+                           "to its own address and the names given with --allowed-hosts",
+                           "invalid_request_error", None, "host_not_allowed")
+        origin = headers.get("Origin")
+        if not origins.allows(origin, host):
+            raise APIError(403, f"Origin {str(origin)[:100]!r} is not allowed; start the "
+                           "server with --allowed-origins to let a web page use it",
+                           "permission_error", None, "origin_not_allowed")
+        identity = "ip:" + (remote or "?")
+        if path in PUBLIC_PATHS or method == "OPTIONS":
+            return identity
+        given = presented_key(headers)
+        if keys:
+            if not keys.check(given):
+                _rate_limit(identity)  # failed attempts use up the address's allowance
+                raise APIError(401, "Incorrect or missing API key; send it as "
+                               "'Authorization: Bearer KEY'", "authentication_error", None,
+                               "invalid_api_key")
+            assert given is not None
+            identity = ApiKeys.identity(given)
+        if path not in RATE_EXEMPT_PATHS:
+            _rate_limit(identity)
         if service.state == "shutting_down":
             metrics.rejected.labels("shutting_down").inc()
             raise APIError(503, "the server is shutting down", "server_error", None,
                            "shutting_down")
+        return identity
 
     @app.before_request
     async def _before() -> None:
         rid = request.headers.get("X-Request-Id") or secrets.token_hex(8)
         rid = "".join(c for c in rid if c.isalnum() or c in "-_.:")[:128] or secrets.token_hex(8)
         g.rlog = RequestLog(rid, request.method, request.path, request.remote_addr or "?")
-        _guard(request.path, request.headers, request.remote_addr)
+        _guard(request.path, request.method, request.headers, request.remote_addr)
 
     @app.after_request
     async def _after(response: Response) -> Response:
@@ -199,6 +264,11 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
             rlog.status = response.status_code
             if not rlog.stream:
                 _log_access(rlog, rule)
+        if not g.get("body_read") and (request.content_length or
+                                       "Transfer-Encoding" in request.headers):
+            # Answered without reading the body (refused early): the connection cannot be
+            # reused, and saying so spares the client a request on a closing connection.
+            response.headers["Connection"] = "close"
         return response
 
     def _log_access(rlog: RequestLog, endpoint: str) -> None:
@@ -212,6 +282,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
             "completion_tokens": rlog.completion_tokens,
             "latency_ms": round(latency * 1000, 1), "stream": rlog.stream,
             "cancelled": rlog.cancelled, "error": rlog.error,
+            "interrupted": rlog.interrupted,
         }))
 
     # -- errors ----------------------------------------------------------------------------
@@ -220,7 +291,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
     async def _api_error(err: APIError) -> Response:
         rlog: RequestLog | None = g.get("rlog")
         if rlog is not None:
-            rlog.error = err.message
+            rlog.error = _error_label(err)
         return _error_response(err)
 
     @app.errorhandler(HeadError)
@@ -247,7 +318,9 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:
-        log.exception("unhandled error: %r", err)
+        rlog: RequestLog | None = g.get("rlog")
+        log.error("request %s failed: %s", rlog.request_id if rlog else "?",
+                  describe_failure(err))
         return await _api_error(APIError(500, "internal server error", "server_error"))
 
     # -- streaming ------------------------------------------------------------------------
@@ -270,11 +343,15 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
                 error = exc
             except HeadError as exc:
                 error = from_head_error(exc)
-            except Exception:
-                log.exception("stream failed")
+            except Exception as exc:  # noqa: BLE001 - logged (without user content), answered 500
+                log.error("stream of request %s failed: %s", rlog.request_id,
+                          describe_failure(exc))
                 error = APIError(500, "internal server error", "server_error")
+            if error is None and rlog.interrupted:
+                # Shutdown: every choice got its last chunk; say why the stream ends here.
+                error = shutting_down("the generation")
             if error is not None:
-                rlog.error = error.message
+                rlog.error = _error_label(error)
                 yield encode_event(error.body().dump())
             yield DONE
             _log_access(rlog, endpoint)
@@ -346,44 +423,79 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         rid = secrets.token_hex(8)
         g.rlog = RequestLog(rid, "WS", ws.path, ws.remote_addr or "?")
         try:
-            _guard(ws.path, ws.headers, ws.remote_addr)
+            g.identity = _guard(ws.path, "GET", ws.headers, ws.remote_addr)
         except APIError as err:
-            return_response = _error_response(err)
-            from quart import abort
+            abort(_error_response(err))
 
-            abort(return_response)
+    async def _next_message() -> str | bytes | None:
+        """The next message, or None once the server is shutting down (an idle socket is
+        closed at once; a busy one after its request)."""
+        if service.stopping.is_set():
+            return None
+        receive = asyncio.ensure_future(websocket.receive())
+        stop = asyncio.ensure_future(service.stopping.wait())
+        try:
+            await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not receive.done():
+                receive.cancel()
+        if receive.done() and not receive.cancelled():
+            return receive.result()
+        return None
+
+    async def _ws_request(raw: str | bytes, rlog: RequestLog) -> None:
+        """Answer one message: its chunks or its response, or its error; never raises but
+        for cancellation (the socket closed)."""
+        try:
+            if service.state == "shutting_down":
+                raise shutting_down("the request")
+            _rate_limit(g.identity)  # every message is a request
+            body = _load_json(raw)
+            name = str(body.pop("endpoint", ""))[:64].strip("/").removeprefix("v1/")
+            rlog.path = "/v1/ws:" + name
+            endpoint = ENDPOINTS.get(name)
+            if endpoint is None:
+                raise APIError(400, "'endpoint' must be 'chat/completions', 'completions' "
+                               "or 'embeddings'", param="endpoint")
+            reply, _ = await dispatch(service, endpoint, body, rlog, stream=True)
+            if isinstance(reply, StreamReply):
+                async with contextlib.aclosing(reply.chunks) as it:
+                    async for texts in it:
+                        for text in texts:
+                            await websocket.send(text)
+                if rlog.interrupted:
+                    raise shutting_down("the generation")
+            else:
+                await websocket.send(json.dumps(reply.body))
+            rlog.status = 200
+            return
+        except APIError as err:
+            api = err
+        except HeadError as herr:
+            api = from_head_error(herr)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged (without user content), answered 500
+            log.error("websocket request %s failed: %s", rlog.request_id,
+                      describe_failure(exc))
+            api = APIError(500, "internal server error", "server_error")
+        rlog.status, rlog.error = api.status, _error_label(api)
+        await websocket.send(json.dumps(api.body().dump()))
 
     @app.websocket("/v1/ws")
+    @cors_exempt  # the Origin check is _guard's, for every upgrade
     async def ws_route() -> None:
         await websocket.accept()
         while True:
-            raw = await websocket.receive()
+            raw = await _next_message()
+            if raw is None:
+                await websocket.close(1001, "server shutting down")
+                return
             rlog = RequestLog(secrets.token_hex(8), "WS", "/v1/ws", websocket.remote_addr or "?")
             rlog.stream = True
             try:
-                body = _load_json(raw)
-                name = str(body.pop("endpoint", "")).strip("/").removeprefix("v1/")
-                rlog.path = "/v1/ws:" + name
-                endpoint = ENDPOINTS.get(name)
-                if endpoint is None:
-                    raise APIError(400, "'endpoint' must be 'chat/completions', 'completions' "
-                                   "or 'embeddings'", param="endpoint")
-                reply, _ = await dispatch(service, endpoint, body, rlog, stream=True)
-                if isinstance(reply, StreamReply):
-                    async with contextlib.aclosing(reply.chunks) as it:
-                        async for texts in it:
-                            for text in texts:
-                                await websocket.send(text)
-                else:
-                    await websocket.send(json.dumps(reply.body))
-                rlog.status = 200
-            except APIError as err:
-                rlog.status, rlog.error = err.status, err.message
-                await websocket.send(json.dumps(err.body().dump()))
-            except HeadError as herr:
-                api = from_head_error(herr)
-                rlog.status, rlog.error = api.status, api.message
-                await websocket.send(json.dumps(api.body().dump()))
+                await _ws_request(raw, rlog)
             except asyncio.CancelledError:
                 rlog.cancelled = True
                 _log_access(rlog, "/v1/ws")

@@ -1,8 +1,9 @@
 """``hologram-serve``: serve GGUF models over an OpenAI-compatible HTTP API.
 
 Start-up failures (missing model file, unreadable GGUF, port in use) print one line to stderr
-and exit non-zero. SIGTERM/SIGINT stop accepting connections, let in-flight requests finish
-(up to ``--shutdown-timeout`` seconds), and exit 0.
+and exit non-zero. SIGTERM/SIGINT stop accepting connections and close idle WebSockets, let
+in-flight requests finish, stop what still runs shortly before ``--shutdown-timeout`` seconds
+(each stream ends with its last chunks, an error event and its end marker), and exit 0.
 """
 
 from __future__ import annotations
@@ -90,13 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "but /health; comma-separate several keys. Default: $HOLOGRAM_API_KEY.")
     p.add_argument("--rate-limit", type=_positive, default=None, metavar="N",
                    help="at most N requests per minute per API key (or per client address "
-                   "without a key); excess requests get 429 with Retry-After. Default: off.")
+                   "without a key); every HTTP request, WebSocket upgrade and WebSocket "
+                   "message counts, and so does a failed authentication (against its "
+                   "address); excess requests get 429 with Retry-After. Default: off.")
+    p.add_argument("--allowed-hosts", action="append", metavar="NAMES", default=None,
+                   help="comma-separated Host names the server answers to besides "
+                   "localhost, 127.0.0.1, [::1] and the --host address (a leading dot allows "
+                   "subdomains, '*' any); other Hosts get 400 (DNS rebinding). Bound to "
+                   "0.0.0.0 or :: without this flag, any Host is accepted.")
+    p.add_argument("--allowed-origins", action="append", metavar="ORIGINS", default=None,
+                   help="comma-separated browser origins (scheme://host[:port], or '*') "
+                   "whose pages may call the server (CORS headers for those); a request "
+                   "from any other page's Origin gets 403. Default: none, only the server's "
+                   "own origin.")
     p.add_argument("--max-queue", type=_non_negative, default=64, metavar="N",
                    help="requests accepted per model beyond --parallel, waiting for the "
                    "engine (default 64); beyond that the server answers 503")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long in-flight requests may take to finish "
-                   "(default 30)")
+                   "(default 30); what still runs a second before (a quarter of it when "
+                   "shorter) is stopped: each stream gets its last chunks, an error event "
+                   "and its end ([DONE], {\"done\": true}), and the process exits")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"],
                    help="logging level (default info); one JSON access line per request at info")
@@ -120,10 +135,15 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
              for i, path in enumerate(paths)]
     key_text = args.api_key if args.api_key is not None else os.environ.get("HOLOGRAM_API_KEY")
     keys = [k.strip() for k in (key_text or "").split(",") if k.strip()]
+
+    def names(values: list[str] | None) -> list[str]:
+        return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
+
     return ServerSettings(
         models=specs, host=args.host, port=args.port, n_ctx=args.ctx, n_threads=args.threads,
         parallel=args.parallel, kv_tokens=args.kv_tokens, step_tokens=args.step_tokens,
         api_keys=keys, rate_limit=args.rate_limit,
+        allowed_hosts=names(args.allowed_hosts), allowed_origins=names(args.allowed_origins),
         max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
         max_request_tokens=args.max_request_tokens, sse_keepalive_s=args.sse_keepalive,
     )
@@ -139,7 +159,7 @@ async def _serve(settings: ServerSettings, config: Config, sockets: object) -> i
         if not stop.is_set():
             log.info("shutting down: finishing in-flight requests (up to %.0f s)",
                      settings.shutdown_timeout)
-        service.state = "shutting_down"
+        service.begin_shutdown(settings.shutdown_timeout)
         stop.set()
 
     def on_fatal(message: str) -> None:

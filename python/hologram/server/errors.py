@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import traceback
+
 from hologram.heads import (
     CapacityError,
     ContextLengthError,
@@ -12,7 +15,7 @@ from hologram.heads import (
 )
 from hologram.server.protocol import ErrorInfo, ErrorResponse
 
-__all__ = ["APIError", "from_head_error"]
+__all__ = ["APIError", "describe_failure", "from_head_error", "shutting_down"]
 
 
 class APIError(Exception):
@@ -56,3 +59,25 @@ def from_head_error(exc: HeadError) -> APIError:
         return APIError(500, f"engine error: {exc.message}", "server_error", None,
                         "internal_error")
     return APIError(500, exc.message or "internal error", "server_error", None, None)
+
+
+def shutting_down(what: str = "the request") -> APIError:
+    """The server stopped ``what`` because it is shutting down (503)."""
+    return APIError(503, f"the server is shutting down; {what} was stopped", "server_error",
+                    None, "shutting_down")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """An exception for the error log without any of its message or arguments, which may hold
+    user content (a UnicodeError carries the whole text it failed on): its type, the offsets
+    for a UnicodeError, and where it was raised (the innermost frames, file:line function)."""
+    parts = [type(exc).__name__]
+    if isinstance(exc, UnicodeError):
+        start, end = getattr(exc, "start", None), getattr(exc, "end", None)
+        if isinstance(start, int) and isinstance(end, int):
+            parts.append(f"at characters {start}-{end}")
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    if frames:
+        parts.append("in " + " < ".join(
+            f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(frames)))
+    return " ".join(parts)

@@ -11,6 +11,7 @@ the event loop is a few attribute reads, not an object per layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -127,13 +128,21 @@ async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
     service.enter(served)
     streams: dict[int, CompletionStream] = {}
     watched: list[int] = []
+    wake = asyncio.Event()
+    drain = contextlib.ExitStack()
     try:
+        drain.enter_context(service.on_drain(wake.set))
+        # The choices of one prompt share its prompt logprobs (computed once).
+        prompt_lps: dict[int, list[TokenInfo]] = {}
         for job in plan.jobs:
+            if service.draining:
+                break
             if job.prompt_logprobs is not None:
                 k = job.prompt_logprobs
-                lps = await service.off_loop(
-                    lambda job=job, k=k: head.prompt_logprobs(job.prompt.ids, k))  # type: ignore[misc]
-                yield PromptLogprobs(job.index, lps)
+                if job.prompt_index not in prompt_lps:
+                    prompt_lps[job.prompt_index] = await service.off_loop(
+                        lambda job=job, k=k: head.prompt_logprobs(job.prompt.ids, k))  # type: ignore[misc]
+                yield PromptLogprobs(job.index, prompt_lps[job.prompt_index])
             shared = sum(1 for j in plan.jobs if j.prompt_index == job.prompt_index) > 1
             # The choices of one prompt read it once (the engine's shared-prompt groups).
             group = hash((plan.id, job.prompt_index)) & 0x7FFF_FFFF_FFFF_FFFF if shared else None
@@ -142,11 +151,11 @@ async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
             except HeadError as exc:
                 raise from_head_error(exc) from None
         watched = [s.id for s in streams.values()]
-        wake = hub.watch(watched)
+        hub.watch(watched, wake)
         active = list(streams.items())
         last_token_at: dict[int, float] = {}
         tm = None
-        while active:
+        while active or service.draining:
             wake.clear()
             progressed = False
             ended: list[int] = []
@@ -173,7 +182,18 @@ async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
                                  s.completion_tokens, s.cached_tokens)
             if ended:
                 active = [(i, s) for i, s in active if i not in ended]
-            elif not progressed:
+            if service.draining:
+                # Shutdown: every choice still running ends here, cut like a length limit.
+                for index, s in active:
+                    yield Finish(index, "length", s.prompt_tokens, s.completion_tokens,
+                                 s.cached_tokens)
+                if active or len(streams) < len(plan.jobs):
+                    plan.log.interrupted = True
+                for job in plan.jobs:
+                    if job.index not in streams:
+                        yield Finish(job.index, "length", len(job.prompt.ids), 0, 0)
+                return
+            if not ended and not progressed:
                 try:
                     await asyncio.wait_for(wake.wait(), service.settings.sse_keepalive_s)
                 except TimeoutError:
@@ -188,6 +208,7 @@ async def generate(service: Service, plan: Plan) -> AsyncGenerator[Event, None]:
         service.metrics.cancelled.labels(served.id).inc()
         raise
     finally:
+        drain.close()
         hub.unwatch(watched)
         for st in streams.values():
             st.close()

@@ -67,11 +67,12 @@ class StreamHub:
             if ev is not None:
                 ev.set()
 
-    def watch(self, stream_ids: Iterable[int]) -> asyncio.Event:
-        """An event set whenever one of these streams has news; ``unwatch`` them when done.
-        The reader clears it, polls every stream, and waits on it only if none had news (an
-        id reported after the poll sets it again, so nothing is missed)."""
-        wake = asyncio.Event()
+    def watch(self, stream_ids: Iterable[int], wake: asyncio.Event | None = None) -> asyncio.Event:
+        """An event (``wake``, or a new one) set whenever one of these streams has news;
+        ``unwatch`` them when done. The reader clears it, polls every stream, and waits on it
+        only if none had news (an id reported after the poll sets it again, so nothing is
+        missed)."""
+        wake = wake or asyncio.Event()
         for sid in stream_ids:
             self._waiters[sid] = wake
         return wake
@@ -82,12 +83,14 @@ class StreamHub:
 
 
 async def run_blocking(
-    executor: Executor, fn: Callable[[threading.Event], T]
+    executor: Executor, fn: Callable[[threading.Event], T],
+    cancel: threading.Event | None = None,
 ) -> T:
     """Run ``fn(cancel)`` in ``executor``; if the awaiting task is cancelled, set ``cancel``
     (``fn`` checks it between units of work) and wait for ``fn`` to return before
-    re-raising, so the work never outlives its request."""
-    cancel = threading.Event()
+    re-raising, so the work never outlives its request. The caller may pass ``cancel`` to
+    set it for other reasons too."""
+    cancel = cancel or threading.Event()
     fut = asyncio.get_running_loop().run_in_executor(executor, fn, cancel)
     try:
         return await asyncio.shield(fut)

@@ -5,10 +5,11 @@ blocking head calls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -22,7 +23,7 @@ from hologram.server.metrics import Metrics
 from hologram.server.runner import StreamHub
 from hologram.server.settings import ServerSettings
 
-__all__ = ["RequestLog", "ServedModel", "Service", "TokenMetrics"]
+__all__ = ["RequestLog", "ServedModel", "Service", "TokenMetrics", "drain_delay"]
 
 log = logging.getLogger("hologram.server")
 
@@ -45,6 +46,8 @@ class RequestLog:
     error: str | None = None
     cancelled: bool = False
     stream: bool = False
+    #: The server's shutdown stopped the request before its end.
+    interrupted: bool = False
 
 
 @dataclass
@@ -84,6 +87,12 @@ class Service:
         self.on_fatal: Callable[[str], None] | None = None
         self.metrics.engine_stats = self.engine_stats
         self._token_metrics: dict[str, TokenMetrics] = {}
+        #: Set at SIGTERM: idle WebSockets close, new requests get 503.
+        self.stopping = asyncio.Event()
+        #: Set shortly before the shutdown timeout: running requests are stopped and end
+        #: cleanly (streams get their last chunks, an error event and their end marker).
+        self.draining = False
+        self._drain_hooks: set[Callable[[], None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,6 +147,32 @@ class Service:
             return
         if self.state == "loading":
             self.state = "ready"
+
+    def begin_shutdown(self, timeout: float) -> None:
+        """Stop taking requests; what runs may finish for ``drain_delay(timeout)`` seconds,
+        then :meth:`drain` stops it, leaving the rest of the timeout to send the ends."""
+        if self.stopping.is_set():
+            return
+        self.state = "shutting_down"
+        self.stopping.set()
+        asyncio.get_running_loop().call_later(drain_delay(timeout), self.drain)
+
+    def drain(self) -> None:
+        """Stop every running request now (each ends cleanly, see ``on_drain``)."""
+        self.draining = True
+        for hook in list(self._drain_hooks):
+            hook()
+
+    @contextlib.contextmanager
+    def on_drain(self, hook: Callable[[], None]) -> Iterator[None]:
+        """Call ``hook`` (on the event loop) if the server drains while the block runs."""
+        self._drain_hooks.add(hook)
+        try:
+            if self.draining:
+                hook()
+            yield
+        finally:
+            self._drain_hooks.discard(hook)
 
     def engine_stats(self) -> dict[str, dict[str, Any]]:
         """The engine thread's gauges and counters per decoder model (for /metrics)."""
@@ -226,6 +261,12 @@ class Service:
 
     def count_prompt_tokens(self, model_id: str, n: int) -> None:
         self.metrics.prompt_tokens.labels(model_id).inc(n)
+
+
+def drain_delay(timeout: float) -> float:
+    """Seconds after SIGTERM at which running requests are stopped: the shutdown timeout less
+    a margin (a second, or a quarter of a short timeout) to send their ends."""
+    return max(0.0, timeout - min(1.0, timeout / 4))
 
 
 def _queue_full(served: ServedModel) -> APIError:

@@ -42,6 +42,11 @@ class ServerSettings:
     #: Seconds between SSE keep-alive comments while a stream waits (queued, long prompt).
     sse_keepalive_s: float = 5.0
     api_keys: list[str] = field(default_factory=list)
+    #: Host names the server answers to besides loopback and its bind address (a leading dot
+    #: allows subdomains, "*" any); with none, a server bound to 0.0.0.0/:: accepts any Host.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Browser origins (scheme://host[:port]) that may call the server, with CORS; "*" any.
+    allowed_origins: list[str] = field(default_factory=list)
     #: Requests per minute per API key (or client address without a key); None = unlimited.
     rate_limit: int | None = None
     #: Requests accepted per model beyond ``parallel`` (they wait in the engine's queue);

@@ -11,6 +11,7 @@ sampling settings built once) and turns the runner's events
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -27,6 +28,8 @@ __all__ = ["ENDPOINTS", "Endpoint", "JSONReply", "Reply", "StreamReply", "dispat
 log = logging.getLogger("hologram.server")
 
 M = TypeVar("M", bound=RequestModel)
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 #: Endpoint name (the path after ``/v1/``, also the WebSocket's ``"endpoint"``) -> endpoint.
 ENDPOINTS: dict[str, Endpoint[Any]] = {
@@ -70,5 +73,9 @@ async def dispatch(
     req = parse_request(endpoint.request, body)
     unknown = req.unknown_fields()
     if unknown:
-        log.info("request %s: ignoring unknown fields %s", rlog.request_id, unknown)
+        # Only plain names are logged (a field name is request content too).
+        plain = [n for n in unknown if _PLAIN_NAME.fullmatch(n)]
+        others = len(unknown) - len(plain)
+        log.info("request %s: ignoring unknown fields %s%s", rlog.request_id, plain,
+                 f" and {others} other(s)" if others else "")
     return await endpoint.handler(service, req, rlog, stream), unknown

@@ -22,7 +22,7 @@ from hologram.server.endpoints.common import (
     usage_model,
     with_seed,
 )
-from hologram.server.errors import APIError
+from hologram.server.errors import APIError, shutting_down
 from hologram.server.generation import (
     Finish,
     Job,
@@ -162,6 +162,8 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
                 prompt_tokens = ev.prompt_tokens
                 cached = min(cached, ev.cached_tokens)
                 completion_tokens += ev.completion_tokens
+    if plan.log.interrupted:
+        raise shutting_down("the generation")
     choices = [
         ChatChoice(
             index=job.index,

@@ -23,7 +23,7 @@ from hologram.server.endpoints.common import (
     usage_model,
     with_seed,
 )
-from hologram.server.errors import APIError
+from hologram.server.errors import APIError, shutting_down
 from hologram.server.generation import (
     Finish,
     Job,
@@ -151,6 +151,8 @@ async def respond(service: Service, plan: Plan) -> dict[str, Any]:
                 completion_tokens += ev.completion_tokens
             elif isinstance(ev, PromptLogprobs):
                 tokens[ev.index].extend(ev.tokens)
+    if plan.log.interrupted:
+        raise shutting_down("the generation")
     choices = []
     for job in plan.jobs:
         text = "".join(texts[job.index])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 
 import numpy as np
 
-from hologram.heads import EngineFailure, HeadError
+from hologram.heads import Cancelled, EngineFailure, HeadError
 from hologram.server.endpoints.common import Endpoint, JSONReply, Reply, prompt_list
-from hologram.server.errors import from_head_error
+from hologram.server.errors import from_head_error, shutting_down
 from hologram.server.protocol import (
     EmbeddingData,
     EmbeddingRequest,
@@ -35,10 +36,20 @@ async def embed(service: Service, req: EmbeddingRequest, rlog: RequestLog) -> JS
     except HeadError as exc:
         raise from_head_error(exc) from None
     service.enter(served)
+    cancel = threading.Event()
     try:
-        out = await run_blocking(
-            served.executor, lambda cancel: head.embed(inputs, req.dimensions, cancel,
-                                     service.settings.max_request_tokens))
+        # A client that goes away cancels the request's task: run_blocking then sets
+        # ``cancel`` and the head stops between batches. Shutdown stops it the same way.
+        with service.on_drain(cancel.set):
+            out = await run_blocking(
+                served.executor, lambda cancel: head.embed(inputs, req.dimensions, cancel,
+                                                           service.settings.max_request_tokens),
+                cancel)
+    except Cancelled:
+        if service.draining:
+            rlog.interrupted = True
+            raise shutting_down("the embedding") from None
+        raise
     except HeadError as exc:
         if isinstance(exc, EngineFailure):
             log.error("embedding failed (request %s): %s", rlog.request_id,
