@@ -172,8 +172,14 @@ impl<'a> Hp<'a> {
         let n = self
             .usize_opt(keys::ATTENTION_SLIDING_WINDOW_PATTERN, 0, MAX_LAYERS)?
             .unwrap_or(default_period as usize);
-        Ok((0..n_layer).map(|il| n == 0 || il % n < n - 1).collect())
+        Ok(swa_layers(n_layer, n))
     }
+}
+
+/// llama.cpp `set_swa_pattern(n, dense_first = false)`: layer `il` slides unless it is the last
+/// of each group of `n` (`n == 0`: every layer slides; `n == 1`: none does).
+pub fn swa_layers(n_layer: usize, n: usize) -> Vec<bool> {
+    (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
 }
 
 impl ModelConfig {
@@ -278,5 +284,31 @@ impl ModelConfig {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swa_patterns_follow_llama_cpp() {
+        // gemma3: five sliding layers, then a global one.
+        let g3 = swa_layers(12, 6);
+        assert_eq!(g3.iter().filter(|&&s| !s).count(), 2);
+        assert!(!g3[5] && !g3[11] && g3[0] && g3[4] && g3[6]);
+        // gemma2: even layers slide.
+        assert_eq!(swa_layers(4, 2), [true, false, true, false]);
+        assert_eq!(swa_layers(3, 1), [false, false, false]);
+        assert_eq!(swa_layers(3, 0), [true, true, true]);
+    }
+
+    #[test]
+    fn arch_names_round_trip() {
+        for a in Arch::ALL {
+            assert_eq!(Arch::from_name(a.name()), Some(a));
+        }
+        assert_eq!(Arch::from_name("falcon"), None);
+        assert!(Arch::supported_list().starts_with("llama, qwen2"));
     }
 }

@@ -196,6 +196,9 @@ fn yarn_ramp(corr: [f32; 2], i: usize) -> f32 {
 
 /// ggml `ggml_rope_yarn_corr_dims`.
 fn yarn_corr_dims(n_dims: usize, n_ctx_orig: usize, base: f32) -> [f32; 2] {
+    if base.is_nan() || base <= 1.0 || n_ctx_orig == 0 {
+        return [0.0, 0.0];
+    }
     let corr_dim = |n_rot: f32| {
         n_dims as f32 * (n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
             / (2.0 * base.ln())
