@@ -47,6 +47,14 @@ impl Arch {
         }
     }
 
+    /// The epsilon key of the architecture's norms.
+    pub fn eps_key(self) -> EpsKey {
+        match self {
+            Arch::Phi2 => EpsKey::Layer,
+            _ => EpsKey::Rms,
+        }
+    }
+
     /// "llama, qwen2, ..." for error messages.
     pub fn supported_list() -> String {
         Arch::ALL.map(Arch::name).join(", ")
@@ -151,6 +159,13 @@ impl<'a> Hp<'a> {
         self.f.get_str(&self.key(suffix))
     }
 
+    /// `attention.sliding_window`; absent or 0 means none (llama.cpp: `n_swa > 0` turns it on).
+    pub fn sliding_window(&self) -> Result<Option<usize>> {
+        Ok(self
+            .usize_opt(keys::ATTENTION_SLIDING_WINDOW, 0, MAX_CTX)?
+            .filter(|&w| w > 0))
+    }
+
     /// Which layers use a sliding window, as llama.cpp's `load_swa_pattern`: a per-layer bool
     /// array under `attention.sliding_window_pattern`, or a period `n` there (default
     /// `default_period`) where every `n`-th layer (1-based) is global and the others slide
@@ -182,7 +197,31 @@ pub fn swa_layers(n_layer: usize, n: usize) -> Vec<bool> {
     (0..n_layer).map(|il| n == 0 || il % n < n - 1).collect()
 }
 
+/// The architecture `general.architecture` names, or an `Unsupported` error naming it and the
+/// supported ones.
+pub fn file_arch(f: &GgufFile) -> Result<Arch> {
+    let name = f.get_str(keys::GENERAL_ARCHITECTURE)?.ok_or_else(|| {
+        EngineError::invalid_model(format!(
+            "missing required key {}",
+            keys::GENERAL_ARCHITECTURE
+        ))
+    })?;
+    Arch::from_name(name).ok_or_else(|| {
+        EngineError::Unsupported(format!(
+            "architecture {name:?} (supported: {})",
+            Arch::supported_list()
+        ))
+    })
+}
+
 impl ModelConfig {
+    /// The common hyper-parameters of the file's architecture (what
+    /// [`crate::model::load_decoder`] reads first).
+    pub fn from_gguf(f: &GgufFile, n_vocab: usize) -> Result<Self> {
+        let arch = file_arch(f)?;
+        Self::read(&Hp::new(f, arch), n_vocab, arch.eps_key())
+    }
+
     /// The hyper-parameters every decoder has, validated.
     pub fn read(hp: &Hp<'_>, n_vocab: usize, eps_key: EpsKey) -> Result<Self> {
         let f = hp.f;

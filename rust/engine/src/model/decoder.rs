@@ -79,6 +79,18 @@ pub enum Output<'a> {
 }
 
 impl DecoderModel {
+    /// Load the decoder `cfg` was read from ([`ModelConfig::from_gguf`]), for a context of
+    /// `cfg.n_ctx_train` positions (see [`crate::model::load_decoder`]).
+    pub fn load(f: &GgufFile, cfg: ModelConfig) -> Result<Self> {
+        crate::model::load_decoder(
+            f,
+            cfg.n_vocab,
+            &crate::model::LoadOptions {
+                n_ctx: cfg.n_ctx_train,
+            },
+        )
+    }
+
     /// Start loading the tensors of a model with configuration `c`: the number of `blk.N`
     /// tensor groups must agree with `block_count` (RELIABILITY G32).
     pub fn tensors<'f>(f: &'f GgufFile, c: &ModelConfig) -> Result<Tensors<'f>> {

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::gguf::keys::{self, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::blocks::{Activation, Attention, Ffn, Layer, Norm, QkNorm, Residual};
-use crate::model::config::{Arch, EpsKey, Hp, ModelConfig, MAX_CTX};
+use crate::model::config::{Arch, Hp, ModelConfig, MAX_CTX};
 use crate::model::decoder::{DecoderModel, Parts};
 use crate::model::rope::{Rope, RopeScaling};
 use hologram_kernels::ops::RopeKind;
@@ -21,7 +21,7 @@ const GEMMA2_27B_LAYERS: usize = 46;
 
 pub(crate) fn load(f: &GgufFile, n_vocab: usize) -> Result<DecoderModel> {
     let hp = Hp::new(f, Arch::Gemma2);
-    let cfg = ModelConfig::read(&hp, n_vocab, EpsKey::Rms)?;
+    let cfg = ModelConfig::read(&hp, n_vocab, hp.arch.eps_key())?;
     let mut t = DecoderModel::tensors(f, &cfg)?;
     let (e, eps) = (cfg.n_embd, cfg.norm_eps);
 

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::gguf::keys::{self, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::blocks::{Activation, Attention, Ffn, Layer, Norm, QkNorm, Residual};
-use crate::model::config::{Arch, EpsKey, Hp, ModelConfig, MAX_CTX};
+use crate::model::config::{Arch, Hp, ModelConfig};
 use crate::model::decoder::{DecoderModel, Parts};
 use crate::model::rope::{Rope, RopeScaling};
 use hologram_kernels::ops::RopeKind;
@@ -21,14 +21,14 @@ const GEMMA3_27B_LAYERS: usize = 62;
 
 pub(crate) fn load(f: &GgufFile, n_vocab: usize) -> Result<DecoderModel> {
     let hp = Hp::new(f, Arch::Gemma3);
-    let cfg = ModelConfig::read(&hp, n_vocab, EpsKey::Rms)?;
+    let cfg = ModelConfig::read(&hp, n_vocab, hp.arch.eps_key())?;
     let mut t = DecoderModel::tensors(f, &cfg)?;
     let (e, eps) = (cfg.n_embd, cfg.norm_eps);
 
     let base = hp.positive_opt(keys::ROPE_FREQ_BASE)?.unwrap_or(10_000.0);
     let scaling = RopeScaling::read(&hp, cfg.n_ctx_train)?;
     let global = Rope::new(RopeKind::Neox, cfg.rope_dims, base, scaling, None, "")?;
-    let window = hp.usize_opt(keys::ATTENTION_SLIDING_WINDOW, 1, MAX_CTX)?;
+    let window = hp.sliding_window()?;
     let (ropes, swa) = match window {
         Some(_) => {
             let base_swa = hp

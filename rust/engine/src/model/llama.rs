@@ -13,14 +13,14 @@ use crate::error::{EngineError, Result};
 use crate::gguf::keys::{self, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::blocks::{Activation, Attention, Ffn, Layer, Norm, QkNorm, Residual};
-use crate::model::config::{Arch, EpsKey, Hp, ModelConfig, MAX_CTX};
+use crate::model::config::{Arch, Hp, ModelConfig};
 use crate::model::decoder::{DecoderModel, Parts};
 use crate::model::rope::{Rope, RopeScaling};
 use hologram_kernels::ops::RopeKind;
 
 pub(crate) fn load(f: &GgufFile, n_vocab: usize) -> Result<DecoderModel> {
     let hp = Hp::new(f, Arch::Llama);
-    let cfg = ModelConfig::read(&hp, n_vocab, EpsKey::Rms)?;
+    let cfg = ModelConfig::read(&hp, n_vocab, hp.arch.eps_key())?;
     cfg.require_full_rope()?;
     cfg.require_same_kv_dims()?;
     let mut t = DecoderModel::tensors(f, &cfg)?;
@@ -43,7 +43,7 @@ pub(crate) fn load(f: &GgufFile, n_vocab: usize) -> Result<DecoderModel> {
         freqs,
         keys::ROPE_FREQS,
     )?;
-    let window = hp.usize_opt(keys::ATTENTION_SLIDING_WINDOW, 1, MAX_CTX)?;
+    let window = hp.sliding_window()?;
 
     let emb = DecoderModel::embeddings(&mut t, &cfg)?;
     let mut layers = Vec::with_capacity(cfg.n_layer);

@@ -22,8 +22,8 @@ mod qwen3;
 pub use config::{Arch, ModelConfig};
 pub use decoder::{DecoderModel, Output, Row, Scratch};
 
-use crate::error::{EngineError, Result};
-use crate::gguf::{keys, GgufFile};
+use crate::error::Result;
+use crate::gguf::GgufFile;
 
 /// What the model depends on beyond the file.
 #[derive(Clone, Copy, Debug)]
@@ -36,19 +36,7 @@ pub struct LoadOptions {
 /// Load the decoder architecture `general.architecture` names; an architecture without a file
 /// here is an `Unsupported` error naming it and the supported ones.
 pub fn load_decoder(f: &GgufFile, n_vocab: usize, opts: &LoadOptions) -> Result<DecoderModel> {
-    let name = f.get_str(keys::GENERAL_ARCHITECTURE)?.ok_or_else(|| {
-        EngineError::invalid_model(format!(
-            "missing required key {}",
-            keys::GENERAL_ARCHITECTURE
-        ))
-    })?;
-    let arch = Arch::from_name(name).ok_or_else(|| {
-        EngineError::Unsupported(format!(
-            "architecture {name:?} (supported: {})",
-            Arch::supported_list()
-        ))
-    })?;
-    match arch {
+    match config::file_arch(f)? {
         Arch::Llama => llama::load(f, n_vocab),
         Arch::Qwen2 => qwen2::load(f, n_vocab),
         Arch::Qwen3 => qwen3::load(f, n_vocab),

@@ -9,14 +9,14 @@ use crate::error::Result;
 use crate::gguf::keys::{self, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::blocks::{missing, Activation, Attention, Ffn, Layer, Norm, QkNorm, Residual};
-use crate::model::config::{Arch, EpsKey, Hp, ModelConfig};
+use crate::model::config::{Arch, Hp, ModelConfig};
 use crate::model::decoder::{DecoderModel, Parts};
 use crate::model::rope::{Rope, RopeScaling};
 use hologram_kernels::ops::RopeKind;
 
 pub(crate) fn load(f: &GgufFile, n_vocab: usize) -> Result<DecoderModel> {
     let hp = Hp::new(f, Arch::Phi2);
-    let cfg = ModelConfig::read(&hp, n_vocab, EpsKey::Layer)?;
+    let cfg = ModelConfig::read(&hp, n_vocab, hp.arch.eps_key())?;
     cfg.require_same_kv_dims()?;
     let mut t = DecoderModel::tensors(f, &cfg)?;
     let (e, eps) = (cfg.n_embd, cfg.norm_eps);

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::gguf::keys::{self, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::blocks::{Activation, Attention, Ffn, Layer, Norm, QkNorm, Residual};
-use crate::model::config::{Arch, EpsKey, Hp, ModelConfig, MAX_CTX};
+use crate::model::config::{Arch, Hp, ModelConfig};
 use crate::model::decoder::{DecoderModel, Parts};
 use crate::model::rope::{Rope, RopeScaling};
 use crate::model::LoadOptions;
@@ -22,7 +22,7 @@ use hologram_kernels::ops::RopeKind;
 
 pub(crate) fn load(f: &GgufFile, n_vocab: usize, opts: &LoadOptions) -> Result<DecoderModel> {
     let hp = Hp::new(f, Arch::Phi3);
-    let cfg = ModelConfig::read(&hp, n_vocab, EpsKey::Rms)?;
+    let cfg = ModelConfig::read(&hp, n_vocab, hp.arch.eps_key())?;
     cfg.require_same_kv_dims()?;
     let mut t = DecoderModel::tensors(f, &cfg)?;
     let (e, eps) = (cfg.n_embd, cfg.norm_eps);
@@ -40,7 +40,7 @@ pub(crate) fn load(f: &GgufFile, n_vocab: usize, opts: &LoadOptions) -> Result<D
         (short, keys::ROPE_FACTORS_SHORT)
     };
     let rope = Rope::new(RopeKind::Neox, cfg.rope_dims, base, scaling, factors, name)?;
-    let window = hp.usize_opt(keys::ATTENTION_SLIDING_WINDOW, 1, MAX_CTX)?;
+    let window = hp.sliding_window()?;
 
     let emb = DecoderModel::embeddings(&mut t, &cfg)?;
     let mut layers = Vec::with_capacity(cfg.n_layer);

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::gguf::keys::{self, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::blocks::{Activation, Attention, Ffn, Layer, Norm, QkNorm, Residual};
-use crate::model::config::{Arch, EpsKey, Hp, ModelConfig};
+use crate::model::config::{Arch, Hp, ModelConfig};
 use crate::model::decoder::{DecoderModel, Parts};
 use crate::model::rope::{Rope, RopeScaling};
 use hologram_kernels::ops::RopeKind;
@@ -21,7 +21,7 @@ pub(crate) fn load(f: &GgufFile, n_vocab: usize) -> Result<DecoderModel> {
 pub(crate) fn load_qwen(f: &GgufFile, n_vocab: usize, arch: Arch) -> Result<DecoderModel> {
     let qwen3 = arch == Arch::Qwen3;
     let hp = Hp::new(f, arch);
-    let cfg = ModelConfig::read(&hp, n_vocab, EpsKey::Rms)?;
+    let cfg = ModelConfig::read(&hp, n_vocab, hp.arch.eps_key())?;
     cfg.require_full_rope()?;
     cfg.require_same_kv_dims()?;
     let mut t = DecoderModel::tensors(f, &cfg)?;
