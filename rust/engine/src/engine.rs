@@ -185,8 +185,11 @@ impl Engine {
         }
         let vocab = vocab_from_gguf(&file)?;
         let tokenizer = Arc::new(Tokenizer::new(vocab)?);
-        let cfg = ModelConfig::from_gguf(&file, tokenizer.n_vocab())?;
-        let model = DecoderModel::load(&file, cfg)?;
+        let model = crate::model::load_decoder(
+            &file,
+            tokenizer.n_vocab(),
+            &crate::model::LoadOptions { n_ctx: opts.n_ctx },
+        )?;
         let c = &model.cfg;
         let kv = KvPool::new(
             c.n_layer,

@@ -18,6 +18,9 @@ pub const ARCH_GEMMA3: &str = "gemma3";
 pub const ARCH_QWEN2: &str = "qwen2";
 pub const ARCH_QWEN3: &str = "qwen3";
 pub const ARCH_MISTRAL: &str = "mistral";
+pub const ARCH_PHI2: &str = "phi2";
+pub const ARCH_PHI3: &str = "phi3";
+pub const ARCH_GEMMA2: &str = "gemma2";
 
 // ---- {arch}.* suffixes
 pub const CONTEXT_LENGTH: &str = "context_length";
@@ -32,10 +35,15 @@ pub const ATTENTION_LAYERNORM_EPS: &str = "attention.layer_norm_epsilon";
 pub const ATTENTION_KEY_LENGTH: &str = "attention.key_length";
 pub const ATTENTION_VALUE_LENGTH: &str = "attention.value_length";
 pub const ATTENTION_SLIDING_WINDOW: &str = "attention.sliding_window";
+pub const ATTENTION_SLIDING_WINDOW_PATTERN: &str = "attention.sliding_window_pattern";
 pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
+pub const ROPE_FREQ_BASE_SWA: &str = "rope.freq_base_swa";
 pub const ROPE_DIMENSION_COUNT: &str = "rope.dimension_count";
+pub const ROPE_SCALE_LINEAR: &str = "rope.scale_linear";
 pub const ROPE_SCALING_TYPE: &str = "rope.scaling.type";
 pub const ROPE_SCALING_FACTOR: &str = "rope.scaling.factor";
+pub const ROPE_SCALING_ATTN_FACTOR: &str = "rope.scaling.attn_factor";
+pub const ROPE_SCALING_ORIG_CTX_LEN: &str = "rope.scaling.original_context_length";
 pub const ATTN_LOGIT_SOFTCAPPING: &str = "attn_logit_softcapping";
 pub const FINAL_LOGIT_SOFTCAPPING: &str = "final_logit_softcapping";
 
@@ -82,7 +90,13 @@ pub mod token_type {
 pub const TOKEN_EMBD: &str = "token_embd.weight";
 pub const OUTPUT_NORM: &str = "output_norm.weight";
 pub const OUTPUT: &str = "output.weight";
+pub const OUTPUT_NORM_BIAS: &str = "output_norm.bias";
+pub const OUTPUT_BIAS: &str = "output.bias";
+/// Per-dimension RoPE frequency divisors (Llama 3.1+ "llama3" scaling, written by the converter).
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
+/// Phi-3 LongRoPE divisors for contexts past / within the original context length.
+pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 
 /// Prefix of every per-layer tensor name: `blk.{i}.`.
 pub const BLOCK_PREFIX: &str = "blk.";
@@ -94,25 +108,28 @@ pub enum BlockTensor {
     AttnQ,
     AttnK,
     AttnV,
+    /// Fused q, k and v (rows in that order): phi2, phi3.
+    AttnQkv,
     AttnOutput,
     FfnNorm,
     FfnGate,
     FfnUp,
     FfnDown,
-    /// gemma3: per-head RMS norm of q and k.
+    /// gemma3, qwen3: per-head RMS norm of q and k.
     AttnQNorm,
     AttnKNorm,
-    /// gemma3: norms after the attention and feed-forward blocks.
+    /// gemma2, gemma3: norms after the attention and feed-forward blocks.
     PostAttentionNorm,
     PostFfwNorm,
 }
 
 impl BlockTensor {
-    pub const ALL: [BlockTensor; 13] = [
+    pub const ALL: [BlockTensor; 14] = [
         BlockTensor::AttnNorm,
         BlockTensor::AttnQ,
         BlockTensor::AttnK,
         BlockTensor::AttnV,
+        BlockTensor::AttnQkv,
         BlockTensor::AttnOutput,
         BlockTensor::FfnNorm,
         BlockTensor::FfnGate,
@@ -131,6 +148,7 @@ impl BlockTensor {
             BlockTensor::AttnQ => "attn_q",
             BlockTensor::AttnK => "attn_k",
             BlockTensor::AttnV => "attn_v",
+            BlockTensor::AttnQkv => "attn_qkv",
             BlockTensor::AttnOutput => "attn_output",
             BlockTensor::FfnNorm => "ffn_norm",
             BlockTensor::FfnGate => "ffn_gate",

@@ -20,6 +20,7 @@ use hologram_kernels::{ops, Pool};
 use rayon::prelude::*;
 
 use crate::kv::{KvPool, BLOCK_SIZE};
+use crate::model::blocks::Attention;
 use crate::model::config::ModelConfig;
 use crate::model::decoder::Row;
 
@@ -50,21 +51,24 @@ impl OutPtr {
 }
 
 /// `out` (`rows.len() x n_head*head_dim_v`) = softmax(q k^T * scale) v for every row and head,
-/// keys limited to the row's causal range (and `window` positions back when set).
+/// keys limited to the row's causal range (and `a.window` positions back when set), scores
+/// soft-capped when `a.softcap` is set (ggml: scaled by 1/cap, tanh, scaled by cap).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     c: &ModelConfig,
+    a: &Attention,
     kv: &KvPool,
     il: usize,
     rows: &[Row],
     q: &[f32],
     out: &mut [f32],
-    window: Option<usize>,
     pool: &Pool,
 ) {
+    let window = a.window;
+    let softcap = a.softcap.map(|cap| (cap, 1.0 / cap));
     let (hd, hdv, nh, nkv) = (c.head_dim, c.head_dim_v, c.n_head, c.n_head_kv);
     let group = nh / nkv;
-    let scale = c.attn_scale;
+    let scale = a.scale;
     assert!(q.len() >= rows.len() * nh * hd && out.len() >= rows.len() * nh * hdv);
     // Runs of consecutive rows of one sequence at consecutive positions, at most RUN rows
     // each (so a long prompt chunk still spreads over the threads when there are few KV heads).
@@ -148,7 +152,7 @@ pub fn attention(
                         let (mut m, mut l) = (s.m[qi], s.l[qi]);
                         let kq = &kb[s0 * hd..s1 * hd];
                         let vq = &s.v[s0 * hdv..s1 * hdv];
-                        query_block(qv, kq, vq, scale, &mut m, &mut l, o, &mut sc);
+                        query_block(qv, kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
                         s.m[qi] = m;
                         s.l[qi] = l;
                     }
@@ -185,6 +189,7 @@ fn query_block_body(
     k: &[f16],
     v: &[f32],
     scale: f32,
+    softcap: Option<(f32, f32)>,
     m: &mut f32,
     l: &mut f32,
     o: &mut [f32],
@@ -194,7 +199,10 @@ fn query_block_body(
     let n = k.len() / hd;
     let mut bmax = f32::NEG_INFINITY;
     for (t, st) in sc.iter_mut().enumerate().take(n) {
-        let x = ops::dot_f32_f16(q, &k[t * hd..(t + 1) * hd]) * scale;
+        let mut x = ops::dot_f32_f16(q, &k[t * hd..(t + 1) * hd]) * scale;
+        if let Some((cap, inv)) = softcap {
+            x = (x * inv).tanh() * cap;
+        }
         *st = x;
         bmax = bmax.max(x);
     }
@@ -225,12 +233,13 @@ unsafe fn query_block_avx2(
     k: &[f16],
     v: &[f32],
     scale: f32,
+    softcap: Option<(f32, f32)>,
     m: &mut f32,
     l: &mut f32,
     o: &mut [f32],
     sc: &mut [f32; BLOCK_SIZE],
 ) {
-    query_block_body(q, k, v, scale, m, l, o, sc)
+    query_block_body(q, k, v, scale, softcap, m, l, o, sc)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -240,6 +249,7 @@ fn query_block(
     k: &[f16],
     v: &[f32],
     scale: f32,
+    softcap: Option<(f32, f32)>,
     m: &mut f32,
     l: &mut f32,
     o: &mut [f32],
@@ -248,9 +258,9 @@ fn query_block(
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked once at run time).
-        return unsafe { query_block_avx2(q, k, v, scale, m, l, o, sc) };
+        return unsafe { query_block_avx2(q, k, v, scale, softcap, m, l, o, sc) };
     }
-    query_block_body(q, k, v, scale, m, l, o, sc)
+    query_block_body(q, k, v, scale, softcap, m, l, o, sc)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -1,64 +1,60 @@
-//! The decoder-only transformer forward pass shared by the llama and gemma3 architectures.
+//! The decoder-only transformer forward pass every architecture runs.
 //!
 //! One pass runs a batch of rows, each a `(sequence, position, token)`: a prompt prefill is many
 //! positions of one sequence, a batched decode step is one position of many sequences; both go
 //! through the same code. Matrix products over the batch are quantized matmuls (weights read
 //! once per batch); attention reads each row's own sequence from the KV block pool.
 //!
-//! Per-architecture differences are data, chosen at load (see `llama.rs`, `gemma3.rs`):
-//! - llama (llama.cpp `src/models/llama.cpp`): RMSNorm -> attention (RoPE NORM, GQA) ->
-//!   residual; RMSNorm -> SwiGLU FFN -> residual.
-//! - gemma3 (llama.cpp `src/models/gemma3.cpp`): embeddings scaled by sqrt(n_embd); per-head
-//!   RMSNorm of Q and K; RMSNorm after attention and after the FFN (before each residual add);
-//!   GeGLU (tanh) FFN; sliding-window layers with their own RoPE base; RoPE NEOX.
+//! The model is data: per-architecture differences (norm kinds, biases, fused tensors, q/k
+//! norms, post-norms, soft-capping, sliding windows, RoPE variants, parallel attention + FFN)
+//! are chosen at load by the architecture's own file (`llama.rs`, `qwen2.rs`, `qwen3.rs`,
+//! `phi2.rs`, `phi3.rs`, `gemma2.rs`, `gemma3.rs`) out of the blocks in `blocks.rs`. This file
+//! never asks which architecture it runs.
 
 use crate::error::{EngineError, Result};
+use crate::gguf::keys;
 use crate::gguf::GgufFile;
 use crate::kv::{KvPool, SeqId};
 use crate::model::attention::attention;
-use crate::model::config::{Arch, ModelConfig};
-use crate::model::weights::{load_vector, load_vector_opt, Linear};
+use crate::model::blocks::{add_bias_rows, Activation, Attention, Ffn, Layer, Norm, Residual};
+use crate::model::config::ModelConfig;
+use crate::model::rope::Rope;
+use crate::model::weights::{Linear, Tensors};
 use hologram_kernels::ops;
 use hologram_kernels::packed::{matmul_packed, PackedActs, PackedJob};
 use hologram_kernels::Pool;
 use rayon::prelude::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// SwiGLU: silu(gate) * up.
-    Silu,
-    /// GeGLU with the tanh GELU: gelu(gate) * up.
-    GeluTanh,
-}
-
-#[derive(Debug)]
-pub struct Layer {
-    pub attn_norm: Vec<f32>,              // (n_embd)
-    pub wq: Linear,                       // (n_head * head_dim, n_embd)
-    pub wk: Linear,                       // (n_head_kv * head_dim, n_embd)
-    pub wv: Linear,                       // (n_head_kv * head_dim_v, n_embd)
-    pub wo: Linear,                       // (n_embd, n_head * head_dim_v)
-    pub q_norm: Option<Vec<f32>>,         // (head_dim), gemma3
-    pub k_norm: Option<Vec<f32>>,         // (head_dim), gemma3
-    pub post_attn_norm: Option<Vec<f32>>, // (n_embd), gemma3
-    pub ffn_norm: Vec<f32>,               // (n_embd)
-    pub w_gate: Linear,                   // (n_ff, n_embd)
-    pub w_up: Linear,                     // (n_ff, n_embd)
-    pub w_down: Linear,                   // (n_embd, n_ff)
-    pub post_ffn_norm: Option<Vec<f32>>,  // (n_embd), gemma3
-}
+/// At most this many distinct RoPE tables per model (global and sliding-window layers).
+pub const MAX_ROPES: usize = 2;
 
 #[derive(Debug)]
 pub struct DecoderModel {
     pub cfg: ModelConfig,
-    pub token_embd: Linear,    // (n_vocab, n_embd)
-    pub output_norm: Vec<f32>, // (n_embd)
-    pub output: Linear,        // (n_vocab, n_embd); token_embd when tied
-    pub tied_output: bool,
-    pub layers: Vec<Layer>,
-    pub activation: Activation,
+    pub token_embd: Linear, // (n_vocab, n_embd)
     /// Multiplier of the token embeddings (gemma: sqrt(n_embd)).
     pub embd_scale: f32,
+    pub layers: Vec<Layer>,
+    pub residual: Residual,
+    /// The RoPE tables the layers use (`Attention::rope` indexes this).
+    pub ropes: Vec<Rope>,
+    pub output_norm: Norm,
+    pub output: Linear, // (n_vocab, n_embd); token_embd when tied
+    pub output_bias: Option<Vec<f32>>,
+    /// `cap * tanh(logit / cap)` of the final logits (gemma2).
+    pub final_softcap: Option<f32>,
+    pub tied_output: bool,
+}
+
+/// What an architecture file hands to [`DecoderModel::assemble`].
+pub struct Parts {
+    pub embd_scale: f32,
+    pub layers: Vec<Layer>,
+    pub residual: Residual,
+    pub ropes: Vec<Rope>,
+    pub output_norm: Norm,
+    pub output_bias: Option<Vec<f32>>,
+    pub final_softcap: Option<f32>,
 }
 
 /// One row of a forward batch.
@@ -84,94 +80,121 @@ pub enum Output<'a> {
 }
 
 impl DecoderModel {
+    /// Load the decoder `cfg` was read from ([`ModelConfig::from_gguf`]), for a context of
+    /// `cfg.n_ctx_train` positions (see [`crate::model::load_decoder`]).
     pub fn load(f: &GgufFile, cfg: ModelConfig) -> Result<Self> {
-        let (e, v) = (cfg.n_embd, cfg.n_vocab);
-        let token_embd = Linear::load(f, "token_embd.weight", e, v)?;
-        let output_norm = load_vector(f, "output_norm.weight", e)?;
-        let (output, tied_output) = match Linear::load_opt(f, "output.weight", e, v)? {
-            Some(o) => (o, false),
-            None => (token_embd.clone(), true),
-        };
-        // The number of blk.N tensors must agree with block_count (RELIABILITY G32).
+        crate::model::load_decoder(
+            f,
+            cfg.n_vocab,
+            &crate::model::LoadOptions {
+                n_ctx: cfg.n_ctx_train,
+            },
+        )
+    }
+
+    /// Start loading the tensors of a model with configuration `c`: the number of `blk.N`
+    /// tensor groups must agree with `block_count` (RELIABILITY G32).
+    pub fn tensors<'f>(f: &'f GgufFile, c: &ModelConfig) -> Result<Tensors<'f>> {
         let max_blk = f
             .tensors()
             .iter()
-            .filter_map(|t| {
-                t.name
-                    .strip_prefix("blk.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
+            .filter_map(|t| keys::block_index(&t.name))
             .max();
-        if max_blk.map_or(0, |m| m + 1) != cfg.n_layer {
+        if max_blk.map_or(0, |m| m + 1) != c.n_layer {
             return Err(EngineError::invalid_model(format!(
                 "{}.block_count is {} but the file has tensors for {} blocks",
-                cfg.arch.name(),
-                cfg.n_layer,
+                c.arch.name(),
+                c.n_layer,
                 max_blk.map_or(0, |m| m + 1)
             )));
         }
-        let gemma = cfg.arch == Arch::Gemma3;
-        let (hd, hdv) = (cfg.head_dim, cfg.head_dim_v);
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
-            let opt_norm = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
-                if gemma {
-                    load_vector(f, &n(s), len).map(Some)
-                } else {
-                    load_vector_opt(f, &n(s), len)
-                }
-            };
-            layers.push(Layer {
-                attn_norm: load_vector(f, &n("attn_norm"), e)?,
-                wq: Linear::load(f, &n("attn_q"), e, cfg.n_head * hd)?,
-                wk: Linear::load(f, &n("attn_k"), e, cfg.n_head_kv * hd)?,
-                wv: Linear::load(f, &n("attn_v"), e, cfg.n_head_kv * hdv)?,
-                wo: Linear::load(f, &n("attn_output"), cfg.n_head * hdv, e)?,
-                q_norm: opt_norm("attn_q_norm", hd)?,
-                k_norm: opt_norm("attn_k_norm", hd)?,
-                post_attn_norm: opt_norm("post_attention_norm", e)?,
-                ffn_norm: load_vector(f, &n("ffn_norm"), e)?,
-                w_gate: Linear::load(f, &n("ffn_gate"), e, cfg.n_ff)?,
-                w_up: Linear::load(f, &n("ffn_up"), e, cfg.n_ff)?,
-                w_down: Linear::load(f, &n("ffn_down"), cfg.n_ff, e)?,
-                post_ffn_norm: opt_norm("post_ffw_norm", e)?,
-            });
+        Ok(Tensors::new(f))
+    }
+
+    /// The token embedding table and the output matrix (`output.weight`, else the embedding
+    /// table, tied), as every architecture here loads them.
+    pub fn embeddings(t: &mut Tensors<'_>, c: &ModelConfig) -> Result<(Linear, Linear, bool)> {
+        let (e, v) = (c.n_embd, c.n_vocab);
+        let token_embd = t.matrix(keys::TOKEN_EMBD, e, v)?;
+        Ok(match t.matrix_opt(keys::OUTPUT, e, v)? {
+            Some(o) => (token_embd, o, false),
+            None => (token_embd.clone(), token_embd, true),
+        })
+    }
+
+    /// Check the parts against the file and the configuration, repack the matrices for the
+    /// packed kernel and build the model.
+    pub fn assemble(
+        t: Tensors<'_>,
+        cfg: ModelConfig,
+        (token_embd, mut output, tied_output): (Linear, Linear, bool),
+        p: Parts,
+    ) -> Result<Self> {
+        let f = t.f;
+        if p.layers.len() != cfg.n_layer {
+            return Err(EngineError::Internal(format!(
+                "{} layers built for block_count {}",
+                p.layers.len(),
+                cfg.n_layer
+            )));
+        }
+        t.check_all_used(cfg.arch.name())?;
+        if p.ropes.is_empty() || p.ropes.len() > MAX_ROPES {
+            return Err(EngineError::Internal(format!(
+                "{} RoPE tables (1 to {MAX_ROPES} supported)",
+                p.ropes.len()
+            )));
+        }
+        for l in &p.layers {
+            let a = &l.attn;
+            if a.rope >= p.ropes.len() || p.ropes[a.rope].dims != cfg.rope_dims {
+                return Err(EngineError::Internal(
+                    "layer RoPE table out of range".into(),
+                ));
+            }
+            if (p.residual == Residual::Parallel) != l.ffn_norm.is_none() {
+                return Err(EngineError::Internal(
+                    "an FFN norm goes with sequential layers only".into(),
+                ));
+            }
+            if a.window == Some(0) {
+                return Err(EngineError::invalid_model("sliding window of 0 positions"));
+            }
+        }
+        for cap in p
+            .layers
+            .iter()
+            .filter_map(|l| l.attn.softcap)
+            .chain(p.final_softcap)
+        {
+            if !(cap.is_finite() && cap > 0.0) {
+                return Err(EngineError::invalid_model(format!(
+                    "soft-capping value {cap} must be positive"
+                )));
+            }
         }
         // Repack the matrices for the packed kernel where it runs (see `Linear::pack`) and
         // release their mapped pages. A tied embedding table too: its rows are still looked up,
         // but a lookup faults in only the pages of the tokens it reads.
-        let mut output = output;
+        let mut layers = p.layers;
         for l in &mut layers {
-            for w in [
-                &mut l.wq,
-                &mut l.wk,
-                &mut l.wv,
-                &mut l.wo,
-                &mut l.w_gate,
-                &mut l.w_up,
-                &mut l.w_down,
-            ] {
+            for w in l.matrices_mut() {
                 w.pack(f)?;
             }
         }
         output.pack(f)?;
         Ok(DecoderModel {
-            activation: if gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
-            },
-            embd_scale: if gemma { (e as f32).sqrt() } else { 1.0 },
             cfg,
             token_embd,
-            output_norm,
-            output,
-            tied_output,
+            embd_scale: p.embd_scale,
             layers,
+            residual: p.residual,
+            ropes: p.ropes,
+            output_norm: p.output_norm,
+            output,
+            output_bias: p.output_bias,
+            final_softcap: p.final_softcap,
+            tied_output,
         })
     }
 
@@ -179,7 +202,7 @@ impl DecoderModel {
     pub fn weight_bytes(&self) -> usize {
         let mut b = self.output.info.nbytes as usize;
         for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for w in l.matrices() {
                 b += w.info.nbytes as usize;
             }
         }
@@ -190,19 +213,19 @@ impl DecoderModel {
 /// Activation buffers for up to `n_batch` rows, allocated once.
 pub struct Scratch {
     n_batch: usize,
-    x: Vec<f32>,        // (n_batch, n_embd) residual stream
-    xn: Vec<f32>,       // (n_batch, n_embd) normalised input of a sub-block
-    q: Vec<f32>,        // (n_batch, n_head * head_dim)
-    k: Vec<f32>,        // (n_batch, n_head_kv * head_dim)
-    v: Vec<f32>,        // (n_batch, n_head_kv * head_dim_v)
-    att: Vec<f32>,      // (n_batch, n_head * head_dim_v)
-    tmp: Vec<f32>,      // (n_batch, n_embd) sub-block output
-    gate: Vec<f32>,     // (n_batch, n_ff)
-    up: Vec<f32>,       // (n_batch, n_ff)
-    rope: Vec<f32>,     // (n_batch, rope_dims) interleaved cos/sin
-    rope_swa: Vec<f32>, // (n_batch, rope_dims), sliding-window layers' base
-    qbuf: Vec<u8>,      // quantized activations for matmul
-    pacts: PackedActs,  // quantized activations for packed matmuls
+    x: Vec<f32>,       // (n_batch, n_embd) residual stream
+    xn: Vec<f32>,      // (n_batch, n_embd) normalised input of a sub-block
+    q: Vec<f32>,       // (n_batch, n_head * head_dim)
+    k: Vec<f32>,       // (n_batch, n_head_kv * head_dim)
+    v: Vec<f32>,       // (n_batch, n_head_kv * head_dim_v)
+    att: Vec<f32>,     // (n_batch, n_head * head_dim_v)
+    tmp: Vec<f32>,     // (n_batch, n_embd) sub-block output
+    tmp2: Vec<f32>,    // (n_batch, n_embd) FFN output of parallel layers
+    gate: Vec<f32>,    // (n_batch, n_ff)
+    up: Vec<f32>,      // (n_batch, n_ff)
+    rope: Vec<f32>,    // (MAX_ROPES, n_batch, rope_dims) interleaved cos/sin
+    qbuf: Vec<u8>,     // quantized activations for matmul
+    pacts: PackedActs, // quantized activations for packed matmuls
 }
 
 impl Scratch {
@@ -217,10 +240,10 @@ impl Scratch {
             v: vec![0.0; n * cfg.n_head_kv * cfg.head_dim_v],
             att: vec![0.0; n * cfg.n_head * cfg.head_dim_v],
             tmp: vec![0.0; n * cfg.n_embd],
+            tmp2: vec![0.0; n * cfg.n_embd],
             gate: vec![0.0; n * cfg.n_ff],
             up: vec![0.0; n * cfg.n_ff],
-            rope: vec![0.0; n * cfg.rope_dims],
-            rope_swa: vec![0.0; n * cfg.rope_dims],
+            rope: vec![0.0; MAX_ROPES * n * cfg.rope_dims],
             qbuf: Vec::new(),
             pacts: PackedActs::default(),
         }
@@ -337,11 +360,18 @@ fn mm_multi<const K: usize>(
         .map_err(|e| EngineError::Internal(format!("{}: {e}", names.join("+"))))
 }
 
-fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], n: usize) {
-    let e = w.len();
-    for r in 0..n {
-        ops::rms_norm(&x[r * e..(r + 1) * e], w, eps, &mut out[r * e..(r + 1) * e]);
+/// `x = act(x)` of an FFN without a gate, split over the pool like [`activate`].
+fn activate_plain(pool: &Pool, act: Activation, x: &mut [f32]) {
+    const CHUNK: usize = 8192;
+    let f = |c: &mut [f32]| match act {
+        Activation::Silu => c.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+        Activation::GeluTanh => c.iter_mut().for_each(|v| *v = ops::gelu_tanh(*v)),
+    };
+    if x.len() <= CHUNK || pool.n_threads() == 1 {
+        f(x);
+        return;
     }
+    pool.install(|| x.par_chunks_mut(CHUNK).for_each(f));
 }
 
 impl DecoderModel {
@@ -368,7 +398,6 @@ impl DecoderModel {
             )));
         }
         let e = c.n_embd;
-        let (hd, hdv, nh, nkv) = (c.head_dim, c.head_dim_v, c.n_head, c.n_head_kv);
         let rd = c.rope_dims;
 
         // Embeddings.
@@ -385,130 +414,51 @@ impl DecoderModel {
                 xr.iter_mut().for_each(|v| *v *= self.embd_scale);
             }
         }
-        // RoPE tables, shared by all layers and heads.
-        for (r, row) in rows.iter().enumerate() {
-            ops::rope_cos_sin(
-                row.pos,
-                rd,
-                c.rope_base,
-                c.rope_freq_scale,
-                &mut s.rope[r * rd..(r + 1) * rd],
-            );
-            if c.swa_period > 0 {
-                ops::rope_cos_sin(
-                    row.pos,
-                    rd,
-                    c.rope_base_swa,
-                    1.0,
-                    &mut s.rope_swa[r * rd..(r + 1) * rd],
-                );
+        // RoPE tables, shared by all layers and heads: table t of row r at (t * n + r) * rd.
+        for (t, rope) in self.ropes.iter().enumerate() {
+            for (r, row) in rows.iter().enumerate() {
+                let at = (t * n + r) * rd;
+                rope.table(row.pos, &mut s.rope[at..at + rd]);
             }
         }
 
         for (il, l) in self.layers.iter().enumerate() {
-            let swa = c.is_swa_layer(il);
-            // --- attention ---
-            rms_rows(&s.x, &l.attn_norm, c.norm_eps, &mut s.xn, n);
-            // q, k and v share their input: one activation quantization, one parallel region.
-            mm_multi(
-                pool,
-                f,
-                [
-                    (&l.wq, &mut s.q[..]),
-                    (&l.wk, &mut s.k[..]),
-                    (&l.wv, &mut s.v[..]),
-                ],
-                &s.xn,
-                n,
-                &mut s.qbuf,
-                &mut s.pacts,
-            )?;
-            let table = if swa { &s.rope_swa } else { &s.rope };
-            for r in 0..n {
-                let cs = &table[r * rd..(r + 1) * rd];
-                for h in 0..nh {
-                    let qh = &mut s.q[(r * nh + h) * hd..(r * nh + h + 1) * hd];
-                    if let Some(w) = &l.q_norm {
-                        ops::rms_norm_inplace(qh, w, c.norm_eps);
+            l.attn_norm.rows(&s.x, &mut s.xn, n);
+            self.attention_block(f, kv, s, pool, rows, il, &l.attn)?;
+            if let Some(norm) = &l.post_attn_norm {
+                norm.rows_inplace(&mut s.tmp, n);
+            }
+            match self.residual {
+                Residual::Sequential => {
+                    for (xv, tv) in s.x[..n * e].iter_mut().zip(&s.tmp[..n * e]) {
+                        *xv += tv;
                     }
-                    ops::rope_apply(qh, cs, c.rope_kind);
-                }
-                for h in 0..nkv {
-                    let kh = &mut s.k[(r * nkv + h) * hd..(r * nkv + h + 1) * hd];
-                    if let Some(w) = &l.k_norm {
-                        ops::rms_norm_inplace(kh, w, c.norm_eps);
+                    if let Some(norm) = &l.ffn_norm {
+                        norm.rows(&s.x, &mut s.xn, n);
                     }
-                    ops::rope_apply(kh, cs, c.rope_kind);
+                    ffn_block(f, s, pool, n, &l.ffn, false)?;
+                    if let Some(norm) = &l.post_ffn_norm {
+                        norm.rows_inplace(&mut s.tmp, n);
+                    }
+                    for (xv, tv) in s.x[..n * e].iter_mut().zip(&s.tmp[..n * e]) {
+                        *xv += tv;
+                    }
                 }
-                let row = rows[r];
-                kv.write(
-                    il,
-                    row.seq,
-                    row.pos,
-                    &s.k[r * nkv * hd..(r + 1) * nkv * hd],
-                    &s.v[r * nkv * hdv..(r + 1) * nkv * hdv],
-                );
-            }
-            let window = if swa { c.sliding_window } else { None };
-            attention(
-                c,
-                kv,
-                il,
-                rows,
-                &s.q,
-                &mut s.att[..n * nh * hdv],
-                window,
-                pool,
-            );
-            mm(
-                pool,
-                f,
-                &l.wo,
-                &s.att,
-                n,
-                &mut s.tmp,
-                &mut s.qbuf,
-                &mut s.pacts,
-            )?;
-            if let Some(w) = &l.post_attn_norm {
-                for r in 0..n {
-                    ops::rms_norm_inplace(&mut s.tmp[r * e..(r + 1) * e], w, c.norm_eps);
+                Residual::Parallel => {
+                    // The FFN reads the same normalised input as the attention.
+                    ffn_block(f, s, pool, n, &l.ffn, true)?;
+                    if let Some(norm) = &l.post_ffn_norm {
+                        norm.rows_inplace(&mut s.tmp2, n);
+                    }
+                    // llama.cpp (phi2): (attn + ffn) + x.
+                    for ((xv, a), b) in s.x[..n * e]
+                        .iter_mut()
+                        .zip(&s.tmp[..n * e])
+                        .zip(&s.tmp2[..n * e])
+                    {
+                        *xv += a + b;
+                    }
                 }
-            }
-            for (xv, tv) in s.x[..n * e].iter_mut().zip(&s.tmp[..n * e]) {
-                *xv += tv;
-            }
-
-            // --- feed-forward ---
-            rms_rows(&s.x, &l.ffn_norm, c.norm_eps, &mut s.xn, n);
-            mm_multi(
-                pool,
-                f,
-                [(&l.w_gate, &mut s.gate[..]), (&l.w_up, &mut s.up[..])],
-                &s.xn,
-                n,
-                &mut s.qbuf,
-                &mut s.pacts,
-            )?;
-            let nf = n * c.n_ff;
-            activate(pool, self.activation, &mut s.gate[..nf], &s.up[..nf]);
-            mm(
-                pool,
-                f,
-                &l.w_down,
-                &s.gate,
-                n,
-                &mut s.tmp,
-                &mut s.qbuf,
-                &mut s.pacts,
-            )?;
-            if let Some(w) = &l.post_ffn_norm {
-                for r in 0..n {
-                    ops::rms_norm_inplace(&mut s.tmp[r * e..(r + 1) * e], w, c.norm_eps);
-                }
-            }
-            for (xv, tv) in s.x[..n * e].iter_mut().zip(&s.tmp[..n * e]) {
-                *xv += tv;
             }
         }
 
@@ -520,12 +470,13 @@ impl DecoderModel {
                         "hidden output buffer has the wrong size".into(),
                     ));
                 }
-                rms_rows(&s.x, &self.output_norm, c.norm_eps, h, n);
+                self.output_norm.rows(&s.x, h, n);
                 Ok(())
             }
             Output::Logits { rows: want, out } => {
                 let m = want.len();
-                if out.len() != m * c.n_vocab {
+                let nv = c.n_vocab;
+                if out.len() != m * nv {
                     return Err(EngineError::InvalidArgument(
                         "logits buffer has the wrong size".into(),
                     ));
@@ -537,12 +488,8 @@ impl DecoderModel {
                             "logits row {r} out of batch"
                         )));
                     }
-                    ops::rms_norm(
-                        &s.x[r * e..(r + 1) * e],
-                        &self.output_norm,
-                        c.norm_eps,
-                        &mut s.xn[j * e..(j + 1) * e],
-                    );
+                    self.output_norm
+                        .row(&s.x[r * e..(r + 1) * e], &mut s.xn[j * e..(j + 1) * e]);
                 }
                 mm(
                     pool,
@@ -553,8 +500,147 @@ impl DecoderModel {
                     out,
                     &mut s.qbuf,
                     &mut s.pacts,
-                )
+                )?;
+                add_bias_rows(out, self.output_bias.as_deref(), m);
+                if let Some(cap) = self.final_softcap {
+                    let inv = 1.0 / cap;
+                    out.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+                }
+                Ok(())
             }
         }
     }
+
+    /// Self-attention of layer `il` over `s.xn` (the normalised input): q/k/v projections
+    /// (+ biases), per-head q/k norms, RoPE, the KV cache write, attention, the output
+    /// projection (+ bias) into `s.tmp`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_block(
+        &self,
+        f: &GgufFile,
+        kv: &mut KvPool,
+        s: &mut Scratch,
+        pool: &Pool,
+        rows: &[Row],
+        il: usize,
+        a: &Attention,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let n = rows.len();
+        let (hd, hdv, nh, nkv) = (c.head_dim, c.head_dim_v, c.n_head, c.n_head_kv);
+        let rd = c.rope_dims;
+        // q, k and v share their input: one activation quantization, one parallel region.
+        mm_multi(
+            pool,
+            f,
+            [
+                (&a.wq, &mut s.q[..]),
+                (&a.wk, &mut s.k[..]),
+                (&a.wv, &mut s.v[..]),
+            ],
+            &s.xn,
+            n,
+            &mut s.qbuf,
+            &mut s.pacts,
+        )?;
+        add_bias_rows(&mut s.q, a.bq.as_deref(), n);
+        add_bias_rows(&mut s.k, a.bk.as_deref(), n);
+        add_bias_rows(&mut s.v, a.bv.as_deref(), n);
+        let kind = self.ropes[a.rope].kind;
+        let table = &s.rope[a.rope * n * rd..(a.rope + 1) * n * rd];
+        for r in 0..n {
+            let cs = &table[r * rd..(r + 1) * rd];
+            for h in 0..nh {
+                let qh = &mut s.q[(r * nh + h) * hd..(r * nh + h + 1) * hd];
+                if let Some(w) = &a.q_norm {
+                    ops::rms_norm_inplace(qh, w, c.norm_eps);
+                }
+                ops::rope_apply(qh, cs, kind);
+            }
+            for h in 0..nkv {
+                let kh = &mut s.k[(r * nkv + h) * hd..(r * nkv + h + 1) * hd];
+                if let Some(w) = &a.k_norm {
+                    ops::rms_norm_inplace(kh, w, c.norm_eps);
+                }
+                ops::rope_apply(kh, cs, kind);
+            }
+            let row = rows[r];
+            kv.write(
+                il,
+                row.seq,
+                row.pos,
+                &s.k[r * nkv * hd..(r + 1) * nkv * hd],
+                &s.v[r * nkv * hdv..(r + 1) * nkv * hdv],
+            );
+        }
+        attention(c, a, kv, il, rows, &s.q, &mut s.att[..n * nh * hdv], pool);
+        mm(
+            pool,
+            f,
+            &a.wo,
+            &s.att,
+            n,
+            &mut s.tmp,
+            &mut s.qbuf,
+            &mut s.pacts,
+        )?;
+        add_bias_rows(&mut s.tmp, a.bo.as_deref(), n);
+        Ok(())
+    }
+}
+
+/// The FFN of `s.xn` into `s.tmp` (`s.tmp2` when `second`: parallel layers keep the
+/// attention's output in `s.tmp`).
+fn ffn_block(
+    f: &GgufFile,
+    s: &mut Scratch,
+    pool: &Pool,
+    n: usize,
+    ffn: &Ffn,
+    second: bool,
+) -> Result<()> {
+    let nf = n * ffn.up.rows;
+    match &ffn.gate {
+        Some(gate) => {
+            mm_multi(
+                pool,
+                f,
+                [(gate, &mut s.gate[..]), (&ffn.up, &mut s.up[..])],
+                &s.xn,
+                n,
+                &mut s.qbuf,
+                &mut s.pacts,
+            )?;
+            add_bias_rows(&mut s.gate, ffn.gate_b.as_deref(), n);
+            add_bias_rows(&mut s.up, ffn.up_b.as_deref(), n);
+            activate(pool, ffn.act, &mut s.gate[..nf], &s.up[..nf]);
+        }
+        None => {
+            mm(
+                pool,
+                f,
+                &ffn.up,
+                &s.xn,
+                n,
+                &mut s.gate,
+                &mut s.qbuf,
+                &mut s.pacts,
+            )?;
+            add_bias_rows(&mut s.gate, ffn.up_b.as_deref(), n);
+            activate_plain(pool, ffn.act, &mut s.gate[..nf]);
+        }
+    }
+    let out = if second { &mut s.tmp2 } else { &mut s.tmp };
+    mm(
+        pool,
+        f,
+        &ffn.down,
+        &s.gate,
+        n,
+        out,
+        &mut s.qbuf,
+        &mut s.pacts,
+    )?;
+    add_bias_rows(out, ffn.down_b.as_deref(), n);
+    Ok(())
 }

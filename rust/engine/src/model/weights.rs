@@ -35,6 +35,52 @@ impl Linear {
             .transpose()
     }
 
+    /// Rows `start..start + len` of the `(total_rows, cols)` matrix `name`, as a matrix of its
+    /// own: the parts of a fused tensor (q, k, v of `attn_qkv`; gate and up of phi3's
+    /// `ffn_up`). Zero-copy: the view's tensor info points at the rows' bytes in the file.
+    pub fn load_rows(
+        f: &GgufFile,
+        name: &str,
+        cols: usize,
+        total_rows: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self> {
+        let whole = Self::load(f, name, cols, total_rows)?;
+        whole.rows_view(start, len)
+    }
+
+    fn rows_view(&self, start: usize, len: usize) -> Result<Self> {
+        let bad = || {
+            EngineError::invalid_model(format!(
+                "tensor {}: rows {start}..{} of {} do not form a matrix",
+                self.info.name,
+                start.saturating_add(len),
+                self.rows
+            ))
+        };
+        let end = start.checked_add(len).ok_or_else(bad)?;
+        if len == 0 || end > self.rows {
+            return Err(bad());
+        }
+        let rb = self.ttype.row_bytes(self.cols).ok_or_else(bad)?;
+        if rb.checked_mul(self.rows) != usize::try_from(self.info.nbytes).ok() {
+            return Err(bad());
+        }
+        let mut info = self.info.clone();
+        info.offset += (start * rb) as u64;
+        info.nbytes = (len * rb) as u64;
+        info.dims = vec![self.cols as u64, len as u64];
+        info.name = format!("{}[{start}..{end}]", self.info.name);
+        Ok(Linear {
+            info,
+            ttype: self.ttype,
+            rows: len,
+            cols: self.cols,
+            packed: None,
+        })
+    }
+
     fn from_info(t: &TensorInfo, cols: usize, rows: usize) -> Result<Self> {
         let dims: Vec<u64> = t.dims.to_vec();
         let ok = dims.len() == 2 && dims[0] == cols as u64 && dims[1] == rows as u64
@@ -141,4 +187,102 @@ fn load_vector_info(f: &GgufFile, t: &TensorInfo, n: usize) -> Result<Vec<f32>> 
 /// Whether the kernels can compute with weights of type `t` (dequantize and matmul).
 fn supported(t: QuantType) -> bool {
     hologram_kernels::supports(t)
+}
+
+/// Tensor lookups of one model load, remembering every tensor read so that the loader can
+/// refuse a file with tensors its architecture does not use (llama.cpp's "wrong number of
+/// tensors"): an unread tensor means a variant the code does not implement, which would
+/// otherwise run silently wrong (e.g. a `rope_freqs.weight` nobody applies).
+pub struct Tensors<'f> {
+    pub f: &'f GgufFile,
+    used: std::collections::HashSet<String>,
+}
+
+impl<'f> Tensors<'f> {
+    pub fn new(f: &'f GgufFile) -> Self {
+        Tensors {
+            f,
+            used: Default::default(),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.f.tensor(name).is_some()
+    }
+
+    fn mark(&mut self, name: &str) {
+        self.used.insert(name.to_string());
+    }
+
+    /// The `(rows, cols)` matrix `name`.
+    pub fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<Linear> {
+        self.mark(name);
+        Linear::load(self.f, name, cols, rows)
+    }
+
+    pub fn matrix_opt(&mut self, name: &str, cols: usize, rows: usize) -> Result<Option<Linear>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        self.matrix(name, cols, rows).map(Some)
+    }
+
+    /// Consecutive row blocks of the matrix `name` (`cols` wide, `parts` rows each), each a
+    /// matrix of its own (see [`Linear::load_rows`]).
+    pub fn matrix_parts<const K: usize>(
+        &mut self,
+        name: &str,
+        cols: usize,
+        parts: [usize; K],
+    ) -> Result<[Linear; K]> {
+        self.mark(name);
+        let total: usize = parts.iter().sum();
+        let whole = Linear::load(self.f, name, cols, total)?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(K);
+        for len in parts {
+            out.push(whole.rows_view(start, len)?);
+            start += len;
+        }
+        out.try_into()
+            .map_err(|_| EngineError::Internal(format!("{name}: split into {K} parts")))
+    }
+
+    /// A vector of `n` values (norm weights, biases), dequantized to f32.
+    pub fn vector(&mut self, name: &str, n: usize) -> Result<Vec<f32>> {
+        self.mark(name);
+        load_vector(self.f, name, n)
+    }
+
+    pub fn vector_opt(&mut self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        self.vector(name, n).map(Some)
+    }
+
+    /// Error if the file holds a tensor that was never read.
+    pub fn check_all_used(&self, arch: &str) -> Result<()> {
+        let unused: Vec<&str> = self
+            .f
+            .tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| !self.used.contains(*n))
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let shown = unused
+            .iter()
+            .take(4)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(EngineError::invalid_model(format!(
+            "{} tensor(s) that the {arch} architecture does not use: {shown}{}",
+            unused.len(),
+            if unused.len() > 4 { ", ..." } else { "" }
+        )))
+    }
 }
