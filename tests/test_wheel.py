@@ -49,7 +49,7 @@ def test_wheel_is_abi3_manylinux(wheel: Path) -> None:
         wheel_meta = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
     assert "Root-Is-Purelib: false" in wheel_meta
     assert "hologram/_core.abi3.so" in names
-    assert "hologram/server/static/chat.html" in names
+    assert "hologram/server/assets/chat.html" in names
     assert "hologram/py.typed" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 

@@ -1,4 +1,4 @@
-"""The chat page served at ``GET /``: one static HTML file (``static/chat.html``, plain JavaScript
+"""The chat page served at ``GET /``: one static HTML file (``assets/chat.html``, plain JavaScript
 and CSS inline, nothing fetched from elsewhere) shipped in the package.
 
 Its Content-Security-Policy allows exactly the page's own inline script and style (by SHA-256),
@@ -28,7 +28,7 @@ def _sha256(text: str) -> str:
 
 
 def load_chat_page() -> ChatPage:
-    html = (resources.files("hologram.server") / "static" / "chat.html").read_text("utf-8")
+    html = (resources.files("hologram.server") / "assets" / "chat.html").read_text("utf-8")
     hashes: dict[str, list[str]] = {"script": [], "style": []}
     for tag, content in _BLOCK.findall(html):
         hashes[tag].append(_sha256(content))
