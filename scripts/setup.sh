@@ -10,6 +10,19 @@ PY=${PYTHON:-python3}
 extras=""
 [[ "${1:-}" == "--test" ]] && extras="[test]"
 
+# The chat page's browser tests drive Debian's Chromium (headless) through chromium-driver.
+if [[ -n "$extras" ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver fonts-liberation fonts-dejavu-core >/dev/null
+  else
+    echo "setup.sh: the browser tests need chromium and chromium-driver:" \
+      "sudo apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
+
 # The package itself (maturin builds the Rust extension in release mode).
 $PY -m pip install --quiet --upgrade pip
 $PY -m pip install --quiet ".${extras}"

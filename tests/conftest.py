@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,14 @@ import pytest
 from hologram.models import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("HOLOGRAM_SHARED", REPO.parent / "shared"))
-GOLDEN = SHARED / "golden"
+#: Reference outputs and their tolerances (README.md there), kept with the tests.
+GOLDEN = REPO / "tests" / "data" / "golden"
 
 
 def load_golden(name: str) -> dict[str, Any]:
     path = GOLDEN / name
     if not path.is_file():
-        pytest.fail(f"golden file {path} is missing (set HOLOGRAM_SHARED to the shared/ folder)")
+        pytest.fail(f"golden file {path} is missing")
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 

@@ -1,5 +1,5 @@
 """Comparisons against llama.cpp's reference outputs, with the tolerances of
-shared/golden/README.md. Shared by the golden tests of every model."""
+tests/data/golden/README.md. Shared by the golden tests of every model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import hologram
 import numpy as np
 
-# Tolerances from shared/golden/README.md.
+# Tolerances from tests/data/golden/README.md.
 GREEDY_TIE_GAP = 0.5
 LOGPROB_MEAN_TOL = 0.08
 LOGPROB_MAX_TOL = 0.5

@@ -1,4 +1,4 @@
-"""Gemma 3 270M Q4_K_M against llama.cpp's reference outputs (shared/golden)."""
+"""Gemma 3 270M Q4_K_M against llama.cpp's reference outputs (tests/data/golden)."""
 
 from __future__ import annotations
 

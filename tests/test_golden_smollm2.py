@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct Q4_1 against llama.cpp's reference outputs (shared/golden)."""
+"""SmolLM2-135M-Instruct Q4_1 against llama.cpp's reference outputs (tests/data/golden)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""all-MiniLM-L6-v2 through the public API against HF transformers (shared/golden): WordPiece ids
-identical, embeddings with cosine >= 0.9999 (F32 conversion) and >= 0.999 (Q8_0)."""
+"""all-MiniLM-L6-v2 through the public API against HF transformers (tests/data/golden):
+WordPiece ids identical, embeddings with cosine >= 0.9999 (F32 conversion) and >= 0.999 (Q8_0)."""
 
 from __future__ import annotations
 

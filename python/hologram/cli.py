@@ -41,9 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConversionError as e:
             print(f"hologram convert: error: {e}", file=sys.stderr)
             return 2
-        except ModuleNotFoundError as e:
-            print(f"hologram convert: error: {e} (pip install gguf)", file=sys.stderr)
-            return 2
         pooling = {None: "none", 1: "mean", 2: "cls", 3: "last"}.get(res.pooling, "?")
         print(
             f"wrote {res.path} ({res.out_type}, {res.n_tensors} tensors, vocab {res.n_vocab}, "

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import gguf
 import numpy as np
 import numpy.typing as npt
 
@@ -526,8 +527,6 @@ def convert(
     Raises ConversionError when the folder is not something this converter handles; the output
     file is written to a temporary name first and only renamed into place on success.
     """
-    import gguf  # imported here so `hologram` itself does not need gguf installed
-
     if out_type not in OUT_TYPES:
         raise ConversionError(f"unknown --type {out_type!r} (choose from {', '.join(OUT_TYPES)})")
     src = Path(src_dir)

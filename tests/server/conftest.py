@@ -4,7 +4,6 @@ serving the real default model, and validators for the official OpenAI schemas."
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import signal
 import socket
@@ -21,9 +20,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("HOLOGRAM_SHARED", REPO.parent / "shared"))
-SPEC = SHARED / "spec" / "openai-openapi.yaml"
-USAGE = SHARED / "design" / "USAGE.md"
+DATA = REPO / "tests" / "data"
+SPEC = DATA / "spec" / "openai-openapi.yaml"  # openai/openai-openapi (MIT, LICENSE beside it)
+USAGE = DATA / "USAGE.md"
 
 
 def free_port() -> int:

@@ -2,10 +2,11 @@
 
 Routes
 ------
-``GET /health`` (public), ``GET /metrics``, ``GET /v1/models``, ``GET /v1/models/{id}``,
-``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, and the
-WebSocket ``/v1/ws``. The POST routes and the WebSocket call the same
-:func:`hologram.server.endpoints.dispatch`; the endpoints themselves live in
+``GET /`` (the chat page, public: :mod:`hologram.server.page`), ``GET /health`` (public),
+``GET /metrics``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/completions``,
+``POST /v1/chat/completions``, ``POST /v1/embeddings``, and the WebSocket ``/v1/ws``. The
+POST routes and the WebSocket call the same :func:`hologram.server.endpoints.dispatch`; the
+endpoints themselves live in
 :mod:`hologram.server.endpoints` (one module each), the generation runner in
 :mod:`hologram.server.generation`, the model registry in :mod:`hologram.server.service`.
 
@@ -55,6 +56,7 @@ from hologram.server.endpoints.common import ChunkStream
 from hologram.server.errors import APIError, describe_failure, from_head_error, shutting_down
 from hologram.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from hologram.server.origin import HostPolicy, OriginPolicy
+from hologram.server.page import load_chat_page
 from hologram.server.protocol import HealthResponse
 from hologram.server.service import RequestLog, Service
 from hologram.server.settings import ServerSettings
@@ -68,11 +70,11 @@ _HEADER_SAFE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 log = logging.getLogger("hologram.server")
 access_log = logging.getLogger("hologram.access")
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/", "/health"})
 #: Response headers a page of an allowed origin may read.
 EXPOSED_HEADERS = ["X-Request-Id", "x-hologram-ignored-params", "Retry-After"]
 RATE_EXEMPT_PATHS = frozenset({"/health", "/metrics"})
-ROUTES = frozenset({"/health", "/metrics", "/v1/models", "/v1/models/<path:model_id>",
+ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/models/<path:model_id>",
                     "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/ws"})
 
 
@@ -363,6 +365,12 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         return response
 
     # -- routes ---------------------------------------------------------------------------
+
+    chat_page = load_chat_page()
+
+    @app.get("/")
+    async def chat_page_route() -> Response:
+        return Response(chat_page.body, mimetype="text/html", headers=chat_page.headers)
 
     @app.get("/health")
     async def health() -> Response:
