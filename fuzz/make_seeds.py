@@ -77,6 +77,8 @@ def wpm_tokens(w: gguf.GGUFWriter) -> int:
         "tokenizer.ggml.token_type", [3, 2, 3, 3, 3] + [1] * 6, VT.ARRAY, sub_type=VT.INT32
     )
     w.add_uint32("tokenizer.ggml.unknown_token_id", 1)
+    w.add_uint32("tokenizer.ggml.bos_token_id", 2)
+    w.add_uint32("tokenizer.ggml.eos_token_id", 3)
     w.add_uint32("tokenizer.ggml.cls_token_id", 2)
     w.add_uint32("tokenizer.ggml.seperator_token_id", 3)
     w.add_uint32("tokenizer.ggml.padding_token_id", 0)
@@ -219,7 +221,7 @@ def main() -> int:
     write("vocab-wpm", "bert", wpm_tokens)
     write("values", "test", every_value_type)
     write("tensors", "test", quant_tensors)
-    write("tensors-align64", "test", lambda w: (w.add_uint32("general.alignment", 64),
+    write("tensors-align64", "test", lambda w: (w.add_custom_alignment(64),
                                                  quant_tensors(w)))
     # The same metadata as a version-2 file (identical layout for these types).
     v3 = (OUT / "values").read_bytes()
