@@ -58,7 +58,9 @@ def spm_tokens(w: gguf.GGUFWriter, space_prefix: bool = True) -> int:
     w.add_string("tokenizer.ggml.model", "llama")
     w.add_key_value("tokenizer.ggml.tokens", toks, VT.ARRAY, sub_type=VT.STRING)
     w.add_key_value(
-        "tokenizer.ggml.scores", [0.0, 0, 0, 0, 0, -1, -2, -3, -0.5, -0.25, 0], VT.ARRAY,
+        "tokenizer.ggml.scores",
+        [0.0, 0, 0, 0, 0, -1, -2, -3, -0.5, -0.25, 0],
+        VT.ARRAY,
         sub_type=VT.FLOAT32,
     )
     w.add_key_value("tokenizer.ggml.token_type", types, VT.ARRAY, sub_type=VT.INT32)
@@ -123,8 +125,12 @@ def decoder(w: gguf.GGUFWriter, arch: str, nv: int, dtype: str = "F32") -> None:
     mat(p + "ffn_up.weight", FF, E, 7)
     mat(p + "ffn_down.weight", E, FF, 8)
     if arch == "gemma3":
-        for n, size in (("attn_q_norm", hd), ("attn_k_norm", hd), ("post_attention_norm", E),
-                        ("post_ffw_norm", E)):
+        for n, size in (
+            ("attn_q_norm", hd),
+            ("attn_k_norm", hd),
+            ("post_attention_norm", E),
+            ("post_ffw_norm", E),
+        ):
             w.add_tensor(p + n + ".weight", np.zeros(size, np.float32))
 
 
@@ -168,10 +174,17 @@ def every_value_type(w: gguf.GGUFWriter) -> None:
     w.add_int64("t.i64", -(1 << 40))
     w.add_float64("t.f64", 2.5)
     for name, sub, vals in (
-        ("u8", VT.UINT8, [1, 2]), ("i8", VT.INT8, [-1, 2]), ("u16", VT.UINT16, [1, 2]),
-        ("i16", VT.INT16, [-1, 2]), ("u32", VT.UINT32, [1, 2]), ("i32", VT.INT32, [-1, 2]),
-        ("f32", VT.FLOAT32, [0.5, -1.0]), ("bool", VT.BOOL, [True, False]),
-        ("str", VT.STRING, ["a", ""]), ("u64", VT.UINT64, [1, 2]), ("i64", VT.INT64, [-1, 2]),
+        ("u8", VT.UINT8, [1, 2]),
+        ("i8", VT.INT8, [-1, 2]),
+        ("u16", VT.UINT16, [1, 2]),
+        ("i16", VT.INT16, [-1, 2]),
+        ("u32", VT.UINT32, [1, 2]),
+        ("i32", VT.INT32, [-1, 2]),
+        ("f32", VT.FLOAT32, [0.5, -1.0]),
+        ("bool", VT.BOOL, [True, False]),
+        ("str", VT.STRING, ["a", ""]),
+        ("u64", VT.UINT64, [1, 2]),
+        ("i64", VT.INT64, [-1, 2]),
         ("f64", VT.FLOAT64, [0.25, 3.0]),
     ):
         w.add_key_value(f"t.arr_{name}", vals, VT.ARRAY, sub_type=sub)
@@ -221,8 +234,7 @@ def main() -> int:
     write("vocab-wpm", "bert", wpm_tokens)
     write("values", "test", every_value_type)
     write("tensors", "test", quant_tensors)
-    write("tensors-align64", "test", lambda w: (w.add_custom_alignment(64),
-                                                 quant_tensors(w)))
+    write("tensors-align64", "test", lambda w: (w.add_custom_alignment(64), quant_tensors(w)))
     # The same metadata as a version-2 file (identical layout for these types).
     v3 = (OUT / "values").read_bytes()
     (OUT / "values-v2").write_bytes(v3[:4] + (2).to_bytes(4, "little") + v3[8:])

@@ -18,7 +18,9 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-with atheris.instrument_imports(include=["jinja2.lexer", "jinja2.parser", "jinja2.sandbox", "hologram.heads.chat_template"]):
+with atheris.instrument_imports(
+    include=["jinja2.lexer", "jinja2.parser", "jinja2.sandbox", "hologram.heads.chat_template"]
+):
     import harness
 
 

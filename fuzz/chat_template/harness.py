@@ -39,9 +39,7 @@ def split_input(data: bytes) -> tuple[str, list[dict[str, Any]], bool]:
     text = data.decode("utf-8", errors="replace")
     source, *contents = text.split("\x00")
     if contents:
-        messages = [
-            {"role": ROLES[i % len(ROLES)], "content": c} for i, c in enumerate(contents)
-        ]
+        messages = [{"role": ROLES[i % len(ROLES)], "content": c} for i, c in enumerate(contents)]
     else:
         messages = [dict(m) for m in DEFAULT_MESSAGES]
     add_generation_prompt = len(data) % 2 == 0
@@ -62,6 +60,6 @@ def check(data: bytes) -> None:
     except TemplateError:
         return
     if not isinstance(out, str):
-        raise AssertionError(f"render returned {type(out).__name__}, not str")
+        raise TypeError(f"render returned {type(out).__name__}, not str")
     if len(out) > MAX_OUTPUT_CHARS:
         raise AssertionError(f"render returned {len(out)} characters, over the budget")

@@ -24,7 +24,7 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n == ".gitkeep"))
+            .filter(|p| p.is_file())
             .collect();
         paths.sort();
         for p in paths {
