@@ -40,4 +40,6 @@ def test_inputs_are_committed() -> None:
 
 @pytest.mark.parametrize("path", INPUTS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_chat_template_fuzz_input(path: Path) -> None:
-    _harness().check(path.read_bytes())
+    harness = _harness()
+    harness.check(path.read_bytes())
+    harness.check_worker(path.read_bytes())

@@ -6,7 +6,8 @@ Run from the repository root (see README, Development)::
         fuzz/corpus/chat_template -dict=fuzz/chat_template/jinja.dict \
         -max_len=2048 -timeout=10 -runs=1000000 -artifact_prefix=fuzz/artifacts/chat_template/
 
-The check itself is ``harness.check`` (shared with the regression test).
+The check itself is ``harness.check`` (shared with the regression test): it renders in process
+with ``hologram.heads.template_sandbox.render_sandboxed``, the code the render worker runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports(
-    include=["jinja2.lexer", "jinja2.parser", "jinja2.sandbox", "hologram.heads.chat_template"]
+    include=["jinja2.lexer", "jinja2.parser", "jinja2.sandbox", "hologram.heads.template_sandbox"]
 ):
     import harness
 

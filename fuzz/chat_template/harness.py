@@ -1,10 +1,14 @@
-"""The check the chat-template fuzzer runs, shared with ``tests/test_fuzz_regressions.py``.
+"""The checks the chat-template fuzzer runs, shared with ``tests/test_fuzz_regressions.py``.
 
 One input is a template source, optionally followed by NUL-separated message contents (roles
-cycle system / user / assistant / tool); without contents a fixed conversation is used. Rendering
-must return a string within the output budget or raise :class:`TemplateError`; any other
-exception escaping ``ChatTemplate`` is a finding (the server would answer 500 or crash), as is a
-render that outlives its deadline by far (the fuzzer's ``-timeout``) or exhausts memory.
+cycle system / user / assistant / tool); without contents a fixed conversation is used.
+
+:func:`check` renders in process with ``render_sandboxed`` (the code the render worker runs, so
+the fuzzer sees its coverage): it must return a string within the output budget or raise
+:class:`SandboxError`; any other exception is a finding (the worker would die and the request
+fail with a 500), as is a render that outlives its deadline by far (the fuzzer's ``-timeout``) or
+exhausts memory. :func:`check_worker` sends the same input through ``ChatTemplate.render`` (the
+worker process): only :class:`TemplateError` may escape.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from hologram.heads.base import TemplateError
 from hologram.heads.chat_template import ChatTemplate
+from hologram.heads.template_sandbox import SandboxError, render_sandboxed
 
 #: The deadline a fuzzed render gets (the server's default is 2 s; shorter keeps the fuzzer fast).
 TIMEOUT_S = 0.5
@@ -46,7 +51,31 @@ def split_input(data: bytes) -> tuple[str, list[dict[str, Any]], bool]:
     return source, messages, add_generation_prompt
 
 
+def _check_output(out: object) -> None:
+    if not isinstance(out, str):
+        raise TypeError(f"render returned {type(out).__name__}, not str")
+    if len(out) > MAX_OUTPUT_CHARS:
+        raise AssertionError(f"render returned {len(out)} characters, over the budget")
+
+
 def check(data: bytes) -> None:
+    source, messages, add_generation_prompt = split_input(data)
+    try:
+        out = render_sandboxed(
+            source,
+            messages,
+            bos_token="<s>",
+            eos_token="</s>",
+            add_generation_prompt=add_generation_prompt,
+            timeout_s=TIMEOUT_S,
+            max_output_chars=MAX_OUTPUT_CHARS,
+        )
+    except SandboxError:
+        return
+    _check_output(out)
+
+
+def check_worker(data: bytes) -> None:
     source, messages, add_generation_prompt = split_input(data)
     try:
         tpl = ChatTemplate(
@@ -59,7 +88,4 @@ def check(data: bytes) -> None:
         out = tpl.render(messages, add_generation_prompt=add_generation_prompt)
     except TemplateError:
         return
-    if not isinstance(out, str):
-        raise TypeError(f"render returned {type(out).__name__}, not str")
-    if len(out) > MAX_OUTPUT_CHARS:
-        raise AssertionError(f"render returned {len(out)} characters, over the budget")
+    _check_output(out)
