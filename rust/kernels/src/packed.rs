@@ -466,82 +466,29 @@ pub struct PackedActs {
 
 impl PackedActs {
     /// Quantize `n_tok` rows of `cols` values (Q8_0 rounding: scale max|x|/127, round to
-    /// nearest). Reuses its buffers.
+    /// nearest, the scale kept as llama.cpp's f16). Reuses its buffers.
     pub fn quantize(&mut self, x: &[f32], cols: usize, n_tok: usize) -> Result<(), KernelError> {
-        if !cols.is_multiple_of(QK) {
-            return Err(KernelError::NotBlockAligned {
-                t: QuantType::Q8_0,
-                n: cols,
-            });
-        }
-        check_len(
-            "x length",
-            n_tok.checked_mul(cols).ok_or(KernelError::Overflow)?,
-            x.len(),
-        )?;
-        let nb = cols / QK;
-        self.nb = nb;
-        self.n_tok = n_tok;
-        self.q.resize(n_tok * nb * QK, 0);
-        self.d.resize(n_tok * nb, 0.0);
-        self.s.resize(n_tok * nb, 0);
-        self.h.resize(n_tok * nb, 0);
-        let (q, d, s, h) = (
-            &mut self.q[..n_tok * nb * QK],
-            &mut self.d[..n_tok * nb],
-            &mut self.s[..n_tok * nb],
-            &mut self.h[..n_tok * nb],
-        );
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: AVX2/FMA checked by `available()`; the slices have matching lengths.
-            unsafe { quantize_blocks_avx2(x, q, d, s, h) };
-            return Ok(());
-        }
-        quantize_blocks(x, q, d, s, h);
-        Ok(())
+        self.fill(x, cols, n_tok, false, None)
     }
-}
 
-impl PackedActs {
     /// Quantize for K-quant weights as llama.cpp does (Q8_K, ggml `quantize_row_q8_K_ref`):
     /// one scale per 256 values (the value of largest magnitude maps to -127), so the packed
     /// K-quant kernels see the activations llama.cpp's K-quant dots see. `cols` must be a
     /// multiple of 256. Scales and sums are kept per 32-value block as [`Self::quantize`] does.
     pub fn quantize_k(&mut self, x: &[f32], cols: usize, n_tok: usize) -> Result<(), KernelError> {
-        const QKK: usize = 256;
-        if !cols.is_multiple_of(QKK) {
-            return Err(KernelError::NotBlockAligned {
-                t: QuantType::Q8_K,
-                n: cols,
-            });
-        }
-        check_len(
-            "x length",
-            n_tok.checked_mul(cols).ok_or(KernelError::Overflow)?,
-            x.len(),
-        )?;
-        let nb = cols / QK;
-        self.nb = nb;
-        self.n_tok = n_tok;
-        self.q.resize(n_tok * nb * QK, 0);
-        self.d.resize(n_tok * nb, 0.0);
-        self.s.resize(n_tok * nb, 0);
-        self.h.resize(n_tok * nb, 0);
-        let (q, d, sm, h) = (
-            &mut self.q[..n_tok * nb * QK],
-            &mut self.d[..n_tok * nb],
-            &mut self.s[..n_tok * nb],
-            &mut self.h[..n_tok * nb],
-        );
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: AVX2/FMA checked by `available()`; the slices have matching lengths.
-            unsafe { quantize_k_avx2(x, q, d, sm, h) };
-            return Ok(());
-        }
-        quantize_k_blocks(x, q, d, sm, h);
-        Ok(())
+        self.fill(x, cols, n_tok, true, None)
+    }
+
+    /// Quantize `x` (`n_tok` rows of `m.cols()`) the way `m`'s format expects: Q8_K-style for
+    /// K-quants, else 32-value blocks.
+    pub fn quantize_for(
+        &mut self,
+        m: &PackedMatrix,
+        x: &[f32],
+        n_tok: usize,
+    ) -> Result<(), KernelError> {
+        let kq = m.quant_type().block_size() == 256;
+        self.fill(x, m.cols(), n_tok, kq, None)
     }
 
     /// [`Self::quantize_for`] with the tokens split over `pool` when there are many (prompt
@@ -554,17 +501,27 @@ impl PackedActs {
         n_tok: usize,
     ) -> Result<(), KernelError> {
         const MIN_TOK: usize = 32;
-        let cols = m.cols();
         let kq = m.quant_type().block_size() == 256;
-        if n_tok < MIN_TOK || pool.n_threads() < 2 {
-            return self.quantize_for(m, x, n_tok);
-        }
-        let bs = if kq { 256 } else { QK };
+        let par = (n_tok >= MIN_TOK && pool.n_threads() > 1).then_some(pool);
+        self.fill(x, m.cols(), n_tok, kq, par)
+    }
+
+    /// Check the shape, size the buffers and quantize (`kq`: Q8_K-style), over `pool` if given.
+    fn fill(
+        &mut self,
+        x: &[f32],
+        cols: usize,
+        n_tok: usize,
+        kq: bool,
+        pool: Option<&Pool>,
+    ) -> Result<(), KernelError> {
+        let (bs, t) = if kq {
+            (256, QuantType::Q8_K)
+        } else {
+            (QK, QuantType::Q8_0)
+        };
         if !cols.is_multiple_of(bs) {
-            return Err(KernelError::NotBlockAligned {
-                t: m.quant_type(),
-                n: cols,
-            });
+            return Err(KernelError::NotBlockAligned { t, n: cols });
         }
         check_len(
             "x length",
@@ -578,13 +535,17 @@ impl PackedActs {
         self.d.resize(n_tok * nb, 0.0);
         self.s.resize(n_tok * nb, 0);
         self.h.resize(n_tok * nb, 0);
-        let rows_per = n_tok.div_ceil(pool.n_threads() * 2);
         let (q, d, s, h) = (
             &mut self.q[..n_tok * nb * QK],
             &mut self.d[..n_tok * nb],
             &mut self.s[..n_tok * nb],
             &mut self.h[..n_tok * nb],
         );
+        let Some(pool) = pool else {
+            quantize_rows(kq, x, q, d, s, h);
+            return Ok(());
+        };
+        let rows_per = n_tok.div_ceil(pool.n_threads() * 2).max(1);
         use rayon::prelude::*;
         pool.install(|| {
             x.par_chunks(rows_per * cols)
@@ -592,43 +553,31 @@ impl PackedActs {
                 .zip(d.par_chunks_mut(rows_per * nb))
                 .zip(s.par_chunks_mut(rows_per * nb))
                 .zip(h.par_chunks_mut(rows_per * nb))
-                .for_each(|((((x, q), d), s), h)| {
-                    #[cfg(target_arch = "x86_64")]
-                    if available() {
-                        // SAFETY: AVX2/FMA checked by `available()`; the chunks hold the same
-                        // whole rows.
-                        unsafe {
-                            if kq {
-                                quantize_k_avx2(x, q, d, s, h)
-                            } else {
-                                quantize_blocks_avx2(x, q, d, s, h)
-                            }
-                        };
-                        return;
-                    }
-                    if kq {
-                        quantize_k_blocks(x, q, d, s, h)
-                    } else {
-                        quantize_blocks(x, q, d, s, h)
-                    }
-                })
+                .for_each(|((((x, q), d), s), h)| quantize_rows(kq, x, q, d, s, h))
         });
         Ok(())
     }
+}
 
-    /// Quantize `x` (`n_tok` rows of `m.cols()`) the way `m`'s format expects: Q8_K-style for
-    /// K-quants, else 32-value blocks.
-    pub fn quantize_for(
-        &mut self,
-        m: &PackedMatrix,
-        x: &[f32],
-        n_tok: usize,
-    ) -> Result<(), KernelError> {
-        if m.quant_type().block_size() == 256 {
-            self.quantize_k(x, m.cols(), n_tok)
-        } else {
-            self.quantize(x, m.cols(), n_tok)
-        }
+/// Quantize whole rows (`kq`: Q8_K-style, else 32-value blocks) with the best code this CPU
+/// runs (the same results either way).
+fn quantize_rows(kq: bool, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX2/FMA checked by `available()`; the slices hold the same whole rows.
+        unsafe {
+            if kq {
+                quantize_k_avx2(x, q, d, s, h)
+            } else {
+                quantize_blocks_avx2(x, q, d, s, h)
+            }
+        };
+        return;
+    }
+    if kq {
+        quantize_k_blocks(x, q, d, s, h)
+    } else {
+        quantize_blocks(x, q, d, s, h)
     }
 }
 
