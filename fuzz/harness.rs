@@ -248,7 +248,7 @@ pub enum Kind {
     WordPiece,
 }
 
-/// A tokenizer built from one of the committed real vocabularies (`fuzz/vocab/*.gguf`).
+/// A tokenizer built from one of the committed real vocabularies (`fuzz/vocab/*.vocab`: GGUF containers with tokenizer metadata only, no tensors; named `.vocab` because they are not models).
 pub struct FuzzTokenizer {
     pub name: String,
     pub kind: Kind,
@@ -331,7 +331,7 @@ pub const BPE_PRES: &[&str] = &[
 pub fn bpe_tokenizers() -> &'static [FuzzTokenizer] {
     static T: OnceLock<Vec<FuzzTokenizer>> = OnceLock::new();
     T.get_or_init(|| {
-        let v = vocab(include_bytes!("vocab/bpe-smollm2.gguf"));
+        let v = vocab(include_bytes!("vocab/bpe-smollm2.vocab"));
         BPE_PRES
             .iter()
             .map(|pre| {
@@ -350,8 +350,8 @@ pub fn spm_tokenizers() -> &'static [FuzzTokenizer] {
     T.get_or_init(|| {
         let mut out = Vec::new();
         for (name, bytes) in [
-            ("gemma3", &include_bytes!("vocab/spm-gemma3.gguf")[..]),
-            ("llama", &include_bytes!("vocab/spm-llama.gguf")[..]),
+            ("gemma3", &include_bytes!("vocab/spm-gemma3.vocab")[..]),
+            ("llama", &include_bytes!("vocab/spm-llama.vocab")[..]),
         ] {
             let v = vocab(bytes);
             for prefix in [v.add_space_prefix, !v.add_space_prefix] {
@@ -368,7 +368,7 @@ pub fn spm_tokenizers() -> &'static [FuzzTokenizer] {
 pub fn wordpiece_tokenizers() -> &'static [FuzzTokenizer] {
     static T: OnceLock<Vec<FuzzTokenizer>> = OnceLock::new();
     T.get_or_init(|| {
-        let v = vocab(include_bytes!("vocab/wpm-minilm.gguf"));
+        let v = vocab(include_bytes!("vocab/wpm-minilm.vocab"));
         [(true, true), (true, false), (false, false), (false, true)]
             .into_iter()
             .map(|(lower, strip)| {

@@ -1,19 +1,20 @@
-"""Write the small real vocabularies the tokenizer fuzz targets and their regression tests use.
+"""Write the small real vocabularies (GGUF containers with tokenizer metadata only, saved as
+``.vocab`` files: they hold no weights) the tokenizer fuzz targets and their regression tests use.
 
 Each output is a GGUF file with tokenizer metadata only (no tensors), cut from a real model's
 vocabulary so the fuzzers exercise real token texts, scores, types and merges at a size that is
 fine to commit (tens of KiB):
 
-* ``vocab/bpe-smollm2.gguf``: byte-level BPE (``gpt2``, pre ``smollm``), the first 3000 ids of
+* ``vocab/bpe-smollm2.vocab``: byte-level BPE (``gpt2``, pre ``smollm``), the first 3000 ids of
   SmolLM2-135M-Instruct (17 control tokens, the 256 byte characters, the first merges' results)
   and every merge whose two sides and result are kept;
-* ``vocab/spm-gemma3.gguf``: SentencePiece (``llama``, no space prefix) from gemma-3-270m: the
+* ``vocab/spm-gemma3.vocab``: SentencePiece (``llama``, no space prefix) from gemma-3-270m: the
   first 2500 ids (control, user-defined, the 256 ``<0xNN>`` byte tokens, the best-scored pieces)
   plus ``▁`` and the user-defined whitespace/markup tokens at the end of its vocabulary;
-* ``vocab/spm-llama.gguf``: SentencePiece with ``add_space_prefix`` (LLaMA's 32000-token
+* ``vocab/spm-llama.vocab``: SentencePiece with ``add_space_prefix`` (LLaMA's 32000-token
   vocabulary, as llama.cpp ships it in ``models/ggml-vocab-llama-spm.gguf``), first 2500 ids
   and ``▁``;
-* ``vocab/wpm-minilm.gguf``: WordPiece (``bert``), the first 5000 ids of all-MiniLM-L6-v2.
+* ``vocab/wpm-minilm.vocab``: WordPiece (``bert``), the first 5000 ids of all-MiniLM-L6-v2.
 
 Usage: ``python fuzz/make_vocabs.py SMOLLM2.gguf GEMMA3.gguf LLAMA_SPM.gguf MINILM.gguf``
 (SmolLM2 is ``hologram.default_model_path()``). The outputs are committed; rerun only to change
@@ -108,14 +109,14 @@ def main(argv: list[str]) -> int:
         return 2
     smollm2, gemma3, llama_spm, minilm = argv[1:]
     OUT.mkdir(exist_ok=True)
-    write_subset(smollm2, OUT / "bpe-smollm2.gguf", list(range(3000)), "SmolLM2 BPE, first 3000")
+    write_subset(smollm2, OUT / "bpe-smollm2.vocab", list(range(3000)), "SmolLM2 BPE, first 3000")
     n_gemma = len(gguf.GGUFReader(gemma3).fields["tokenizer.ggml.tokens"].data)
     # + "▁" (236743 in gemma3, 29871 in LLaMA): the escaped space alone is a token in both.
     gemma_ids = list(range(2500)) + [236743] + list(range(255968, 256001))
     assert n_gemma > 256001
-    write_subset(gemma3, OUT / "spm-gemma3.gguf", gemma_ids, "gemma3 SentencePiece, subset")
-    write_subset(llama_spm, OUT / "spm-llama.gguf", list(range(2500)) + [29871], "LLaMA SPM, 2500")
-    write_subset(minilm, OUT / "wpm-minilm.gguf", list(range(5000)), "MiniLM WordPiece, 5000")
+    write_subset(gemma3, OUT / "spm-gemma3.vocab", gemma_ids, "gemma3 SentencePiece, subset")
+    write_subset(llama_spm, OUT / "spm-llama.vocab", list(range(2500)) + [29871], "LLaMA SPM, 2500")
+    write_subset(minilm, OUT / "wpm-minilm.vocab", list(range(5000)), "MiniLM WordPiece, 5000")
     return 0
 
 
