@@ -34,6 +34,8 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The calling thread's list of row runs, reused so a decode step allocates nothing.
+    static RUNS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -73,7 +75,8 @@ pub fn attention(
     // Runs of consecutive rows of one sequence at consecutive positions, at most RUN rows
     // each (so a long prompt chunk still spreads over the threads when there are few KV heads).
     const RUN: usize = 32;
-    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut runs = RUNS.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    runs.clear();
     let mut r0 = 0;
     for r in 1..=rows.len() {
         if r == rows.len()
@@ -178,6 +181,7 @@ pub fn attention(
     } else {
         (0..n_tasks).for_each(task);
     }
+    RUNS.with(|r| *r.borrow_mut() = runs);
 }
 
 /// One query against keys `k` (f16, rows of `q.len()`) and values `v` (f32, rows of
