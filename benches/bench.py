@@ -26,7 +26,6 @@ import json
 import os
 import random
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,8 +45,13 @@ def _tokens(n_vocab: int, n: int, seed: int = 42) -> list[int]:
 
 
 def _rss_mib() -> float:
-    """Peak RSS of this process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS of this process's own address space so far (VmHWM). Not getrusage's
+    ru_maxrss: Linux carries that across fork and exec, so a worker would report the
+    parent's peak (the bandwidth benchmark's buffer) instead of its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) / 1024.0
+    return 0.0
 
 
 def _rss_now() -> dict[str, float]:

@@ -261,10 +261,278 @@ fn query_block(
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
+        if q.len() % 16 == 0 && o.len() % 8 == 0 {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked once at run time); the head
+            // sizes are the multiples the kernel needs.
+            return unsafe { query_block_regs(q, k, v, scale, softcap, m, l, o, sc) };
+        }
         // SAFETY: the CPU has AVX2, FMA and F16C (checked once at run time).
         return unsafe { query_block_avx2(q, k, v, scale, softcap, m, l, o, sc) };
     }
     query_block_body(q, k, v, scale, softcap, m, l, o, sc)
+}
+
+/// [`query_block_body`] with the same operations in the same order, written so the operands
+/// stay in registers: two keys share each load of the query, and the output is updated 64
+/// lanes at a time with those lanes held in registers across all keys of the block (the
+/// generic version loads and stores the whole output row once per key). Every score is
+/// reduced with `dot_f32_f16`'s tree and every output lane takes the same fused multiply-adds
+/// in the same order, so the results are identical bit for bit.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `q.len()` must be a multiple of 16 and `o.len()` a
+/// multiple of 8; `k` and `v` hold the same number of rows (of `q.len()` and `o.len()`).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_block_regs(
+    q: &[f32],
+    k: &[f16],
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    m: &mut f32,
+    l: &mut f32,
+    o: &mut [f32],
+    sc: &mut [f32; BLOCK_SIZE],
+) {
+    use std::arch::x86_64::*;
+    let (hd, hdv) = (q.len(), o.len());
+    let n = (k.len() / hd).min(v.len() / hdv).min(BLOCK_SIZE);
+    #[inline(always)]
+    fn reduce(acc0: __m256, acc1: __m256) -> f32 {
+        // SAFETY: register-only AVX operations (the caller runs with AVX2 enabled).
+        unsafe {
+            let acc = _mm256_add_ps(acc0, acc1);
+            let hi = _mm256_extractf128_ps(acc, 1);
+            let lo = _mm256_castps256_ps128(acc);
+            let s4 = _mm_add_ps(hi, lo);
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+            _mm_cvtss_f32(s1)
+        }
+    }
+    let finish = |d: f32| {
+        let mut x = d * scale;
+        if let Some((cap, inv)) = softcap {
+            x = (x * inv).tanh() * cap;
+        }
+        x
+    };
+    let qp = q.as_ptr();
+    let mut bmax = f32::NEG_INFINITY;
+    let mut t = 0;
+    while t + 2 <= n {
+        // SAFETY: keys t and t + 1 are inside k (t + 2 <= n); i + 16 <= hd bounds q and each
+        // key row; unaligned loads.
+        let (d0, d1) = unsafe {
+            let k0 = k.as_ptr().add(t * hd);
+            let k1 = k0.add(hd);
+            let (mut a0, mut a1, mut b0, mut b1) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            let mut i = 0;
+            while i + 16 <= hd {
+                let x0 = _mm256_loadu_ps(qp.add(i));
+                let x1 = _mm256_loadu_ps(qp.add(i + 8));
+                let y0 = _mm256_cvtph_ps(_mm_loadu_si128(k0.add(i) as *const __m128i));
+                let y1 = _mm256_cvtph_ps(_mm_loadu_si128(k0.add(i + 8) as *const __m128i));
+                let z0 = _mm256_cvtph_ps(_mm_loadu_si128(k1.add(i) as *const __m128i));
+                let z1 = _mm256_cvtph_ps(_mm_loadu_si128(k1.add(i + 8) as *const __m128i));
+                a0 = _mm256_fmadd_ps(x0, y0, a0);
+                a1 = _mm256_fmadd_ps(x1, y1, a1);
+                b0 = _mm256_fmadd_ps(x0, z0, b0);
+                b1 = _mm256_fmadd_ps(x1, z1, b1);
+                i += 16;
+            }
+            (reduce(a0, a1), reduce(b0, b1))
+        };
+        let (x0, x1) = (finish(d0), finish(d1));
+        sc[t] = x0;
+        sc[t + 1] = x1;
+        bmax = bmax.max(x0);
+        bmax = bmax.max(x1);
+        t += 2;
+    }
+    if t < n {
+        // SAFETY: key t is inside k; i + 16 <= hd bounds q and the key row.
+        let d = unsafe {
+            let k0 = k.as_ptr().add(t * hd);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i + 16 <= hd {
+                let x0 = _mm256_loadu_ps(qp.add(i));
+                let x1 = _mm256_loadu_ps(qp.add(i + 8));
+                let y0 = _mm256_cvtph_ps(_mm_loadu_si128(k0.add(i) as *const __m128i));
+                let y1 = _mm256_cvtph_ps(_mm_loadu_si128(k0.add(i + 8) as *const __m128i));
+                a0 = _mm256_fmadd_ps(x0, y0, a0);
+                a1 = _mm256_fmadd_ps(x1, y1, a1);
+                i += 16;
+            }
+            reduce(a0, a1)
+        };
+        let x = finish(d);
+        sc[t] = x;
+        bmax = bmax.max(x);
+    }
+    let m_new = m.max(bmax);
+    let corr = if *m != f32::NEG_INFINITY && m_new > *m {
+        Some((*m - m_new).exp())
+    } else {
+        None
+    };
+    if let Some(c) = corr {
+        *l *= c;
+    }
+    *m = m_new;
+    // SAFETY: AVX2 and FMA are available (this function's contract).
+    unsafe { exp_shifted_avx2(&mut sc[..n], m_new) };
+    for &p in sc.iter().take(n) {
+        *l += p;
+    }
+    // The output, 64 lanes (8 registers) at a time, then 8 at a time.
+    let op = o.as_mut_ptr();
+    let vp = v.as_ptr();
+    let mut c0 = 0;
+    while c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv bounds the output row and each value row (t < n rows).
+        unsafe {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj = _mm256_loadu_ps(op.add(c0 + 8 * j));
+            }
+            if let Some(c) = corr {
+                let vc = _mm256_set1_ps(c);
+                for rj in r.iter_mut() {
+                    *rj = _mm256_mul_ps(*rj, vc);
+                }
+            }
+            for (tt, &p) in sc.iter().enumerate().take(n) {
+                let vpp = _mm256_set1_ps(p);
+                let row = vp.add(tt * hdv + c0);
+                for (j, rj) in r.iter_mut().enumerate() {
+                    *rj = _mm256_fmadd_ps(vpp, _mm256_loadu_ps(row.add(8 * j)), *rj);
+                }
+            }
+            for (j, rj) in r.iter().enumerate() {
+                _mm256_storeu_ps(op.add(c0 + 8 * j), *rj);
+            }
+        }
+        c0 += 64;
+    }
+    while c0 + 8 <= hdv {
+        // SAFETY: c0 + 8 <= hdv bounds the output row and each value row.
+        unsafe {
+            let mut r = _mm256_loadu_ps(op.add(c0));
+            if let Some(c) = corr {
+                r = _mm256_mul_ps(r, _mm256_set1_ps(c));
+            }
+            for (tt, &p) in sc.iter().enumerate().take(n) {
+                r = _mm256_fmadd_ps(_mm256_set1_ps(p), _mm256_loadu_ps(vp.add(tt * hdv + c0)), r);
+            }
+            _mm256_storeu_ps(op.add(c0), r);
+        }
+        c0 += 8;
+    }
+}
+
+/// glibc's `expf` table: `2^(i/32)` as f64 bits, less `i << 47` (the exponent adjustment
+/// the algorithm adds back), for i in 0..32.
+#[cfg(target_arch = "x86_64")]
+const EXP2F_TAB: [u64; 32] = [
+    0x3ff0000000000000,
+    0x3fefd9b0d3158574,
+    0x3fefb5586cf9890f,
+    0x3fef9301d0125b51,
+    0x3fef72b83c7d517b,
+    0x3fef54873168b9aa,
+    0x3fef387a6e756238,
+    0x3fef1e9df51fdee1,
+    0x3fef06fe0a31b715,
+    0x3feef1a7373aa9cb,
+    0x3feedea64c123422,
+    0x3feece086061892d,
+    0x3feebfdad5362a27,
+    0x3feeb42b569d4f82,
+    0x3feeab07dd485429,
+    0x3feea47eb03a5585,
+    0x3feea09e667f3bcd,
+    0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187,
+    0x3feea589994cce13,
+    0x3feeace5422aa0db,
+    0x3feeb737b0cdc5e5,
+    0x3feec49182a3f090,
+    0x3feed503b23e255d,
+    0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47,
+    0x3fef199bdd85529c,
+    0x3fef3720dcef9069,
+    0x3fef5818dcfba487,
+    0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da,
+    0x3fefd0765b6e4540,
+];
+
+/// `x[i] = expf(x[i] - m)`, four lanes at a time, with glibc's `expf` algorithm (its FMA
+/// build, the one glibc picks on any CPU with AVX2 and FMA) carried out step for step in f64
+/// lanes: the same table, constants, fused operations and final rounding, so every result has
+/// the bits the scalar call gives (checked against `f32::exp` in the tests). Lanes outside
+/// the algorithm's main range (|x - m| >= 2^7 - ..., inf, NaN) are handed to the scalar call.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_avx2(x: &mut [f32], m: f32) {
+    use std::arch::x86_64::*;
+    let inv_ln2_n = _mm256_set1_pd(f64::from_bits(0x40471547652b82fe));
+    let shift = _mm256_set1_pd(f64::from_bits(0x4338000000000000));
+    let c0 = _mm256_set1_pd(f64::from_bits(0x3ebc6af84b912394));
+    let c1 = _mm256_set1_pd(f64::from_bits(0x3f2ebfce50fac4f3));
+    let c2 = _mm256_set1_pd(f64::from_bits(0x3f962e42ff0c52d6));
+    let one = _mm256_set1_pd(1.0);
+    let vm = _mm_set1_ps(m);
+    let limit = _mm_set1_epi32(0x42a);
+    let mask = _mm_set1_epi32(0x7ff);
+    let mut i = 0;
+    while i + 4 <= x.len() {
+        // SAFETY: i + 4 <= x.len(); unaligned load and store; the table index is masked to
+        // 0..32.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            let xs = _mm_sub_ps(_mm_loadu_ps(p), vm);
+            let abstop = _mm_and_si128(_mm_srli_epi32(_mm_castps_si128(xs), 20), mask);
+            if _mm_movemask_epi8(_mm_cmpgt_epi32(abstop, limit)) != 0 {
+                let mut lanes = [0f32; 4];
+                _mm_storeu_ps(lanes.as_mut_ptr(), xs);
+                for (j, v) in lanes.iter().enumerate() {
+                    *p.add(j) = v.exp();
+                }
+            } else {
+                let xd = _mm256_cvtps_pd(xs);
+                let kd = _mm256_fmadd_pd(inv_ln2_n, xd, shift);
+                let ki = _mm256_castpd_si256(kd);
+                let kd = _mm256_sub_pd(kd, shift);
+                let r = _mm256_fmsub_pd(inv_ln2_n, xd, kd);
+                let idx = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+                let t = _mm256_i64gather_epi64::<8>(EXP2F_TAB.as_ptr() as *const i64, idx);
+                let s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+                let z = _mm256_fmadd_pd(r, c0, c1);
+                let r2 = _mm256_mul_pd(r, r);
+                let y = _mm256_fmadd_pd(r, c2, one);
+                let y = _mm256_fmadd_pd(z, r2, y);
+                _mm_storeu_ps(p, _mm256_cvtpd_ps(_mm256_mul_pd(y, s)));
+            }
+        }
+        i += 4;
+    }
+    for v in x[i..].iter_mut() {
+        *v = (*v - m).exp();
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -280,4 +548,102 @@ fn has_avx2() -> bool {
 
 fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift) for test data in [-1, 1).
+    fn fill(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The vector exponential gives glibc's `expf` bits on every input class.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_matches_libm_bitwise() {
+        if !has_avx2() {
+            return;
+        }
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut xs: Vec<f32> = fill(&mut seed, 1 << 20).iter().map(|x| x * 120.0).collect();
+        xs.extend(fill(&mut seed, 1 << 16).iter().map(|x| x * 1e-3));
+        xs.extend([
+            0.0, -0.0, 1e-30, -88.0, -87.9, -103.0, -104.0, -110.0, 88.7, 89.0,
+        ]);
+        xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MIN, f32::MAX]);
+        for m in [0.0f32, 3.5, -7.25] {
+            let want: Vec<f32> = xs.iter().map(|&x| (x - m).exp()).collect();
+            let mut got = xs.clone();
+            // SAFETY: AVX2 and FMA were checked above.
+            unsafe { exp_shifted_avx2(&mut got, m) };
+            for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "x {} m {m}", xs[k]);
+            }
+        }
+        let mut nan = vec![f32::NAN; 5];
+        // SAFETY: as above.
+        unsafe { exp_shifted_avx2(&mut nan, 0.0) };
+        assert!(nan.iter().all(|v| v.is_nan()));
+    }
+
+    /// The register-resident kernel gives the generic kernel's bits, over two blocks (so the
+    /// running-max correction runs), with and without a soft cap, odd key counts included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn register_kernel_matches_generic_bitwise() {
+        if !has_avx2() {
+            return;
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for &(hd, hdv) in &[
+            (64usize, 64usize),
+            (128, 128),
+            (256, 256),
+            (16, 8),
+            (80, 72),
+        ] {
+            for &n in &[1usize, 2, 7, BLOCK_SIZE] {
+                for softcap in [None, Some((50.0f32, 1.0 / 50.0))] {
+                    let q = fill(&mut seed, hd);
+                    let (mut m0, mut l0, mut m1, mut l1) =
+                        (f32::NEG_INFINITY, 0.0f32, f32::NEG_INFINITY, 0.0f32);
+                    let mut o0 = vec![0f32; hdv];
+                    let mut o1 = vec![0f32; hdv];
+                    let mut sc = [0f32; BLOCK_SIZE];
+                    for blk in 0..3 {
+                        // Later blocks scaled up so the running max moves.
+                        let gain = 1.0 + blk as f32;
+                        let k: Vec<f16> = fill(&mut seed, n * hd)
+                            .into_iter()
+                            .map(|x| f16::from_f32(x * 4.0 * gain))
+                            .collect();
+                        let v = fill(&mut seed, n * hdv);
+                        query_block_body(
+                            &q, &k, &v, 0.125, softcap, &mut m0, &mut l0, &mut o0, &mut sc,
+                        );
+                        // SAFETY: AVX2/FMA/F16C checked above; sizes are multiples of 16 and 8.
+                        unsafe {
+                            query_block_regs(
+                                &q, &k, &v, 0.125, softcap, &mut m1, &mut l1, &mut o1, &mut sc,
+                            )
+                        };
+                        assert_eq!(m0.to_bits(), m1.to_bits());
+                        assert_eq!(l0.to_bits(), l1.to_bits());
+                        for (a, b) in o0.iter().zip(&o1) {
+                            assert_eq!(a.to_bits(), b.to_bits(), "hd {hd} hdv {hdv} n {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
