@@ -481,7 +481,7 @@ const EXP2F_TAB: [u64; 32] = [
 /// build, the one glibc picks on any CPU with AVX2 and FMA) carried out step for step in f64
 /// lanes: the same table, constants, fused operations and final rounding, so every result has
 /// the bits the scalar call gives (checked against `f32::exp` in the tests). Lanes outside
-/// the algorithm's main range (|x - m| >= 2^7 - ..., inf, NaN) are handed to the scalar call.
+/// the algorithm's main range (|x - m| above about 88, infinities, NaN) take the scalar call.
 ///
 /// # Safety
 /// AVX2 and FMA must be available.
