@@ -261,7 +261,7 @@ fn query_block(
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        if q.len() % 16 == 0 && o.len() % 8 == 0 {
+        if q.len().is_multiple_of(16) && o.len().is_multiple_of(8) {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked once at run time); the head
             // sizes are the multiples the kernel needs.
             return unsafe { query_block_regs(q, k, v, scale, softcap, m, l, o, sc) };
