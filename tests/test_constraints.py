@@ -7,10 +7,9 @@ import json
 import re
 from typing import Any
 
+import hologram
 import jsonschema  # type: ignore[import-untyped]
 import pytest
-
-import hologram
 from hologram import constraints
 from hologram.sampling import SamplingParams
 

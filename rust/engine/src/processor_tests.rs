@@ -462,9 +462,16 @@ fn grammar_masks_disallowed_tokens_and_rejects_bad_grammars() {
     let mut c = g.compile(SCHEMA).expect("compiles");
     let mut logits = vec![0f32; tok.n_vocab()];
     c.apply(&mut logits).expect("first mask");
-    assert_eq!(logits[tok.encode("x", false, false)[0] as usize], f32::NEG_INFINITY);
+    assert_eq!(
+        logits[tok.encode("x", false, false)[0] as usize],
+        f32::NEG_INFINITY
+    );
     for &t in tok.eog_ids() {
-        assert_eq!(logits[t as usize], f32::NEG_INFINITY, "EOG before the grammar accepts");
+        assert_eq!(
+            logits[t as usize],
+            f32::NEG_INFINITY,
+            "EOG before the grammar accepts"
+        );
     }
     let doc = r#"{"name": "Ada", "age": 36, "tags": ["red", "blue"]}"#;
     let ids = tok.encode(doc, false, false);
@@ -497,7 +504,10 @@ fn grammar_masks_disallowed_tokens_and_rejects_bad_grammars() {
     ] {
         match g.check(bad) {
             Err(EngineError::InvalidArgument(m)) => {
-                assert!(m.starts_with("invalid grammar") && m.contains(what), "{bad}: {m}")
+                assert!(
+                    m.starts_with("invalid grammar") && m.contains(what),
+                    "{bad}: {m}"
+                )
             }
             Err(err) => panic!("{bad}: wrong error {err}"),
             Ok(()) => panic!("{bad}: accepted"),
@@ -507,7 +517,10 @@ fn grammar_masks_disallowed_tokens_and_rejects_bad_grammars() {
     let p = vec![1u32, 2, 3];
     let mut bad = constrained(10, 0.0, 1);
     bad.grammar = Some("start: /[/".into());
-    assert!(matches!(h.submit(p, bad), Err(EngineError::InvalidArgument(_))));
+    assert!(matches!(
+        h.submit(p, bad),
+        Err(EngineError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -586,7 +599,9 @@ fn constrained_generations_are_valid_and_leave_their_neighbours_unchanged() {
     assert!(st.preemptions > 0, "expected preemptions: {st:?}");
     check_accounting(&h);
     // Cancelling a constrained request mid-way frees everything.
-    let e2 = h.submit(prompt_ids_for(&h, 9), constrained(200, 0.9, 3)).unwrap();
+    let e2 = h
+        .submit(prompt_ids_for(&h, 9), constrained(200, 0.9, 3))
+        .unwrap();
     let _ = e2.inbox().recv(Some(Duration::from_secs(60)));
     e2.cancel();
     drop(e2);
