@@ -211,6 +211,11 @@ def test_openai_client_raises_bad_request(client: OpenAI, model_id: str) -> None
     assert "uniqueItems" in str(info.value)
 
 
+def test_capability_is_listed(client: OpenAI, model_id: str) -> None:
+    card = client.models.retrieve(model_id).model_dump()
+    assert "response_format" in card["meta"]["capabilities"]
+
+
 def test_text_format_is_plain_generation(client: OpenAI, model_id: str) -> None:
     kw: Any = {"model": model_id, "messages": [{"role": "user", "content": "Hi"}],
                "max_tokens": 12, "temperature": 0}
