@@ -207,11 +207,17 @@ class Engine:
         add_special: bool = True,
         parse_special: bool = True,
         ignore_eos: bool = False,
+        grammar: str | None = None,
     ) -> GenerationResult:
         """Generate from ``prompt`` (text, tokenized with ``add_special``/``parse_special``, or
         token ids fed as given). temperature 0 is greedy; settings left None take
         ``sampling_defaults()``. ``logprobs=k`` fills
         ``GenerationResult.steps`` with each token's logprob and the top k alternatives.
+        ``grammar`` (structured output, see ``hologram.constraints``) restricts the output to
+        a grammar: disallowed tokens are removed before sampling (logprobs stay the model's
+        own), the generation ends ("stop") when the grammar is complete, and an
+        end-of-generation token is allowed only where the grammar accepts. An invalid grammar
+        raises InvalidArgumentError naming the problem.
         Raises ContextOverflowError when the prompt does not fit in n_ctx."""
     def stream(
         self,
@@ -233,10 +239,15 @@ class Engine:
         parse_special: bool = True,
         ignore_eos: bool = False,
         group: int | None = None,
+        grammar: str | None = None,
     ) -> Stream:
         """Like generate, but returns a Stream at once (the engine thread runs it). Streams
         given the same ``group`` share their prompt: it is read once, by the first admitted,
         and the others start from its cached KV blocks."""
+    def check_grammar(self, grammar: str) -> None:
+        """Compile ``grammar`` (structured output) without generating: raises
+        InvalidArgumentError naming what is wrong. The compiled grammar is kept, so a
+        generation with it that follows does not compile it again."""
     def prompt_logprobs(
         self, ids: Sequence[int], top: int = 0
     ) -> list[tuple[float, list[TopLogprob]]]:

@@ -39,6 +39,9 @@ class SamplingParams:
     #: None: no logprobs; k >= 0: each token's logprob plus its k most likely alternatives.
     logprobs: int | None = None
     ignore_eos: bool = False
+    #: Structured output: a grammar the output must match (llguidance ``TopLevelGrammar``
+    #: JSON, from :mod:`hologram.constraints`); None = free text.
+    grammar: str | None = None
 
     @classmethod
     def build(cls, **values: Any) -> SamplingParams:
@@ -65,4 +68,5 @@ class SamplingParams:
             "seed": self.seed,
             "logprobs": self.logprobs,
             "ignore_eos": self.ignore_eos,
+            "grammar": self.grammar,
         }

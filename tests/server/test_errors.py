@@ -44,10 +44,9 @@ def check_error(r: requests.Response, status: int, param: str | None = "ANY") ->
         ({"messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
         ({"messages": HELLO, "logit_bias": {"abc": 1}}, "logit_bias"),
         ({"messages": HELLO, "logit_bias": {"99999999": 1}}, "logit_bias"),
-        ({"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
-        ({"messages": HELLO, "response_format": {"type": "json_schema",
-                                                 "json_schema": {"name": "x"}}},
-         "response_format"),
+        ({"messages": HELLO, "response_format": {"type": "json_schema"}}, "response_format"),
+        ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "nope"}}}}, "response_format"),
         ({"messages": []}, "messages"),
         ({"messages": "hello"}, "messages"),
         ({"messages": [123]}, "messages.0"),

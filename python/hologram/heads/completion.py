@@ -361,6 +361,17 @@ class CompletionHead:
 
     # -- generation ------------------------------------------------------------------------
 
+    def check_grammar(self, grammar: str, param: str = "response_format") -> None:
+        """Compile a structured-output grammar (``hologram.constraints``) now, so a bad one
+        is an :class:`InvalidInputError` naming the problem before anything is queued (the
+        compiled grammar is kept for the generation that follows)."""
+        try:
+            self.engine.check_grammar(grammar)
+        except _core.InvalidArgumentError as exc:
+            raise InvalidInputError(str(exc), param, "invalid_grammar") from None
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, param) from None
+
     def start(
         self, prompt: Prompt, params: SamplingParams, group: int | None = None
     ) -> CompletionStream:

@@ -52,6 +52,26 @@ class StreamOptions(RequestModel):
     include_obfuscation: StrictBool | None = None
 
 
+class JSONSchemaFormat(RequestModel):
+    """``response_format.json_schema`` (OpenAI's ResponseFormatJsonSchema)."""
+
+    name: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: StrictStr | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(RequestModel):
+    """``response_format``: OpenAI's ``text``, ``json_object`` and ``json_schema``, plus the
+    hologram extensions ``{"type": "grammar", "grammar": "<Lark grammar>"}`` and
+    ``{"type": "regex", "regex": "<pattern>"}``."""
+
+    type: Literal["text", "json_object", "json_schema", "grammar", "regex"]
+    json_schema: JSONSchemaFormat | None = None
+    grammar: StrictStr | None = None
+    regex: StrictStr | None = None
+
+
 def _temperature() -> Any:
     return Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
 
@@ -86,6 +106,8 @@ class SamplingFields(RequestModel):
         Number | None, Field(default=None, gt=0.0, le=10.0, allow_inf_nan=False)
     ] = None
     ignore_eos: StrictBool | None = None
+    #: Structured output (chat completions as OpenAI; completions as a vLLM-style extension).
+    response_format: ResponseFormat | None = None
 
 
 class CompletionRequest(SamplingFields):
@@ -111,17 +133,12 @@ class ChatMessageIn(RequestModel):
     name: StrictStr | None = None
 
 
-class ResponseFormat(RequestModel):
-    type: Literal["text", "json_object", "json_schema"]
-
-
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     max_tokens: Annotated[StrictInt | None, Field(default=None, ge=1)] = None
     max_completion_tokens: Annotated[StrictInt | None, Field(default=None, ge=1)] = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt | None, Field(default=None, ge=0, le=20)] = None
-    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
 

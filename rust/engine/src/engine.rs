@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::constraint::{Constraint, Grammars};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv::{KvPool, SeqId};
@@ -59,6 +60,9 @@ pub struct Engine {
     pool: Pool,
     opts: EngineOptions,
     chat_template: Option<String>,
+    /// The grammar compiler for structured output (its token environment is built on first
+    /// use), shared with the processor's front end.
+    grammars: Arc<Grammars>,
     /// Row list of one forward pass, reused (capacity n_batch): the decode loop allocates nothing.
     rows: Vec<Row>,
 }
@@ -211,6 +215,7 @@ impl Engine {
         let pool = Pool::new(n_threads)
             .map_err(|e| EngineError::InvalidArgument(format!("thread pool: {e}")))?;
         let chat_template = file.get_str("tokenizer.chat_template")?.map(str::to_string);
+        let grammars = Arc::new(Grammars::new(tokenizer.clone()));
         Ok(Engine {
             path: path.display().to_string(),
             file,
@@ -225,6 +230,7 @@ impl Engine {
                 ..opts
             },
             chat_template,
+            grammars,
             rows: Vec::with_capacity(n_batch),
         })
     }
@@ -249,6 +255,10 @@ impl Engine {
     }
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
+    }
+    /// The model's grammar compiler (structured output).
+    pub fn grammars(&self) -> &Arc<Grammars> {
+        &self.grammars
     }
     pub fn kv(&self) -> &KvPool {
         &self.kv
@@ -504,6 +514,11 @@ pub struct GenParams {
     /// Top alternatives to report with each token (None = no logprobs).
     pub logprobs: Option<usize>,
     pub ignore_eos: bool,
+    /// Structured output: an llguidance grammar (see [`crate::constraint`]) the output must
+    /// match. The generation ends ("stop") when the grammar is complete; an end-of-generation
+    /// token is allowed only where the grammar accepts (and then ends the generation even with
+    /// `ignore_eos`).
+    pub grammar: Option<String>,
 }
 
 /// One generated token.
@@ -535,21 +550,33 @@ pub struct Generation {
     n_ctx: usize,
     work: Vec<f32>,
     top: Vec<(u32, f32)>,
+    /// The grammar state of a constrained generation.
+    constraint: Option<Box<Constraint>>,
+    /// Why the generation failed (a constraint that could not continue).
+    error: Option<EngineError>,
 }
 
 impl Generation {
     /// Validate `prompt` and `params` for `engine` and prepare to generate. Fails if the prompt
     /// is empty, holds an id outside the vocabulary, or does not fit in the context.
     pub fn new(engine: &Engine, prompt: Vec<u32>, params: GenParams) -> Result<Self> {
-        Self::with_limits(engine.opts.n_ctx, engine.model.cfg.n_vocab, prompt, params)
+        Self::with_limits(
+            engine.opts.n_ctx,
+            engine.model.cfg.n_vocab,
+            prompt,
+            params,
+            Some(&engine.grammars),
+        )
     }
 
-    /// [`new`](Self::new) for a model with context `n_ctx` and vocabulary `nv`.
+    /// [`new`](Self::new) for a model with context `n_ctx` and vocabulary `nv`; a grammar in
+    /// `params` is compiled with `grammars` (an error without one).
     pub fn with_limits(
         n_ctx: usize,
         nv: usize,
         prompt: Vec<u32>,
         params: GenParams,
+        grammars: Option<&Grammars>,
     ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(EngineError::InvalidArgument("the prompt is empty".into()));
@@ -566,6 +593,15 @@ impl Generation {
             )));
         }
         params.sampling.validate(nv)?;
+        let constraint = match (&params.grammar, grammars) {
+            (None, _) => None,
+            (Some(g), Some(c)) => Some(Box::new(c.compile(g)?)),
+            (Some(_), None) => {
+                return Err(EngineError::InvalidArgument(
+                    "this model cannot take a grammar".into(),
+                ))
+            }
+        };
         let finish = (params.max_tokens == 0).then_some(FinishReason::Length);
         let mut history = Vec::with_capacity(prompt.len() + params.max_tokens.min(n_ctx));
         history.extend_from_slice(&prompt);
@@ -581,6 +617,8 @@ impl Generation {
             n_ctx,
             work: Vec::new(),
             top: Vec::new(),
+            constraint,
+            error: None,
         })
     }
 
@@ -592,6 +630,28 @@ impl Generation {
     }
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.finish
+    }
+    /// The failure that ended the generation, if it failed (taken once).
+    pub fn take_error(&mut self) -> Option<EngineError> {
+        self.error.take()
+    }
+    /// A constrained generation whose next token mask is still to compute.
+    pub fn needs_mask(&self) -> bool {
+        self.finish.is_none() && self.constraint.as_ref().is_some_and(|c| c.needs_mask())
+    }
+    /// Compute the next token mask of a constrained generation now (the processor does it
+    /// on another thread while the forward pass runs); otherwise [`accept`](Self::accept)
+    /// does.
+    pub fn prepare_mask(&mut self) {
+        if let Some(c) = self.constraint.as_mut() {
+            c.prepare();
+        }
+    }
+    /// Time spent computing token masks and their number (zero without a grammar).
+    pub fn mask_stats(&self) -> (std::time::Duration, u64) {
+        self.constraint
+            .as_ref()
+            .map_or((std::time::Duration::ZERO, 0), |c| c.mask_stats())
     }
     pub fn params(&self) -> &GenParams {
         &self.params
@@ -614,11 +674,21 @@ impl Generation {
         tail
     }
 
+    fn fail(&mut self, e: EngineError) {
+        self.finish = Some(FinishReason::Stop);
+        self.error = Some(e);
+    }
+
     /// Take the logits of the last token of [`history`](Self::history) and produce the next
     /// token. Returns None when this step ends the generation with nothing to report; the step
     /// that finishes a generation carries any text held back until then. After a step,
     /// [`finish_reason`](Self::finish_reason) tells whether the generation is over; otherwise
     /// the sampled token is the last of the history and must be fed to the model next.
+    ///
+    /// With a grammar, the tokens it does not allow are removed before sampling (their logits
+    /// set to `-inf`, before penalties, top-k/top-p/min-p and temperature); the reported
+    /// logprobs stay those of the model's own distribution. A grammar failure ends the
+    /// generation with an error ([`take_error`](Self::take_error)).
     pub fn accept(&mut self, logits: &[f32], tokenizer: &Tokenizer) -> Option<StepOut> {
         if self.finish.is_some() {
             return None;
@@ -633,10 +703,17 @@ impl Generation {
         };
         self.work.clear();
         self.work.extend_from_slice(logits);
+        if let Some(c) = self.constraint.as_mut() {
+            if let Err(e) = c.apply(&mut self.work) {
+                self.fail(e);
+                return None;
+            }
+        }
         let token = self.sampler.sample(&mut self.work, &self.history);
         let logprob = lse.map(|lse| logits[token as usize] - lse);
 
-        if tokenizer.is_eog(token) && !self.params.ignore_eos {
+        // Under a grammar an end-of-generation token was allowed only where it accepts.
+        if tokenizer.is_eog(token) && (!self.params.ignore_eos || self.constraint.is_some()) {
             let text = self.finish_with(FinishReason::Stop);
             if text.is_empty() {
                 return None;
@@ -652,11 +729,21 @@ impl Generation {
         }
         self.n_generated += 1;
         self.history.push(token);
+        let mut complete = false;
+        if let Some(c) = self.constraint.as_mut() {
+            if let Err(e) = c.commit(token) {
+                self.fail(e);
+                return None;
+            }
+            complete = c.is_stopped();
+        }
         // Control tokens (e.g. <|im_start|>) produce no text, as in llama.cpp's server.
         let piece = self.decoder.push(tokenizer.piece(token, false));
         let (mut text, stopped) = self.stop.feed(&piece);
         if stopped {
             self.finish = Some(FinishReason::Stop);
+        } else if complete {
+            text.push_str(&self.finish_with(FinishReason::Stop));
         } else if self.n_generated >= self.params.max_tokens || self.history.len() >= self.n_ctx {
             text.push_str(&self.finish_with(FinishReason::Length));
         }
@@ -720,6 +807,9 @@ impl Engine {
                 fed += feed.len();
                 if let Some(s) = gen.accept(&logits, &self.tokenizer) {
                     steps.push(s);
+                }
+                if let Some(e) = gen.take_error() {
+                    return Err(e);
                 }
             }
             Ok(())

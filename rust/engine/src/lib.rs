@@ -1,6 +1,7 @@
 //! hologram-engine: GGUF loading, tokenizers, model architectures, the KV-cache block pool and
 //! sampling. Imports the kernels crate; never Python, never HTTP.
 
+pub mod constraint;
 pub mod error;
 pub mod gguf;
 pub mod sample;
@@ -13,6 +14,7 @@ pub mod kv;
 pub mod model;
 pub mod processor;
 
+pub use constraint::{Constraint, Grammars};
 pub use encoder::{load, Encoder, Loaded};
 pub use engine::{
     default_kv_tokens, Engine, EngineOptions, FinishReason, GenParams, Generation, StepOut,

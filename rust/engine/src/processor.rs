@@ -33,6 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::constraint::Grammars;
 use crate::engine::{Engine, FinishReason, GenParams, Generation, StepOut};
 use crate::error::{EngineError, Result};
 use crate::kv::{KvPool, SeqId};
@@ -237,6 +238,7 @@ pub struct ProcessorHandle {
     n_ctx: usize,
     n_vocab: usize,
     tokenizer: Arc<Tokenizer>,
+    grammars: Arc<Grammars>,
 }
 
 /// A submitted generation. Dropping it cancels the generation (its KV blocks are freed at the
@@ -292,6 +294,7 @@ impl ProcessorHandle {
         let n_ctx = engine.options().n_ctx;
         let n_vocab = engine.config().n_vocab;
         let tokenizer = engine.tokenizer().clone();
+        let grammars = engine.grammars().clone();
         let (tx, rx) = mpsc::channel();
         let mut worker = Worker::new(engine, rx, shared.clone(), opts);
         let thread = std::thread::Builder::new()
@@ -306,11 +309,13 @@ impl ProcessorHandle {
             n_ctx,
             n_vocab,
             tokenizer,
+            grammars,
         })
     }
 
-    /// Validate and queue a generation. Errors in the prompt or parameters are returned here;
-    /// failures later arrive as [`Event::Failed`].
+    /// Validate and queue a generation. Errors in the prompt or parameters are returned here
+    /// (a grammar is compiled here, on the caller's thread, not the engine's); failures later
+    /// arrive as [`Event::Failed`].
     pub fn submit(&self, prompt: Vec<u32>, params: GenParams) -> Result<Request> {
         self.submit_in_group(prompt, params, None)
     }
@@ -325,7 +330,13 @@ impl ProcessorHandle {
         params: GenParams,
         group: Option<u64>,
     ) -> Result<Request> {
-        let gen = Generation::with_limits(self.n_ctx, self.n_vocab, prompt, params)?;
+        let gen = Generation::with_limits(
+            self.n_ctx,
+            self.n_vocab,
+            prompt,
+            params,
+            Some(&self.grammars),
+        )?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let inbox = Arc::new(Inbox::default());
         let prompt_tokens = gen.prompt_tokens();
@@ -385,6 +396,11 @@ impl ProcessorHandle {
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+
+    /// The model's grammar compiler (check a grammar before submitting it).
+    pub fn grammars(&self) -> &Arc<Grammars> {
+        &self.grammars
     }
 }
 
@@ -447,6 +463,9 @@ struct Worker {
     planned: Vec<bool>,
     order: Vec<usize>,
     preempt: Vec<usize>,
+    /// Constrained sequences (indices into `running`) whose token mask this step computes
+    /// during the forward pass.
+    masks: Vec<usize>,
     preemptions: u64,
     shutdown: bool,
 }
@@ -479,6 +498,7 @@ impl Worker {
             planned: Vec::with_capacity(max_running),
             order: Vec::with_capacity(max_running),
             preempt: Vec::with_capacity(max_running),
+            masks: Vec::with_capacity(max_running),
             preemptions: 0,
             shutdown: false,
         }
@@ -754,9 +774,41 @@ impl Worker {
         if !self.rows.is_empty() {
             let nv = self.engine.config().n_vocab;
             let m = self.want.len();
-            let r = self
-                .engine
-                .forward_rows(&self.rows, &self.want, &mut self.logits[..m * nv]);
+            // Constrained sequences that sample this step compute their token mask on a second
+            // thread while the forward pass runs (the mask depends only on the tokens so far).
+            // Only their own grammar state is touched: every row's logits, and so every
+            // unconstrained sequence's result, are the same as without them.
+            self.masks.clear();
+            self.masks.extend(
+                self.plan
+                    .iter()
+                    .filter(|p| p.logits.is_some() && self.running[p.seq].gen.needs_mask())
+                    .map(|p| p.seq),
+            );
+            let (engine, rows, want) = (&mut self.engine, &self.rows, &self.want);
+            let logits = &mut self.logits[..m * nv];
+            let r = if self.masks.is_empty() {
+                engine.forward_rows(rows, want, logits)
+            } else {
+                let (running, masks) = (&mut self.running, &self.masks);
+                std::thread::scope(|scope| {
+                    let spawned = std::thread::Builder::new()
+                        .name("hologram-mask".into())
+                        .spawn_scoped(scope, move || {
+                            for (i, s) in running.iter_mut().enumerate() {
+                                if masks.contains(&i) {
+                                    s.gen.prepare_mask();
+                                }
+                            }
+                        });
+                    // Without a thread the masks are computed when sampling.
+                    let r = engine.forward_rows(rows, want, logits);
+                    if let Ok(h) = spawned {
+                        let _ = h.join();
+                    }
+                    r
+                })
+            };
             // Rows at positions inside the prompt (the rest decode generated tokens).
             let prompt_rows: u64 = self
                 .plan
@@ -789,7 +841,9 @@ impl Worker {
                             if let Some(out) = s.gen.accept(row, &tok) {
                                 s.inbox.push(Event::Token(out));
                             }
-                            if s.gen.finish_reason().is_some() {
+                            if let Some(e) = s.gen.take_error() {
+                                s.inbox.push(Event::Failed(e));
+                            } else if s.gen.finish_reason().is_some() {
                                 Self::finish(s);
                             }
                             self.touched.push(s.id);

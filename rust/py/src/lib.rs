@@ -416,6 +416,7 @@ fn gen_params(
     seed: Option<u64>,
     logprobs: Option<i64>,
     ignore_eos: bool,
+    grammar: Option<String>,
 ) -> PyResult<GenParams> {
     if max_tokens < 0 {
         return Err(errors::invalid(format!(
@@ -471,6 +472,7 @@ fn gen_params(
         .collect(),
         logprobs,
         ignore_eos,
+        grammar,
     })
 }
 
@@ -864,7 +866,7 @@ impl PyEngine {
         min_p=None, repeat_penalty=None, repeat_last_n=None, presence_penalty=None,
         frequency_penalty=None,
         logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
-        ignore_eos=false))]
+        ignore_eos=false, grammar=None))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -886,6 +888,7 @@ impl PyEngine {
         add_special: bool,
         parse_special: bool,
         ignore_eos: bool,
+        grammar: Option<String>,
     ) -> PyResult<GenerationResult> {
         let params = gen_params(
             max_tokens,
@@ -902,6 +905,7 @@ impl PyEngine {
             seed,
             logprobs,
             ignore_eos,
+            grammar,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
         let stream = self.start(py, ids, params, None)?;
@@ -928,7 +932,7 @@ impl PyEngine {
         min_p=None, repeat_penalty=None, repeat_last_n=None, presence_penalty=None,
         frequency_penalty=None,
         logit_bias=None, stop=None, seed=None, logprobs=None, add_special=true, parse_special=true,
-        ignore_eos=false, group=None))]
+        ignore_eos=false, group=None, grammar=None))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -951,6 +955,7 @@ impl PyEngine {
         parse_special: bool,
         ignore_eos: bool,
         group: Option<u64>,
+        grammar: Option<String>,
     ) -> PyResult<Stream> {
         let params = gen_params(
             max_tokens,
@@ -967,9 +972,19 @@ impl PyEngine {
             seed,
             logprobs,
             ignore_eos,
+            grammar,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
         self.start(py, ids, params, group)
+    }
+
+    /// Compile `grammar` (structured output) without generating: raises InvalidArgumentError
+    /// naming what is wrong. The compiled grammar is kept, so a generation with it that
+    /// follows does not compile it again.
+    fn check_grammar(&self, py: Python<'_>, grammar: String) -> PyResult<()> {
+        let proc = self.decoder()?.clone();
+        py.allow_threads(move || proc.grammars().check(&grammar))
+            .map_err(err)
     }
 
     /// Logits for every position of `ids`: float32 array (len(ids), n_vocab).

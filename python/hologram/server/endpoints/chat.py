@@ -79,10 +79,6 @@ async def plan(service: Service, req: ChatCompletionRequest, rlog: RequestLog) -
     rlog.model = served.id
     head = served.loaded.completion
     assert head is not None
-    if req.response_format is not None and req.response_format.type != "text":
-        raise APIError(400, f"response_format type '{req.response_format.type}' is not "
-                       "supported; only 'text' is", param="response_format",
-                       code="unsupported_value")
     if req.tools:
         raise APIError(400, "tools (function calling) are not supported", param="tools",
                        code="unsupported_value")

@@ -10,9 +10,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from hologram import constraints
 from hologram.heads import CompletionHead, SamplingParams
 from hologram.server.errors import APIError
-from hologram.server.protocol import PromptTokensDetails, RequestModel, SamplingFields, Usage
+from hologram.server.protocol import (
+    PromptTokensDetails,
+    RequestModel,
+    ResponseFormat,
+    SamplingFields,
+    Usage,
+)
 from hologram.server.service import RequestLog, Service
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "encode_json",
     "new_id",
     "prompt_list",
+    "response_grammar",
     "sampling_params",
     "usage_dict",
     "usage_model",
@@ -91,6 +99,33 @@ def prompt_list(raw: str | list[str] | list[int] | list[list[int]]) -> list[str 
     return list(raw)  # type: ignore[arg-type]
 
 
+def response_grammar(rf: ResponseFormat | None) -> str | None:
+    """The grammar (``hologram.constraints``) that ``response_format`` asks for; None for
+    free text. The schema is always enforced: a keyword the constrained decoder does not
+    implement is an error whatever ``strict`` says."""
+    if rf is None or rf.type == "text":
+        return None
+    if rf.type == "json_object":
+        return constraints.json_object()
+
+    def missing(field: str) -> APIError:
+        return APIError(400, f"response_format.{field} is required when its type is "
+                        f"'{rf.type}'", param="response_format")
+
+    if rf.type == "json_schema":
+        if rf.json_schema is None:
+            raise missing("json_schema")
+        schema = rf.json_schema.schema_
+        return constraints.json_schema({} if schema is None else schema)
+    if rf.type == "grammar":
+        if rf.grammar is None:
+            raise missing("grammar")
+        return constraints.lark(rf.grammar)
+    if rf.regex is None:
+        raise missing("regex")
+    return constraints.regex(rf.regex)
+
+
 def sampling_params(
     req: SamplingFields, head: CompletionHead, max_tokens: int | None, logprobs: int | None,
 ) -> SamplingParams:
@@ -112,6 +147,9 @@ def sampling_params(
         stop = (req.stop,) if req.stop else ()
     elif req.stop:
         stop = tuple(s for s in req.stop if s)
+    grammar = response_grammar(req.response_format)
+    if grammar is not None:
+        head.check_grammar(grammar, "response_format")
     return SamplingParams.build(
         max_tokens=max_tokens,
         temperature=None if req.temperature is None else float(req.temperature),
@@ -128,6 +166,7 @@ def sampling_params(
         seed=req.seed,
         logprobs=logprobs,
         ignore_eos=bool(req.ignore_eos),
+        grammar=grammar,
     )
 
 

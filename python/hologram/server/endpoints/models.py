@@ -14,7 +14,7 @@ __all__ = ["model_card", "model_list", "retrieve"]
 def model_card(served: ServedModel) -> ModelCard:
     info = served.loaded.info
     caps = ["embeddings"] if info.is_embedding_model else [
-        "completions", "chat.completions", "embeddings"]
+        "completions", "chat.completions", "response_format", "embeddings"]
     return ModelCard(
         id=served.id,
         created=info.created,
