@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,11 @@ def load_model(
     kv_tokens: int | None = None,
     step_tokens: int = 128,
     template_timeout_s: float = 2.0,
+    sampling_flags: Mapping[str, float | int | None] | None = None,
 ) -> LoadedModel:
-    """Open ``path`` and build its heads. Raises ModelLoadFailure with a one-line reason."""
+    """Open ``path`` and build its heads. ``sampling_flags`` override the file's sampling
+    defaults (see :mod:`hologram.sampling`). Raises ModelLoadFailure with a one-line
+    reason."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadFailure(f"model file not found: {p}")
@@ -85,6 +89,7 @@ def load_model(
         has_chat_template=engine.chat_template is not None,
         created=int(p.stat().st_mtime),
     )
-    completion = None if is_embedding else CompletionHead(engine, template_timeout_s)
+    completion = None if is_embedding else CompletionHead(engine, template_timeout_s,
+                                                          sampling_flags)
     return LoadedModel(info=info, engine=engine, completion=completion,
                        embedding=EmbeddingHead(engine))

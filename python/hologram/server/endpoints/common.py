@@ -94,8 +94,8 @@ def prompt_list(raw: str | list[str] | list[int] | list[list[int]]) -> list[str 
 def sampling_params(
     req: SamplingFields, head: CompletionHead, max_tokens: int | None, logprobs: int | None,
 ) -> SamplingParams:
-    """The request's sampling settings, built once (unset values take the engine's
-    defaults)."""
+    """The request's sampling settings, built once (unset values take the model's defaults:
+    the server's flags, else the file's ``general.sampling.*`` keys, else llama.cpp's)."""
     bias: dict[int, float] = {}
     for key, value in (req.logit_bias or {}).items():
         try:
@@ -112,7 +112,7 @@ def sampling_params(
         stop = (req.stop,) if req.stop else ()
     elif req.stop:
         stop = tuple(s for s in req.stop if s)
-    return SamplingParams.build(
+    return head.sampling(
         max_tokens=max_tokens,
         temperature=None if req.temperature is None else float(req.temperature),
         top_p=None if req.top_p is None else float(req.top_p),
@@ -132,7 +132,8 @@ def sampling_params(
 
 
 def with_seed(params: SamplingParams, seed: int | None, choice: int) -> SamplingParams:
-    """Choice ``choice`` of ``n``: a seeded request gives choice j the seed ``seed + j``."""
+    """Choice ``choice`` of ``n``: a seeded request (``seed``: the request's seed, else the
+    server's ``--seed``, i.e. ``params.seed``) gives choice j the seed ``seed + j``."""
     if seed is None or choice == 0:
         return params
     return dataclasses.replace(params, seed=(seed + choice) % 2**64)  # seeds are u64
