@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -66,14 +67,14 @@ class _Ordered(argparse.Action):
         setattr(namespace, self.dest, entries)
 
 
-def _ranged(kind: type[float] | type[int], low: float, high: float, *,
+def _ranged(kind: type[float | int], low: float, high: float, *,
             low_open: bool = False) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value != value or value > high or value < low or (low_open and value == low):
+        if math.isnan(value) or value > high or value < low or (low_open and value == low):
             shown = f"({low}" if low_open else f"[{low}"
             raise argparse.ArgumentTypeError(f"must be in {shown}, {high}], got {text}")
         return value
