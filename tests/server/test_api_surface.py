@@ -17,7 +17,7 @@ from hologram.server.cli import build_parser, model_specs
 from hologram.server.settings import ModelSpec, model_ids
 from openai import OpenAI
 
-from .conftest import API_KEYS, EMBEDDING_MODEL_ID, Server, start_server
+from .conftest import API_KEYS, EMBEDDING_MODEL_ID, Server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
