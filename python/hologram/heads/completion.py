@@ -193,6 +193,8 @@ class CompletionHead:
         self.defaults = SamplingDefaults.resolve(engine, sampling_flags)
         self.n_ctx = int(engine.n_ctx)
         self.n_vocab = int(engine.n_vocab)
+        #: The beginning-of-sequence token, if the model has one.
+        self.bos_id: int | None = engine.bos_id
         self.template = ChatTemplate(
             engine.chat_template,
             bos_token=engine.bos_token,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hologram import _core
-from hologram.heads.base import ModelLoadFailure
+from hologram.heads.base import InvalidInputError, ModelLoadFailure, translate_engine_error
 from hologram.heads.completion import CompletionHead
 from hologram.heads.embedding import EmbeddingHead
 from hologram.models import default_embedding_model_path, default_model_path
@@ -38,6 +39,45 @@ class LoadedModel:
     engine: _core.Engine
     completion: CompletionHead | None  # None for embedding-only models
     embedding: EmbeddingHead
+
+    # -- token utilities (any model, decoder or encoder) -----------------------------------
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True,
+                 param: str = "content") -> list[int]:
+        """Token ids of ``text``; ``add_special`` adds BOS (and the like) as the model asks,
+        ``parse_special`` reads control-token text (``<|im_start|>``) as those tokens."""
+        try:
+            return list(self.engine.tokenize(text, add_special=add_special,
+                                             parse_special=parse_special))
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, param) from None
+
+    def detokenize(self, ids: Sequence[int], param: str = "tokens") -> str:
+        """The text of ``ids`` (checked against the vocabulary: InvalidInputError)."""
+        for i, t in enumerate(ids):
+            if not 0 <= t < self.info.n_vocab:
+                raise InvalidInputError(f"{param}[{i}] = {t} is not in the vocabulary "
+                                        f"(0..{self.info.n_vocab - 1})", f"{param}.{i}",
+                                        "invalid_token")
+        if not ids:
+            return ""
+        try:
+            return self.engine.detokenize(list(ids))
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, param) from None
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (a piece of a multi-byte character may not be UTF-8)."""
+        return bytes(self.engine.token_to_bytes(token))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The file's GGUF metadata (large arrays summarised)."""
+        return dict(self.engine.metadata)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.engine.chat_template
 
 
 def default_model_paths() -> list[Path]:

@@ -347,7 +347,7 @@ async def generate_route(service: Service, req: GenerateRequest, rlog: RequestLo
             chat_msgs = [ChatMessage("system", req.system)] if req.system else []
             chat_msgs.append(ChatMessage("user", prompt_text))
             ids = list(head.encode_chat(chat_msgs).ids)
-        bos = head.engine.bos_id
+        bos = head.bos_id
         if context and ids and bos is not None and ids[0] == bos:
             ids = ids[1:]  # the context already starts the sequence
         prompt = Prompt(ids=context + ids, text=prompt_text)
@@ -383,7 +383,7 @@ async def embeddings_route(service: Service, req: EmbeddingsRequest, rlog: Reque
 
 def _details(served: ServedModel) -> dict[str, Any]:
     arch = served.loaded.info.architecture
-    meta = served.loaded.engine.metadata
+    meta = served.loaded.metadata
     size = meta.get("general.size_label")
     return {"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
             "parameter_size": size if isinstance(size, str) else "",
@@ -436,14 +436,14 @@ async def show(service: Service, req: ShowRequest, rlog: RequestLog, stream: boo
     served = service.resolve(name, "embed") if name is None else service.get_model(name)
     rlog.model = served.id
     head = served.loaded.completion
-    info: dict[str, Any] = {k: v for k, v in served.loaded.engine.metadata.items()
+    info: dict[str, Any] = {k: v for k, v in served.loaded.metadata.items()
                             if not k.startswith("tokenizer.")}
     params = "" if head is None else "\n".join(
         f"{k} {v['value']}" for k, v in head.defaults.report().items() if v["value"] is not None)
     return JSONReply({
         "modelfile": "",
         "parameters": params,
-        "template": served.loaded.engine.chat_template or "",
+        "template": served.loaded.chat_template or "",
         "details": _details(served),
         "model_info": info,
         "capabilities": ["embedding"] if head is None else ["completion"],

@@ -17,8 +17,6 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from hologram import _core
-from hologram.heads.base import translate_engine_error
 from hologram.server.endpoints import chat
 from hologram.server.endpoints.common import Endpoint, JSONReply, Reply
 from hologram.server.errors import APIError
@@ -61,8 +59,8 @@ def _piece(data: bytes) -> str | list[int]:
 async def tokenize(service: Service, req: TokenizeRequest, rlog: RequestLog,
                    stream: bool) -> Reply:
     served = _model(service, req.model, rlog)
-    engine = served.loaded.engine
-    limit = served.loaded.info.n_ctx * 256  # the heads' cap on prompt text
+    loaded = served.loaded
+    limit = loaded.info.n_ctx * 256  # the heads' cap on prompt text
     if len(req.content) > limit:
         raise APIError(400, f"content is {len(req.content)} characters; at most {limit} may "
                        "be tokenized at once", param="content", code="context_length_exceeded")
@@ -70,37 +68,19 @@ async def tokenize(service: Service, req: TokenizeRequest, rlog: RequestLog,
     parse_special = req.parse_special is not False
 
     def run() -> dict[str, Any]:
-        try:
-            ids = list(engine.tokenize(req.content, add_special=add_special,
-                                       parse_special=parse_special))
-        except _core.HologramError as exc:
-            raise translate_engine_error(exc, "content") from None
+        ids = loaded.tokenize(req.content, add_special, parse_special)
         rlog.prompt_tokens = len(ids)
         if not req.with_pieces:
             return {"tokens": ids}
-        return {"tokens": [{"id": t, "piece": _piece(bytes(engine.token_to_bytes(t)))}
-                           for t in ids]}
+        return {"tokens": [{"id": t, "piece": _piece(loaded.token_bytes(t))} for t in ids]}
 
     return JSONReply(await service.off_loop(run))
 
 
 async def detokenize(service: Service, req: DetokenizeRequest, rlog: RequestLog,
                      stream: bool) -> Reply:
-    served = _model(service, req.model, rlog)
-    engine = served.loaded.engine
-    n_vocab = served.loaded.info.n_vocab
-    for i, t in enumerate(req.tokens):
-        if not 0 <= t < n_vocab:
-            raise APIError(400, f"tokens[{i}] = {t} is not in the vocabulary "
-                           f"(0..{n_vocab - 1})", param=f"tokens.{i}", code="invalid_token")
-
-    def run() -> dict[str, Any]:
-        try:
-            return {"content": engine.detokenize(req.tokens) if req.tokens else ""}
-        except _core.HologramError as exc:
-            raise translate_engine_error(exc, "tokens") from None
-
-    return JSONReply(await service.off_loop(run))
+    loaded = _model(service, req.model, rlog).loaded
+    return JSONReply({"content": await service.off_loop(lambda: loaded.detokenize(req.tokens))})
 
 
 async def apply_template(service: Service, req: ChatCompletionRequest, rlog: RequestLog,
