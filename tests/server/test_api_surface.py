@@ -242,6 +242,20 @@ def test_ollama_client_embed(client: ollama.Client, server: Server) -> None:
         ).json()["data"][0]["embedding"]
     assert r.embeddings[0] == pytest.approx(openai_vec, abs=1e-6)
     assert r.prompt_eval_count and r.prompt_eval_count > 2
+    # Longer than the context (512 tokens): cut to fit by default, refused without truncate.
+    long_text = "word " * 2000
+    cut = client.embed(model="hologram-embedding-v1", input=[long_text, "Hello, world!"])
+    assert cut.prompt_eval_count and cut.prompt_eval_count <= 512 + 10
+    assert cut.embeddings[1] == pytest.approx(openai_vec, abs=1e-6)
+    ids = _post(server, "/tokenize", {"content": long_text, "add_special": True,
+                                      "model": "hologram-embedding-v1"}).json()["tokens"]
+    kept = ids[:511] + ids[-1:]  # [CLS] ... [SEP]: the closing token stays
+    want = requests.post(server.v1 + "/embeddings", json={
+        "model": "hologram-embedding-v1", "input": [kept]}, timeout=60).json()
+    assert cut.embeddings[0] == pytest.approx(want["data"][0]["embedding"], abs=1e-5)
+    with pytest.raises(ollama.ResponseError) as e:
+        client.embed(model="hologram-embedding-v1", input=long_text, truncate=False)
+    assert e.value.status_code == 400
     old = client.embeddings(model="hologram-embedding-v1", prompt="Hello, world!")
     assert old.embedding == pytest.approx(openai_vec, abs=1e-6)
 

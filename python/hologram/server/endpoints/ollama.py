@@ -13,7 +13,8 @@ context), ``stop``, ``repeat_penalty``, ``repeat_last_n``, ``presence_penalty`` 
 ``frequency_penalty``; an option left out takes the model's default (the server's flag, else
 the file's ``general.sampling.*`` key, else llama.cpp's). ``num_ctx`` and the load-time options
 are accepted and ignored (the server's ``--ctx`` applies), as is ``keep_alive``. A model name
-may carry Ollama's ``:latest`` tag.
+may carry Ollama's ``:latest`` tag. ``/api/embed`` cuts inputs longer than the model's context
+unless ``truncate`` is false (then they are refused, 400).
 """
 
 from __future__ import annotations
@@ -359,11 +360,37 @@ async def generate_route(service: Service, req: GenerateRequest, rlog: RequestLo
                         {"context": lambda run: [*run.plan.jobs[0].prompt.ids, *run.token_ids]})
 
 
+def _truncated(served: ServedModel, texts: list[str]) -> list[str] | list[list[int]]:
+    """``texts`` as they are when each fits the model's context, else every one as token ids
+    cut to the context (Ollama's ``truncate``), the tokenizer's closing token (BERT's [SEP])
+    kept at the end."""
+    loaded = served.loaded
+    n_ctx = loaded.info.n_ctx
+    cap = n_ctx * 256  # the first n_ctx tokens lie well within this many characters
+    ids = [loaded.tokenize(t[:cap], add_special=True, parse_special=False, param="input")
+           for t in texts]
+    if all(len(i) <= n_ctx for i in ids):
+        return texts
+    out: list[list[int]] = []
+    for text, full in zip(texts, ids, strict=True):
+        if len(full) > n_ctx:
+            plain = loaded.tokenize(text[:cap], add_special=False, parse_special=False,
+                                    param="input")
+            closing = full[-1:] if plain[-1:] != full[-1:] else []
+            full = full[: n_ctx - len(closing)] + closing
+        out.append(full)
+    return out
+
+
 async def embed(service: Service, req: EmbedRequest, rlog: RequestLog, stream: bool) -> Reply:
     t0 = time.monotonic()
     served = _served(service, req.model, "embed")
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    inputs: list[str] | list[list[int]] = texts
+    if req.truncate is not False and all(texts):
+        inputs = await service.off_loop(lambda: _truncated(served, texts))
     out = await embeddings.embed(service, EmbeddingRequest(
-        model=served.id, input=req.input, dimensions=req.dimensions), rlog)
+        model=served.id, input=inputs, dimensions=req.dimensions), rlog)
     return JSONReply({
         "model": req.model or served.id,
         "embeddings": [d["embedding"] for d in out.body["data"]],
