@@ -73,6 +73,7 @@ def test_python_api_takes_the_file_keys(tuned_model: Path) -> None:
     greedy = e.generate(PROMPT, max_tokens=12, temperature=0.0).text
     assert e.generate(PROMPT, max_tokens=12, seed=1).text == greedy
     assert e.generate(PROMPT, max_tokens=12, seed=2).text == greedy
+    assert "".join(e.stream(PROMPT, max_tokens=12, seed=3)) == greedy
     # A value the call gives wins over the file's.
     sampled = {e.generate(PROMPT, max_tokens=12, temperature=1.5, top_k=0, seed=s).text
                for s in range(4)}
