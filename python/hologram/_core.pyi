@@ -159,6 +159,14 @@ class Engine:
         batch_buckets (upper bounds) and batch_hist (steps per bucket, one more slot for larger
         batches). Empty for embedding models."""
     @property
+    def sampling_defaults(self) -> dict[str, float | int]:
+        """The values ``generate``/``stream`` use for settings left None: the file's
+        ``general.sampling.*`` values (temp, top_k, top_p, min_p, penalty_repeat,
+        penalty_last_n), else ``sampling_defaults()`` (llama.cpp's)."""
+    @property
+    def sampling_from_file(self) -> list[str]:
+        """The names in ``sampling_defaults`` whose value comes from the file."""
+    @property
     def metadata(self) -> dict[str, Any]:
         """GGUF metadata (large arrays such as the vocabulary are summarised)."""
     @property
@@ -211,7 +219,8 @@ class Engine:
     ) -> GenerationResult:
         """Generate from ``prompt`` (text, tokenized with ``add_special``/``parse_special``, or
         token ids fed as given). temperature 0 is greedy; settings left None take
-        ``sampling_defaults()``. ``logprobs=k`` fills
+        ``self.sampling_defaults`` (the file's ``general.sampling.*`` values, else
+        ``sampling_defaults()``). ``logprobs=k`` fills
         ``GenerationResult.steps`` with each token's logprob and the top k alternatives.
         ``grammar`` (structured output, see ``hologram.constraints``) restricts the output to
         a grammar: disallowed tokens are removed before sampling (logprobs stay the model's

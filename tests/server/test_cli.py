@@ -56,11 +56,18 @@ def test_port_in_use() -> None:
 
 
 def test_alias_and_public_bind_warning(tmp_path: Path) -> None:
-    srv = start_server(["--host", "0.0.0.0", "--alias", "hologram-completion-v1",
+    srv = start_server(["--host", "0.0.0.0", "--alias", "my-chat", "--alias", "other",
                         "--ctx", "256"], tmp_path)
     try:
         data = requests.get(srv.v1 + "/models", timeout=10).json()
-        assert [m["id"] for m in data["data"]] == ["hologram-completion-v1", "all-MiniLM-L6-v2"]
+        # Without -m the aliases go to the default chat model: the first is its public id,
+        # its file-name and quick-start ids stay.
+        assert [m["id"] for m in data["data"]] == [
+            "my-chat", "SmolLM2-135M-Instruct.Q4_1", "other", "hologram-completion-v1",
+            "all-MiniLM-L6-v2", "hologram-embedding-v1"]
+        r = requests.post(srv.v1 + "/completions", json={
+            "model": "other", "prompt": "Hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200 and r.json()["model"] == "my-chat"
         assert "without --api-key" in srv.log()
         # Bound to every interface without --allowed-hosts: reached by names it cannot know,
         # so any Host is accepted (Origin is still checked).

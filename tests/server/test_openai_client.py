@@ -21,7 +21,9 @@ def client(server: Server) -> OpenAI:
 
 def test_models(client: OpenAI, model_id: str, embedding_model_id: str) -> None:
     models = client.models.list().data
-    assert [m.id for m in models] == [model_id, embedding_model_id]
+    # Each model's file-name id, then the quick-start id of the default model.
+    assert [m.id for m in models] == [model_id, "hologram-completion-v1", embedding_model_id,
+                                      "hologram-embedding-v1"]
     assert model_id == "SmolLM2-135M-Instruct.Q4_1"  # file stem, no alias
     m = client.models.retrieve(model_id)
     assert m.id == model_id and m.object == "model" and m.owned_by

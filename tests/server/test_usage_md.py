@@ -4,6 +4,7 @@ served model id, ``model.gguf`` -> a symlink to the default model in the working
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -131,3 +132,51 @@ def test_command_line_examples(model_dir: Path) -> None:
             code = proc.wait(60)
         assert code == 0, (cmd, srv.log()[-2000:])
         assert time.monotonic() - t0 < 30
+
+
+# -- hologram's original quick start: the hologram-*-v1 ids ----------------------------------------
+
+#: The quick-start calls exactly as the issue and USAGE.md quote them.
+QUICKSTART_CALLS = (
+    'client.embeddings.create(input="Hello, world!", model="hologram-embedding-v1")',
+    ('client.completions.create(model="hologram-completion-v1", prompt="Once upon a time", '
+    'max_tokens=50)'),
+)
+#: The same through curl, as README's "Model ids" section has them.
+QUICKSTART_CURL = (
+    ('curl http://localhost:8000/v1/completions -H "Content-Type: application/json" -d '
+    '\'{"model": "hologram-completion-v1", "prompt": "Once upon a time", "max_tokens": 50}\''),
+    ('curl http://localhost:8000/v1/embeddings -H "Content-Type: application/json" -d '
+    '\'{"input": "Hello, world!", "model": "hologram-embedding-v1"}\''),
+)
+
+
+def test_quickstart_ids_python(server: Server) -> None:
+    usage = " ".join(USAGE.read_text().split())  # USAGE.md wraps its prose
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for call in QUICKSTART_CALLS:
+        assert call in usage and call in readme
+    code = ("from openai import OpenAI\n"
+            f'client = OpenAI(base_url="http://localhost:{server.port}/v1", api_key="unused")\n'
+            f"e = {QUICKSTART_CALLS[0]}\n"
+            f"r = {QUICKSTART_CALLS[1]}\n"
+            "assert len(e.data[0].embedding) == 384 and e.model == 'all-MiniLM-L6-v2'\n"
+            "assert r.choices[0].text and 0 < r.usage.completion_tokens <= 50\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_quickstart_ids_curl(server: Server) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    out = []
+    for cmd in QUICKSTART_CURL:
+        assert cmd in readme
+        run = _with_port(cmd, server.port) + " --fail-with-body -sS"
+        proc = subprocess.run(["bash", "-c", run], capture_output=True, text=True, check=False,
+                              timeout=300)
+        assert proc.returncode == 0, (run, proc.stdout, proc.stderr)
+        out.append(json.loads(proc.stdout))
+    completion, embedding = out
+    assert completion["object"] == "text_completion" and completion["choices"][0]["text"]
+    assert len(embedding["data"][0]["embedding"]) == 384

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from hologram.heads.base import (
     translate_engine_error,
 )
 from hologram.heads.chat_template import ChatTemplate, fallback_template
-from hologram.sampling import SamplingParams
+from hologram.sampling import SamplingDefaults, SamplingParams
 
 __all__ = [
     "ChatMessage",
@@ -186,10 +186,15 @@ class CompletionStream:
 class CompletionHead:
     """Text and chat completion over one :class:`hologram.Engine`."""
 
-    def __init__(self, engine: _core.Engine, template_timeout_s: float = 2.0) -> None:
+    def __init__(self, engine: _core.Engine, template_timeout_s: float = 2.0,
+                 sampling_flags: Mapping[str, float | int | None] | None = None) -> None:
         self.engine = engine
+        #: Values requests leave unset: the flags, else the file's, else llama.cpp's.
+        self.defaults = SamplingDefaults.resolve(engine, sampling_flags)
         self.n_ctx = int(engine.n_ctx)
         self.n_vocab = int(engine.n_vocab)
+        #: The beginning-of-sequence token, if the model has one.
+        self.bos_id: int | None = engine.bos_id
         self.template = ChatTemplate(
             engine.chat_template,
             bos_token=engine.bos_token,
@@ -371,6 +376,11 @@ class CompletionHead:
             raise InvalidInputError(str(exc), param, "invalid_grammar") from None
         except _core.HologramError as exc:
             raise translate_engine_error(exc, param) from None
+
+    def sampling(self, **values: Any) -> SamplingParams:
+        """Sampling settings for one request: ``values`` (None = unset) over this model's
+        defaults (``self.defaults``)."""
+        return SamplingParams.build(self.defaults, **values)
 
     def start(
         self, prompt: Prompt, params: SamplingParams, group: int | None = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hologram import _core
-from hologram.heads.base import ModelLoadFailure
+from hologram.heads.base import InvalidInputError, ModelLoadFailure, translate_engine_error
 from hologram.heads.completion import CompletionHead
 from hologram.heads.embedding import EmbeddingHead
 from hologram.models import default_embedding_model_path, default_model_path
@@ -38,6 +40,45 @@ class LoadedModel:
     completion: CompletionHead | None  # None for embedding-only models
     embedding: EmbeddingHead
 
+    # -- token utilities (any model, decoder or encoder) -----------------------------------
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True,
+                 param: str = "content") -> list[int]:
+        """Token ids of ``text``; ``add_special`` adds BOS (and the like) as the model asks,
+        ``parse_special`` reads control-token text (``<|im_start|>``) as those tokens."""
+        try:
+            return list(self.engine.tokenize(text, add_special=add_special,
+                                             parse_special=parse_special))
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, param) from None
+
+    def detokenize(self, ids: Sequence[int], param: str = "tokens") -> str:
+        """The text of ``ids`` (checked against the vocabulary: InvalidInputError)."""
+        for i, t in enumerate(ids):
+            if not 0 <= t < self.info.n_vocab:
+                raise InvalidInputError(f"{param}[{i}] = {t} is not in the vocabulary "
+                                        f"(0..{self.info.n_vocab - 1})", f"{param}.{i}",
+                                        "invalid_token")
+        if not ids:
+            return ""
+        try:
+            return self.engine.detokenize(list(ids))
+        except _core.HologramError as exc:
+            raise translate_engine_error(exc, param) from None
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (a piece of a multi-byte character may not be UTF-8)."""
+        return bytes(self.engine.token_to_bytes(token))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The file's GGUF metadata (large arrays summarised)."""
+        return dict(self.engine.metadata)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.engine.chat_template
+
 
 def default_model_paths() -> list[Path]:
     """The default chat model, plus the default embedding model when one is available."""
@@ -58,8 +99,11 @@ def load_model(
     kv_tokens: int | None = None,
     step_tokens: int = 128,
     template_timeout_s: float = 2.0,
+    sampling_flags: Mapping[str, float | int | None] | None = None,
 ) -> LoadedModel:
-    """Open ``path`` and build its heads. Raises ModelLoadFailure with a one-line reason."""
+    """Open ``path`` and build its heads. ``sampling_flags`` override the file's sampling
+    defaults (see :mod:`hologram.sampling`). Raises ModelLoadFailure with a one-line
+    reason."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadFailure(f"model file not found: {p}")
@@ -85,6 +129,7 @@ def load_model(
         has_chat_template=engine.chat_template is not None,
         created=int(p.stat().st_mtime),
     )
-    completion = None if is_embedding else CompletionHead(engine, template_timeout_s)
+    completion = None if is_embedding else CompletionHead(engine, template_timeout_s,
+                                                          sampling_flags)
     return LoadedModel(info=info, engine=engine, completion=completion,
                        embedding=EmbeddingHead(engine))

@@ -4,7 +4,12 @@ Routes
 ------
 ``GET /`` (the chat page, public: :mod:`hologram.server.page`), ``GET /health`` (public),
 ``GET /metrics``, ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/completions``,
-``POST /v1/chat/completions``, ``POST /v1/embeddings``, and the WebSocket ``/v1/ws``. The
+``POST /v1/chat/completions``, ``POST /v1/embeddings``, and the WebSocket ``/v1/ws``; llama.cpp's
+token utilities ``POST /tokenize``, ``POST /detokenize``, ``POST /apply-template``
+(:mod:`hologram.server.endpoints.tokens`); Ollama's ``GET /api/tags``, ``GET /api/version``,
+``POST /api/show``, ``POST /api/chat``, ``POST /api/generate``, ``POST /api/embed``,
+``POST /api/embeddings`` (:mod:`hologram.server.endpoints.ollama`: NDJSON streams, errors as
+``{"error": "message"}``). The
 POST routes and the WebSocket call the same :func:`hologram.server.endpoints.dispatch`; the
 endpoints themselves live in
 :mod:`hologram.server.endpoints` (one module each), the generation runner in
@@ -42,7 +47,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from quart import Quart, Response, abort, g, request, websocket
+from quart import Quart, Response, abort, g, has_request_context, request, websocket
 from quart.wrappers import Websocket
 from quart_cors import cors, cors_exempt
 from werkzeug.exceptions import HTTPException
@@ -50,7 +55,14 @@ from werkzeug.exceptions import HTTPException
 from hologram.heads import HeadError
 from hologram.server.admission import RateLimiter
 from hologram.server.auth import ApiKeys, presented_key
-from hologram.server.endpoints import ENDPOINTS, Endpoint, StreamReply, dispatch
+from hologram.server.endpoints import (
+    ENDPOINTS,
+    HTTP_ENDPOINTS,
+    Endpoint,
+    StreamReply,
+    dispatch,
+    ollama,
+)
 from hologram.server.endpoints import models as model_endpoints
 from hologram.server.endpoints.common import ChunkStream
 from hologram.server.errors import APIError, describe_failure, from_head_error, shutting_down
@@ -75,7 +87,11 @@ PUBLIC_PATHS = frozenset({"/", "/health"})
 EXPOSED_HEADERS = ["X-Request-Id", "x-hologram-ignored-params", "Retry-After"]
 RATE_EXEMPT_PATHS = frozenset({"/health", "/metrics"})
 ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/models/<path:model_id>",
-                    "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/ws"})
+                    "/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/ws",
+                    "/tokenize", "/detokenize", "/apply-template", "/api/tags", "/api/version",
+                    "/api/show", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
+#: Routes that answer errors in Ollama's shape, ``{"error": "message"}``.
+OLLAMA_PREFIX = "/api/"
 
 
 def get_service(app: Quart) -> Service:
@@ -91,7 +107,10 @@ def _json_response(payload: dict[str, Any] | BaseModel, status: int = 200,
                     mimetype="application/json")
 
 
-def _error_response(err: APIError) -> Response:
+def _error_response(err: APIError, path: str | None = None) -> Response:
+    """The error in OpenAI's shape, or Ollama's (``{"error": "message"}``) on its routes."""
+    if path is not None and path.startswith(OLLAMA_PREFIX):
+        return _json_response({"error": err.message}, err.status, err.headers)
     return _json_response(err.body().dump(), err.status, err.headers)
 
 
@@ -294,7 +313,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         rlog: RequestLog | None = g.get("rlog")
         if rlog is not None:
             rlog.error = _error_label(err)
-        return _error_response(err)
+        return _error_response(err, request.path if has_request_context() else None)
 
     @app.errorhandler(HeadError)
     async def _head_error(err: HeadError) -> Response:
@@ -364,6 +383,45 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
         response.timeout = None  # no response timeout on streams
         return response
 
+    def ndjson_response(chunks: ChunkStream, rlog: RequestLog,
+                        headers: dict[str, str]) -> Response:
+        """A stream as NDJSON (Ollama): one JSON text per line; an error ends it with an
+        ``{"error": "message"}`` line."""
+        rlog.stream = True
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+        async def body() -> AsyncGenerator[bytes, None]:
+            error: APIError | None = None
+            try:
+                async with contextlib.aclosing(chunks) as it:
+                    async for texts in it:
+                        if texts:
+                            yield "".join(t + "\n" for t in texts).encode("utf-8")
+            except asyncio.CancelledError:
+                rlog.cancelled = True
+                _log_access(rlog, endpoint)
+                raise
+            except APIError as exc:
+                error = exc
+            except HeadError as exc:
+                error = from_head_error(exc)
+            except Exception as exc:  # noqa: BLE001 - logged (no user content), answered 500
+                log.error("stream of request %s failed: %s", rlog.request_id,
+                          describe_failure(exc))
+                error = APIError(500, "internal server error", "server_error")
+            if error is None and rlog.interrupted:
+                error = shutting_down("the generation")
+            if error is not None:
+                rlog.error = _error_label(error)
+                yield (json.dumps({"error": error.message}, ensure_ascii=False) + "\n").encode()
+            _log_access(rlog, endpoint)
+
+        response = Response(body(), mimetype="application/x-ndjson",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                     **headers})
+        response.timeout = None
+        return response
+
     # -- routes ---------------------------------------------------------------------------
 
     chat_page = load_chat_page()
@@ -395,6 +453,14 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
     async def get_model(model_id: str) -> Response:
         return _json_response(model_endpoints.retrieve(service, model_id))
 
+    @app.get("/api/tags")
+    async def ollama_tags() -> Response:
+        return _json_response(ollama.tags(service))
+
+    @app.get("/api/version")
+    async def ollama_version() -> Response:
+        return _json_response(ollama.version())
+
     def _ignored_header(unknown: list[str]) -> dict[str, str]:
         # Only plain names go into a header (a name with CR/LF or other bytes is dropped).
         names = [n for n in unknown if _HEADER_SAFE.fullmatch(n)]
@@ -414,13 +480,15 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
                 _log_access(rlog, endpoint.path)
                 raise
             headers = _ignored_header(unknown)
+            if isinstance(reply, ollama.NDJSONReply):
+                return ndjson_response(reply.chunks, rlog, headers)
             if isinstance(reply, StreamReply):
                 return sse_response(reply.chunks, rlog, headers)
             return _json_response(reply.body, headers=headers)
 
         return route
 
-    for ep in ENDPOINTS.values():
+    for ep in (*ENDPOINTS.values(), *HTTP_ENDPOINTS.values()):
         app.add_url_rule(ep.path, ep.name.replace("/", "_"), _post_route(ep), methods=["POST"])
 
     # -- websocket ------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hypercorn.asyncio.run import worker_serve
@@ -22,10 +24,17 @@ from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
 from hologram.heads import default_model_paths
+from hologram.models import default_embedding_model_path, default_model_path
 from hologram.server.app import create_app
 from hologram.server.metrics import Metrics
 from hologram.server.service import Service
-from hologram.server.settings import ModelSpec, ServerSettings
+from hologram.server.settings import (
+    COMPLETION_ALIAS,
+    EMBEDDING_ALIAS,
+    ModelSpec,
+    ServerSettings,
+    model_ids,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -46,19 +55,76 @@ def _non_negative(text: str) -> int:
     return value
 
 
+class _Ordered(argparse.Action):
+    """-m and --alias in command-line order, as ("model" | "alias", value) pairs: an alias
+    belongs to the -m before it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        entries = list(getattr(namespace, self.dest, None) or [])
+        kind = "model" if option_string in ("-m", "--model") else "alias"
+        entries.append((kind, str(values)))
+        setattr(namespace, self.dest, entries)
+
+
+def _ranged(kind: type[float | int], low: float, high: float, *,
+            low_open: bool = False) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if math.isnan(value) or value > high or value < low or (low_open and value == low):
+            shown = f"({low}" if low_open else f"[{low}"
+            raise argparse.ArgumentTypeError(f"must be in {shown}, {high}], got {text}")
+        return value
+    return parse
+
+
+def model_specs(entries: list[tuple[str, str]]) -> list[ModelSpec]:
+    """The models of the command line's -m/--alias pairs (the default models without -m).
+    The default chat and embedding models get their hologram-*-v1 ids too."""
+    paths = [Path(v) for k, v in entries if k == "model"] or default_model_paths()
+    aliases: list[list[str]] = [[] for _ in paths]
+    current = 0
+    seen_model = False
+    for kind, value in entries:
+        if kind == "model":
+            current = current + 1 if seen_model else 0
+            seen_model = True
+        elif value.strip():
+            aliases[current].append(value.strip())
+    builtin: dict[Path, str] = {}
+    with contextlib.suppress(OSError):
+        builtin[default_model_path().resolve()] = COMPLETION_ALIAS
+    with contextlib.suppress(OSError):
+        emb = default_embedding_model_path()
+        if emb is not None:
+            builtin[emb.resolve()] = EMBEDDING_ALIAS
+    specs = []
+    for path, names in zip(paths, aliases, strict=True):
+        extra = [builtin[path.resolve()]] if path.resolve() in builtin else []
+        specs.append(ModelSpec(path, names[0] if names else None, (*names[1:], *extra)))
+    return specs
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve GGUF models with an OpenAI-compatible API (/v1/completions, "
         "/v1/chat/completions, /v1/embeddings, /v1/models, /health, /metrics, /v1/ws).",
     )
-    p.add_argument("-m", "--model", action="append", metavar="PATH", default=None,
+    p.add_argument("-m", "--model", action=_Ordered, metavar="PATH", dest="entries",
                    help="GGUF model file to serve; repeat to serve several. Default: the "
                    "default chat model (SmolLM2-135M-Instruct), plus the default embedding "
-                   "model when one is installed.")
-    p.add_argument("--alias", action="append", metavar="NAME", default=None,
-                   help="public model id for the -m of the same position (default: the file "
-                   "name without .gguf); repeatable.")
+                   "model when one is installed. A model answers to its file name without "
+                   ".gguf; the default chat and embedding models (by default or named with "
+                   f"-m) also to {COMPLETION_ALIAS} and {EMBEDDING_ALIAS}.")
+    p.add_argument("--alias", action=_Ordered, metavar="NAME", dest="entries",
+                   help="another id for the model of the -m before it on the command line "
+                   "(the first model when no -m precedes it); repeatable, several per model. "
+                   "A model's first alias is its public id (the one responses name); its "
+                   "other ids stay valid and are listed in /v1/models too.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1). Binding to another address "
                    "without --api-key prints a warning.")
@@ -112,6 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 30); what still runs a second before (a quarter of it when "
                    "shorter) is stopped: each stream gets its last chunks, an error event "
                    "and its end ([DONE], {\"done\": true}), and the process exits")
+    g = p.add_argument_group(
+        "sampling defaults",
+        "values for requests that leave them unset (and the Ollama routes' options), over "
+        "each model file's general.sampling.* keys, over llama.cpp's defaults (temperature "
+        "0.8, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1.0, repeat_last_n 64); "
+        "GET /v1/models/{id} reports those in force")
+    g.add_argument("--temp", type=_ranged(float, 0.0, 2.0), default=None, metavar="T",
+                   help="temperature (0 = greedy)")
+    g.add_argument("--top-p", type=_ranged(float, 0.0, 1.0), default=None, metavar="P",
+                   help="nucleus sampling mass (1 = off)")
+    g.add_argument("--top-k", type=_ranged(int, 0, 2**31 - 1), default=None, metavar="K",
+                   help="keep the K most likely tokens (0 = off)")
+    g.add_argument("--min-p", type=_ranged(float, 0.0, 1.0), default=None, metavar="P",
+                   help="drop tokens less likely than P x the most likely (0 = off)")
+    g.add_argument("--repeat-penalty", type=_ranged(float, 0.0, 10.0, low_open=True),
+                   default=None, metavar="X", help="repeat penalty (1 = off)")
+    g.add_argument("--repeat-last-n", type=_ranged(int, 0, 2**31 - 1), default=None,
+                   metavar="N", help="tokens the penalties look back over (0 = off)")
+    g.add_argument("--seed", type=_ranged(int, 0, 2**64 - 1), default=None, metavar="N",
+                   help="seed of requests that give none (choice j of n gets N + j); "
+                   "default: a random seed per request")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"],
                    help="logging level (default info); one JSON access line per request at info")
@@ -124,15 +211,11 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    if args.model:
-        paths = [Path(m) for m in args.model]
-    else:
-        paths = default_model_paths()
-    aliases = list(args.alias or [])
-    if len(aliases) > len(paths):
-        raise ValueError(f"{len(aliases)} --alias given for {len(paths)} model(s)")
-    specs = [ModelSpec(path, aliases[i] if i < len(aliases) else None)
-             for i, path in enumerate(paths)]
+    specs = model_specs(list(args.entries or []))
+    sampling = {name: value for name, value in (
+        ("temperature", args.temp), ("top_p", args.top_p), ("top_k", args.top_k),
+        ("min_p", args.min_p), ("repeat_penalty", args.repeat_penalty),
+        ("repeat_last_n", args.repeat_last_n), ("seed", args.seed)) if value is not None}
     key_text = args.api_key if args.api_key is not None else os.environ.get("HOLOGRAM_API_KEY")
     keys = [k.strip() for k in (key_text or "").split(",") if k.strip()]
 
@@ -146,6 +229,7 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
         allowed_hosts=names(args.allowed_hosts), allowed_origins=names(args.allowed_origins),
         max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
         max_request_tokens=args.max_request_tokens, sse_keepalive_s=args.sse_keepalive,
+        sampling=sampling,
     )
 
 
@@ -193,9 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in settings.models:
         if not spec.path.is_file():
             return _fail(f"model file not found: {spec.path}", 2)
-    ids = [s.model_id for s in settings.models]
-    if len(set(ids)) != len(ids):
-        return _fail(f"model ids must be unique (use --alias): {ids}", 2)
+    try:
+        model_ids(settings.models)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         logging.getLogger("hologram.server").warning(
             "binding to %s without --api-key: anyone who can reach this address can use the "

@@ -196,9 +196,11 @@ class ModelCard(ResponseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    # hologram extensions (capability discovery)
+    # hologram extensions (capability discovery; the sampling defaults in force, each
+    # {"value", "source": "flag" | "gguf" | "default"}, for models that generate)
     meta: dict[str, Any] | None = None
-    omit_if_none: ClassVar[frozenset[str]] = frozenset({"meta"})
+    sampling_defaults: dict[str, dict[str, Any]] | None = None
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"meta", "sampling_defaults"})
 
 
 class ModelList(ResponseModel):

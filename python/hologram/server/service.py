@@ -21,7 +21,7 @@ from hologram.server.admission import QueueFull, QueueLimit
 from hologram.server.errors import APIError, from_head_error
 from hologram.server.metrics import Metrics
 from hologram.server.runner import StreamHub
-from hologram.server.settings import ServerSettings
+from hologram.server.settings import ServerSettings, model_ids
 
 __all__ = ["RequestLog", "ServedModel", "Service", "TokenMetrics", "drain_delay"]
 
@@ -52,6 +52,7 @@ class RequestLog:
 
 @dataclass
 class ServedModel:
+    #: The public id (responses and metrics name the model by it).
     id: str
     loaded: LoadedModel
     #: Requests in flight for this model (running in the engine or waiting for it).
@@ -60,6 +61,8 @@ class ServedModel:
     hub: StreamHub | None
     #: Encoder (embedding-only) models compute here, one request at a time.
     executor: ThreadPoolExecutor
+    #: Every id the model answers to, ``id`` first (file name, --alias, hologram-*-v1).
+    ids: list[str] = field(default_factory=list)
 
 
 class TokenMetrics:
@@ -81,6 +84,8 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.models: dict[str, ServedModel] = {}
+        #: Every id a request may name (public ids and aliases) -> the model's public id.
+        self.names: dict[str, str] = {}
         self.state: Literal["loading", "ready", "failed", "shutting_down"] = "loading"
         self.load_error: str | None = None
         self.aux = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hologram-aux")
@@ -99,11 +104,12 @@ class Service:
     async def load_models(self) -> None:
         """Load every configured model (in a worker thread); the server answers 503 meanwhile."""
         loop = asyncio.get_running_loop()
-        ids = [spec.model_id for spec in self.settings.models]
         try:
-            if len(set(ids)) != len(ids):
-                raise HeadError(f"model ids must be unique, got {ids}")
-            for spec in self.settings.models:
+            try:
+                all_ids = model_ids(self.settings.models)
+            except ValueError as exc:
+                raise HeadError(str(exc)) from None
+            for spec, ids in zip(self.settings.models, all_ids, strict=True):
                 t0 = time.monotonic()
                 loaded = await loop.run_in_executor(
                     self.aux,
@@ -116,9 +122,10 @@ class Service:
                         kv_tokens=self.settings.kv_tokens,
                         step_tokens=self.settings.step_tokens,
                         template_timeout_s=self.settings.template_timeout_s,
+                        sampling_flags=self.settings.sampling,
                     ),
                 )
-                mid = spec.model_id
+                mid = ids[0]
                 served = ServedModel(
                     id=mid,
                     loaded=loaded,
@@ -127,14 +134,17 @@ class Service:
                     hub=StreamHub(loaded.completion) if loaded.completion else None,
                     executor=ThreadPoolExecutor(max_workers=1,
                                                 thread_name_prefix=f"hologram-embed-{mid}"),
+                    ids=ids,
                 )
                 if served.hub is not None:
                     served.hub.attach(loop)
                 self.models[mid] = served
+                self.names.update(dict.fromkeys(ids, mid))
                 self.metrics.in_flight.labels(mid).set(0)
                 log.info(
-                    "loaded model %s (%s, %s, n_ctx=%d, slots=%d) in %.2f s",
-                    mid, os.path.basename(loaded.info.path), loaded.info.architecture,
+                    "loaded model %s (%s%s, %s, n_ctx=%d, slots=%d) in %.2f s",
+                    mid, os.path.basename(loaded.info.path),
+                    "".join(f", also {i}" for i in ids[1:]), loaded.info.architecture,
                     loaded.info.n_ctx, loaded.info.n_seq_max, time.monotonic() - t0,
                 )
         except HeadError as exc:
@@ -197,7 +207,8 @@ class Service:
                            None, "model_unavailable")
 
     def get_model(self, model_id: str) -> ServedModel:
-        served = self.models.get(model_id)
+        """The model a public id or alias names (404 for an unknown one)."""
+        served = self.models.get(self.names.get(model_id, model_id))
         if served is None:
             raise APIError(404, f"The model '{model_id}' does not exist",
                            "invalid_request_error", "model", "model_not_found")

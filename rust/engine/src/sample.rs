@@ -20,6 +20,20 @@
 use std::cmp::Ordering;
 
 use crate::error::{EngineError, Result};
+use crate::gguf::Value;
+
+/// The recommended sampler settings a GGUF file may carry (gguf-py's `Keys.General.SAMPLING_*`,
+/// which llama.cpp applies as its defaults), each with the [`SamplingParams`] field it sets.
+/// llama.cpp's other `general.sampling.*` keys (sequence, xtc, mirostat) name samplers this
+/// engine does not have.
+pub const GGUF_SAMPLING_KEYS: [(&str, &str); 6] = [
+    ("temperature", "general.sampling.temp"),
+    ("top_k", "general.sampling.top_k"),
+    ("top_p", "general.sampling.top_p"),
+    ("min_p", "general.sampling.min_p"),
+    ("repeat_penalty", "general.sampling.penalty_repeat"),
+    ("repeat_last_n", "general.sampling.penalty_last_n"),
+];
 
 /// Sampling settings. `Default` = llama.cpp's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +76,59 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// A model's defaults: llama.cpp's ([`Default`]), with every `general.sampling.*` value the
+    /// file carries (see [`GGUF_SAMPLING_KEYS`]; `get` looks a metadata key up). Also returns
+    /// the names of the fields the file set. A value that is not a number, or out of its
+    /// range, is ignored; `penalty_last_n` -1 means the whole context (`n_ctx`), as in
+    /// llama.cpp, and a negative `top_k` means off (0).
+    pub fn from_metadata<'a>(
+        get: impl Fn(&str) -> Option<&'a Value>,
+        n_ctx: usize,
+    ) -> (Self, Vec<&'static str>) {
+        let mut p = Self::default();
+        let mut set = Vec::new();
+        for (field, key) in GGUF_SAMPLING_KEYS {
+            let Some(v) = get(key).and_then(Value::as_f64).filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let ok = match field {
+                "temperature" if v >= 0.0 => {
+                    p.temperature = v as f32;
+                    true
+                }
+                "top_k" if v.fract() == 0.0 => {
+                    p.top_k = v.clamp(0.0, i32::MAX as f64) as usize;
+                    true
+                }
+                "top_p" if (0.0..=1.0).contains(&v) => {
+                    p.top_p = v as f32;
+                    true
+                }
+                "min_p" if (0.0..=1.0).contains(&v) => {
+                    p.min_p = v as f32;
+                    true
+                }
+                "repeat_penalty" if v > 0.0 => {
+                    p.repeat_penalty = v as f32;
+                    true
+                }
+                "repeat_last_n" if v == -1.0 => {
+                    p.repeat_last_n = n_ctx;
+                    true
+                }
+                "repeat_last_n" if v >= 0.0 && v.fract() == 0.0 => {
+                    p.repeat_last_n = v.min(i32::MAX as f64) as usize;
+                    true
+                }
+                _ => false,
+            };
+            if ok {
+                set.push(field);
+            }
+        }
+        (p, set)
+    }
+
     /// Greedy decoding (temperature 0, nothing else).
     pub fn greedy() -> Self {
         Self {
@@ -486,6 +553,30 @@ impl StopMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_defaults_override_llama_cpp_defaults() {
+        let meta = [
+            ("general.sampling.temp", Value::F32(0.2)),
+            ("general.sampling.top_k", Value::I32(20)),
+            ("general.sampling.top_p", Value::F64(0.5)),
+            ("general.sampling.penalty_last_n", Value::I32(-1)),
+            ("general.sampling.min_p", Value::Str("x".into())), // wrong type: ignored
+            ("general.sampling.penalty_repeat", Value::F32(-1.0)), // out of range: ignored
+        ];
+        let get = |k: &str| meta.iter().find(|(n, _)| *n == k).map(|(_, v)| v);
+        let (p, set) = SamplingParams::from_metadata(get, 512);
+        assert_eq!(set, vec!["temperature", "top_k", "top_p", "repeat_last_n"]);
+        assert_eq!(p.temperature, 0.2);
+        assert_eq!(p.top_k, 20);
+        assert_eq!(p.top_p, 0.5);
+        assert_eq!(p.repeat_last_n, 512);
+        let d = SamplingParams::default();
+        assert_eq!((p.min_p, p.repeat_penalty), (d.min_p, d.repeat_penalty));
+        let (none, set) = SamplingParams::from_metadata(|_| None, 512);
+        assert_eq!(none, d);
+        assert!(set.is_empty());
+    }
 
     fn logits() -> Vec<f32> {
         vec![1.0, 3.0, 2.5, -1.0, 0.5, 3.0 - 1e-3, -2.0, 0.0]

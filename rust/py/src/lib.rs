@@ -353,6 +353,10 @@ struct PyEngine {
     kv_tokens: usize,
     chat_template: Option<String>,
     metadata: Py<PyDict>,
+    /// Sampling defaults: llama.cpp's, with the file's `general.sampling.*` values.
+    sampling: SamplingParams,
+    /// The settings the file's `general.sampling.*` keys set.
+    sampling_from_file: Vec<&'static str>,
 }
 
 fn value_to_py(py: Python<'_>, v: &Value) -> PyResult<PyObject> {
@@ -417,15 +421,15 @@ fn gen_params(
     logprobs: Option<i64>,
     ignore_eos: bool,
     grammar: Option<String>,
+    d: &SamplingParams,
 ) -> PyResult<GenParams> {
     if max_tokens < 0 {
         return Err(errors::invalid(format!(
             "max_tokens must be >= 0, got {max_tokens}"
         )));
     }
-    // Unset values take the one set of defaults (`SamplingParams::default`, llama.cpp's),
-    // which `sampling_defaults()` also gives to Python.
-    let d = SamplingParams::default();
+    // Unset values take the model's defaults (`Engine.sampling_defaults`: the file's
+    // `general.sampling.*` values, else llama.cpp's, which `sampling_defaults()` gives).
     let temperature = temperature.unwrap_or(d.temperature);
     let top_p = top_p.unwrap_or(d.top_p);
     let top_k = top_k.unwrap_or(d.top_k as i64);
@@ -600,6 +604,7 @@ impl PyEngine {
             kv_tokens: kv_tokens.map(|t| pos("kv_tokens", t)).transpose()?,
         };
         let step_tokens = pos("step_tokens", step_tokens)?;
+        let ctx = opts.n_ctx;
         let loaded = py
             .allow_threads(|| load(&path, opts))
             .map_err(|e| errors::to_py(e, true))?;
@@ -611,6 +616,7 @@ impl PyEngine {
         for (k, v) in gguf.metadata() {
             metadata.set_item(k, value_to_py(py, v)?)?;
         }
+        let (sampling, sampling_from_file) = SamplingParams::from_metadata(|k| gguf.get(k), ctx);
         let name = gguf
             .get_str("general.name")
             .ok()
@@ -648,6 +654,8 @@ impl PyEngine {
                     kv_tokens,
                     chat_template,
                     metadata: metadata.unbind(),
+                    sampling,
+                    sampling_from_file,
                     kind: Kind::Decoder(Arc::new(proc)),
                 }
             }
@@ -668,6 +676,8 @@ impl PyEngine {
                     kv_tokens: 0,
                     chat_template,
                     metadata: metadata.unbind(),
+                    sampling,
+                    sampling_from_file,
                     kind: Kind::Encoder(Arc::from(enc)),
                 }
             }
@@ -751,6 +761,17 @@ impl PyEngine {
             d.set_item("batch_hist", st.batch_hist.to_vec())?;
         }
         Ok(d)
+    }
+    /// The defaults of this model's generations: its file's `general.sampling.*` values, else
+    /// llama.cpp's.
+    #[getter]
+    fn sampling_defaults<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        defaults_dict(py, &self.sampling)
+    }
+    /// The settings of `sampling_defaults` that come from the file's `general.sampling.*` keys.
+    #[getter]
+    fn sampling_from_file(&self) -> Vec<&'static str> {
+        self.sampling_from_file.clone()
     }
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -906,6 +927,7 @@ impl PyEngine {
             logprobs,
             ignore_eos,
             grammar,
+            &self.sampling,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
         let stream = self.start(py, ids, params, None)?;
@@ -973,6 +995,7 @@ impl PyEngine {
             logprobs,
             ignore_eos,
             grammar,
+            &self.sampling,
         )?;
         let ids = self.prompt_ids(py, prompt, add_special, parse_special);
         self.start(py, ids, params, group)
@@ -1089,16 +1112,21 @@ impl PyEngine {
 /// The sampling defaults every front end uses for values a request leaves unset.
 #[pyfunction]
 fn sampling_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let d = SamplingParams::default();
+    defaults_dict(py, &SamplingParams::default())
+}
+
+fn defaults_dict<'py>(py: Python<'py>, d: &SamplingParams) -> PyResult<Bound<'py, PyDict>> {
+    // An f32 as the f64 with the same shortest decimal form (0.8, not 0.800000011920929).
+    let f = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
     let out = PyDict::new(py);
-    out.set_item("temperature", d.temperature)?;
+    out.set_item("temperature", f(d.temperature))?;
     out.set_item("top_k", d.top_k)?;
-    out.set_item("top_p", d.top_p)?;
-    out.set_item("min_p", d.min_p)?;
-    out.set_item("repeat_penalty", d.repeat_penalty)?;
+    out.set_item("top_p", f(d.top_p))?;
+    out.set_item("min_p", f(d.min_p))?;
+    out.set_item("repeat_penalty", f(d.repeat_penalty))?;
     out.set_item("repeat_last_n", d.repeat_last_n)?;
-    out.set_item("presence_penalty", d.presence_penalty)?;
-    out.set_item("frequency_penalty", d.frequency_penalty)?;
+    out.set_item("presence_penalty", f(d.presence_penalty))?;
+    out.set_item("frequency_penalty", f(d.frequency_penalty))?;
     Ok(out)
 }
 

@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from hologram.server.endpoints import chat, completions, embeddings
+from hologram.server.endpoints import chat, completions, embeddings, ollama, tokens
 from hologram.server.endpoints.common import Endpoint, JSONReply, Reply, StreamReply
 from hologram.server.errors import APIError
 from hologram.server.protocol import RequestModel
 from hologram.server.service import RequestLog, Service
 
-__all__ = ["ENDPOINTS", "Endpoint", "JSONReply", "Reply", "StreamReply", "dispatch",
-           "parse_request"]
+__all__ = ["ENDPOINTS", "HTTP_ENDPOINTS", "Endpoint", "JSONReply", "Reply", "StreamReply",
+           "dispatch", "parse_request"]
 
 log = logging.getLogger("hologram.server")
 
@@ -34,6 +34,14 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Endpoint name (the path after ``/v1/``, also the WebSocket's ``"endpoint"``) -> endpoint.
 ENDPOINTS: dict[str, Endpoint[Any]] = {
     e.name: e for e in (completions.ENDPOINT, chat.ENDPOINT, embeddings.ENDPOINT)
+}
+
+#: POST endpoints served over HTTP only (not the WebSocket): llama.cpp's token utilities and
+#: Ollama's API (whose errors are Ollama's ``{"error": "message"}``, see the app).
+HTTP_ENDPOINTS: dict[str, Endpoint[Any]] = {
+    e.name: e for e in (tokens.TOKENIZE, tokens.DETOKENIZE, tokens.APPLY_TEMPLATE,
+                        ollama.CHAT, ollama.GENERATE, ollama.EMBED, ollama.EMBEDDINGS,
+                        ollama.SHOW)
 }
 
 

@@ -101,7 +101,7 @@ async def plan(service: Service, req: ChatCompletionRequest, rlog: RequestLog) -
         resolved = head.resolve_max_tokens(len(prompt.ids), max_tokens, max_param, "messages")
         params = sampling_params(req, head, resolved, logprobs)
         return [Job(index=j, prompt_index=0, prompt=prompt,
-                    params=with_seed(params, req.seed, j)) for j in range(n)]
+                    params=with_seed(params, params.seed, j)) for j in range(n)]
 
     jobs = await service.off_loop(prepare)
     check_budget(service, jobs, head.n_ctx, max_param)

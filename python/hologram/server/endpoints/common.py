@@ -129,8 +129,8 @@ def response_grammar(rf: ResponseFormat | None) -> str | None:
 def sampling_params(
     req: SamplingFields, head: CompletionHead, max_tokens: int | None, logprobs: int | None,
 ) -> SamplingParams:
-    """The request's sampling settings, built once (unset values take the engine's
-    defaults)."""
+    """The request's sampling settings, built once (unset values take the model's defaults:
+    the server's flags, else the file's ``general.sampling.*`` keys, else llama.cpp's)."""
     bias: dict[int, float] = {}
     for key, value in (req.logit_bias or {}).items():
         try:
@@ -150,7 +150,7 @@ def sampling_params(
     grammar = response_grammar(req.response_format)
     if grammar is not None:
         head.check_grammar(grammar, "response_format")
-    return SamplingParams.build(
+    return head.sampling(
         max_tokens=max_tokens,
         temperature=None if req.temperature is None else float(req.temperature),
         top_p=None if req.top_p is None else float(req.top_p),
@@ -171,7 +171,8 @@ def sampling_params(
 
 
 def with_seed(params: SamplingParams, seed: int | None, choice: int) -> SamplingParams:
-    """Choice ``choice`` of ``n``: a seeded request gives choice j the seed ``seed + j``."""
+    """Choice ``choice`` of ``n``: a seeded request (``seed``: the request's seed, else the
+    server's ``--seed``, i.e. ``params.seed``) gives choice j the seed ``seed + j``."""
     if seed is None or choice == 0:
         return params
     return dataclasses.replace(params, seed=(seed + choice) % 2**64)  # seeds are u64

@@ -80,7 +80,7 @@ async def plan(service: Service, req: CompletionRequest, rlog: RequestLog) -> Pl
                 params = sampling_params(req, head, max_tokens, req.logprobs)
             for j in range(n):
                 jobs.append(Job(index=p_i * n + j, prompt_index=p_i, prompt=prompt,
-                                params=with_seed(params, req.seed, j), echo=bool(req.echo),
+                                params=with_seed(params, params.seed, j), echo=bool(req.echo),
                                 prompt_logprobs=prompt_logprobs))
         return jobs
 

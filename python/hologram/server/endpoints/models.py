@@ -11,12 +11,14 @@ from hologram.server.service import ServedModel, Service
 __all__ = ["model_card", "model_list", "retrieve"]
 
 
-def model_card(served: ServedModel) -> ModelCard:
+def model_card(served: ServedModel, model_id: str | None = None) -> ModelCard:
+    """The card of ``served`` under ``model_id`` (one of its ids; default its public id)."""
     info = served.loaded.info
+    head = served.loaded.completion
     caps = ["embeddings"] if info.is_embedding_model else [
         "completions", "chat.completions", "response_format", "embeddings"]
     return ModelCard(
-        id=served.id,
+        id=model_id or served.id,
         created=info.created,
         owned_by="hologram",
         meta={
@@ -29,17 +31,21 @@ def model_card(served: ServedModel) -> ModelCard:
             "n_seq_max": info.n_seq_max,
             "capabilities": caps,
             "chat_template": "gguf" if info.has_chat_template else "chatml-fallback",
+            "ids": list(served.ids or [served.id]),
         },
+        sampling_defaults=head.defaults.report() if head is not None else None,
     )
 
 
 def model_list(service: Service) -> dict[str, Any]:
-    """The ``GET /v1/models`` body."""
+    """The ``GET /v1/models`` body: a card per id (a model's public id, then its aliases)."""
     service.check_ready()
-    return ModelList(data=[model_card(m) for m in service.models.values()]).dump()
+    return ModelList(data=[model_card(m, i) for m in service.models.values()
+                           for i in (m.ids or [m.id])]).dump()
 
 
 def retrieve(service: Service, model_id: str) -> dict[str, Any]:
-    """The ``GET /v1/models/{id}`` body (404 for an unknown id)."""
+    """The ``GET /v1/models/{id}`` body (404 for an unknown id), with the sampling defaults
+    in force for the model."""
     service.check_ready()
-    return model_card(service.get_model(model_id)).dump()
+    return model_card(service.get_model(model_id), model_id).dump()

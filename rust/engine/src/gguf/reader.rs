@@ -146,6 +146,15 @@ impl Value {
         }
     }
 
+    /// The value as f64 if it is any number type (integer or float; not bool).
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            _ => self.as_int().map(|i| i as f64),
+        }
+    }
+
     /// The value as a signed 128-bit integer if it is any integer type (not bool).
     fn as_int(&self) -> Option<i128> {
         Some(match *self {
