@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import ollama
 import pytest
 import requests
@@ -267,7 +268,10 @@ def test_ollama_errors(client: ollama.Client, server: Server) -> None:
     bad = [({"model": "hologram-completion-v1", "messages": [{"role": "user", "content": "x"}],
              "options": {"temperature": "hot"}}, "options.temperature"),
            ({"model": "hologram-completion-v1", "messages": [{"role": "user", "content": "x"}],
-             "format": "json"}, "format"),
+             "format": "yaml"}, "format"),
+           ({"model": "hologram-completion-v1", "messages": [{"role": "user", "content": "x"}],
+             "format": {"type": "object", "uniqueItems": True, "properties": {"a": 1}}},
+            "format"),
            ({"model": "hologram-completion-v1", "messages": [{"role": "wizard", "content": "x"}],
              "stream": False}, "role")]
     for body, what in bad:
@@ -293,3 +297,23 @@ def test_ollama_ndjson_shapes(server: Server) -> None:
     assert {"done_reason", "total_duration", "load_duration", "prompt_eval_count",
             "prompt_eval_duration", "eval_count", "eval_duration"} <= set(last)
     assert last["eval_count"] == 5 and last["done_reason"] == "length"
+
+
+def test_ollama_format_is_enforced(client: ollama.Client) -> None:
+    """``format`` ("json" or a JSON schema) goes to the constrained decoder, as Ollama does."""
+    schema = {"type": "object",
+              "properties": {"city": {"type": "string", "maxLength": 20},
+                             "population": {"type": "integer", "minimum": 0}},
+              "required": ["city", "population"]}
+    for seed in (1, 2, 3):
+        r = client.chat(model="hologram-completion-v1", format=schema,
+                        messages=[{"role": "user", "content": "Name a city as JSON."}],
+                        options={"seed": seed, "temperature": 0.9, "num_predict": 200})
+        doc = json.loads(r.message.content)
+        jsonschema.validate(doc, schema)
+    g = client.generate(model="hologram-completion-v1", prompt="Some JSON:", format="json",
+                        options={"seed": 7, "num_predict": 200}, stream=False)
+    if g.done_reason == "stop":
+        assert isinstance(json.loads(g.response), dict)
+    else:
+        assert g.response.startswith("{")

@@ -30,8 +30,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from hologram import __version__
-from hologram.heads import ChatMessage, Prompt
+from hologram import __version__, constraints
+from hologram.heads import ChatMessage, CompletionHead, InvalidInputError, Prompt
 from hologram.server.endpoints import embeddings
 from hologram.server.endpoints.common import (
     ChunkStream,
@@ -161,13 +161,28 @@ def _unsupported(field: str, what: str) -> APIError:
                     code="unsupported_value")
 
 
-def _check_common(req: _Base) -> None:
-    if req.format not in (None, ""):
-        raise _unsupported("format", "structured output on the Ollama routes")
+def _format_grammar(req: _Base, head: CompletionHead) -> str | None:
+    """Ollama's ``format``: ``"json"`` (any JSON object) or a JSON schema, enforced by the
+    constrained decoder as ``response_format`` is on the OpenAI routes."""
+    fmt = req.format
+    if fmt in (None, ""):
+        return None
+    if fmt == "json":
+        grammar = constraints.json_object()
+    elif isinstance(fmt, dict):
+        grammar = constraints.json_schema(fmt)
+    else:
+        raise APIError(400, "format must be \"json\" or a JSON schema object", param="format",
+                       code="invalid_value")
+    try:
+        head.check_grammar(grammar, "format")
+    except InvalidInputError as exc:
+        raise APIError(400, f"format: {exc}", param="format", code="invalid_value") from None
+    return grammar
 
 
 def _jobs(service: Service, served: ServedModel, prompt: Prompt, options: Options | None,
-          prompt_param: str) -> list[Job]:
+          prompt_param: str, grammar: str | None = None) -> list[Job]:
     head = served.loaded.completion
     assert head is not None
     o = options or Options()
@@ -191,6 +206,7 @@ def _jobs(service: Service, served: ServedModel, prompt: Prompt, options: Option
         frequency_penalty=None if o.frequency_penalty is None else float(o.frequency_penalty),
         stop=tuple(s for s in stop if s),
         seed=o.seed,
+        grammar=grammar,
     )
     jobs = [Job(index=0, prompt_index=0, prompt=prompt, params=params)]
     check_budget(service, jobs, head.n_ctx, "options.num_predict")
@@ -300,7 +316,6 @@ async def chat(service: Service, req: ChatRequest, rlog: RequestLog, stream: boo
     rlog.model = served.id
     head = served.loaded.completion
     assert head is not None
-    _check_common(req)
     if req.tools:
         raise _unsupported("tools", "tool calling on the Ollama routes")
     if not req.messages:
@@ -314,7 +329,9 @@ async def chat(service: Service, req: ChatRequest, rlog: RequestLog, stream: boo
         messages.append(ChatMessage(role=m.role, content=m.content or ""))
 
     def prepare() -> list[Job]:
-        return _jobs(service, served, head.encode_chat(messages), req.options, "messages")
+        grammar = _format_grammar(req, head)
+        return _jobs(service, served, head.encode_chat(messages), req.options, "messages",
+                     grammar)
 
     jobs = await service.off_loop(prepare)
     plan = _plan(service, served, jobs, req.stream is not False, rlog)
@@ -327,7 +344,6 @@ async def generate_route(service: Service, req: GenerateRequest, rlog: RequestLo
     rlog.model = served.id
     head = served.loaded.completion
     assert head is not None
-    _check_common(req)
     for name, value in (("suffix", req.suffix), ("template", req.template),
                         ("images", req.images)):
         if value:
@@ -352,7 +368,7 @@ async def generate_route(service: Service, req: GenerateRequest, rlog: RequestLo
         if context and ids and bos is not None and ids[0] == bos:
             ids = ids[1:]  # the context already starts the sequence
         prompt = Prompt(ids=context + ids, text=prompt_text)
-        return _jobs(service, served, prompt, req.options, "prompt")
+        return _jobs(service, served, prompt, req.options, "prompt", _format_grammar(req, head))
 
     jobs = await service.off_loop(prepare)
     plan = _plan(service, served, jobs, req.stream is not False, rlog)
