@@ -149,6 +149,7 @@ def test_disconnect_frees_kv_blocks_within_a_second(server: Server) -> None:
     with requests.post(server.v1 + "/completions", stream=True, timeout=60, json={
             "prompt": "Count: 1, 2, 3,", "max_tokens": 900, "stream": True,
             "ignore_eos": True}) as r:
+        assert r.status_code == 200, r.text
         got = 0
         for line in r.iter_lines():
             got += bool(line)

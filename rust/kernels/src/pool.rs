@@ -104,7 +104,8 @@ impl Tuner {
             return;
         }
         self.steps += 1;
-        if self.steps >= self.period || (self.seen[1 - self.best] == 0 && self.steps >= FIRST_PROBE) {
+        if self.steps >= self.period || (self.seen[1 - self.best] == 0 && self.steps >= FIRST_PROBE)
+        {
             self.probe = PROBE_STEPS;
         }
     }
