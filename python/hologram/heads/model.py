@@ -58,6 +58,7 @@ def load_model(
     kv_tokens: int | None = None,
     step_tokens: int = 128,
     template_timeout_s: float = 2.0,
+    chat_template: str | None = None,
 ) -> LoadedModel:
     """Open ``path`` and build its heads. Raises ModelLoadFailure with a one-line reason."""
     p = Path(path)
@@ -85,6 +86,7 @@ def load_model(
         has_chat_template=engine.chat_template is not None,
         created=int(p.stat().st_mtime),
     )
-    completion = None if is_embedding else CompletionHead(engine, template_timeout_s)
+    completion = None if is_embedding else CompletionHead(engine, template_timeout_s,
+                                                           chat_template)
     return LoadedModel(info=info, engine=engine, completion=completion,
                        embedding=EmbeddingHead(engine))

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", action="append", metavar="NAME", default=None,
                    help="public model id for the -m of the same position (default: the file "
                    "name without .gguf); repeatable.")
+    p.add_argument("--chat-template", metavar="FILE", default=None,
+                   help="Jinja2 chat template file used instead of the model's own (for every "
+                   "chat model); a template that uses `tools` renders tool definitions itself.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1). Binding to another address "
                    "without --api-key prints a warning.")
@@ -136,6 +139,10 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
     key_text = args.api_key if args.api_key is not None else os.environ.get("HOLOGRAM_API_KEY")
     keys = [k.strip() for k in (key_text or "").split(",") if k.strip()]
 
+    chat_template = None
+    if args.chat_template is not None:
+        chat_template = Path(args.chat_template).read_text(encoding="utf-8")
+
     def names(values: list[str] | None) -> list[str]:
         return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
 
@@ -146,6 +153,7 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
         allowed_hosts=names(args.allowed_hosts), allowed_origins=names(args.allowed_origins),
         max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
         max_request_tokens=args.max_request_tokens, sse_keepalive_s=args.sse_keepalive,
+        chat_template=chat_template,
     )
 
 

@@ -116,6 +116,7 @@ class Service:
                         kv_tokens=self.settings.kv_tokens,
                         step_tokens=self.settings.step_tokens,
                         template_timeout_s=self.settings.template_timeout_s,
+                        chat_template=self.settings.chat_template,
                     ),
                 )
                 mid = spec.model_id

@@ -56,3 +56,5 @@ class ServerSettings:
     #: Seconds in-flight requests get to finish after SIGTERM.
     shutdown_timeout: float = 30.0
     template_timeout_s: float = 2.0
+    #: Jinja2 chat template (source text) used instead of each chat model's own.
+    chat_template: str | None = None

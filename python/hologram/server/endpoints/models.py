@@ -14,7 +14,12 @@ __all__ = ["model_card", "model_list", "retrieve"]
 def model_card(served: ServedModel) -> ModelCard:
     info = served.loaded.info
     caps = ["embeddings"] if info.is_embedding_model else [
-        "completions", "chat.completions", "response_format", "embeddings"]
+        "completions", "chat.completions", "response_format", "tools", "embeddings"]
+    head = served.loaded.completion
+    tools: dict[str, Any] = {}
+    if head is not None:
+        # how tools reach the model ("template" or "fallback") and the call format parsed
+        tools = {"tool_prompt": head.tool_prompt, "tool_format": head.tool_format}
     return ModelCard(
         id=served.id,
         created=info.created,
@@ -29,6 +34,7 @@ def model_card(served: ServedModel) -> ModelCard:
             "n_seq_max": info.n_seq_max,
             "capabilities": caps,
             "chat_template": "gguf" if info.has_chat_template else "chatml-fallback",
+            **tools,
         },
     )
 
