@@ -123,7 +123,7 @@ def test_required_calls_parse_and_validate(client: OpenAI, model_id: str, seed: 
                                            openai_schema: SchemaValidator) -> None:
     body: dict[str, Any] = {"model": model_id, "messages": ASK, "tools": TOOLS,
                             "tool_choice": "required", "temperature": 0.9, "seed": seed,
-                            "n": 3, "max_tokens": 200}
+                            "n": 3, "max_tokens": 300}
     openai_schema.validate("CreateChatCompletionRequest", body)
     r = client.chat.completions.create(**body)
     openai_schema.validate("CreateChatCompletionResponse", r.model_dump(exclude_unset=True))

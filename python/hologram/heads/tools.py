@@ -207,7 +207,7 @@ def _lark_string(text: str) -> str:
 
 
 def tool_grammar(fmt: str, functions: Sequence[Mapping[str, Any]], parallel: bool,
-                 lenient: bool = False, max_calls: int = 8) -> str:
+                 lenient: bool = False, max_calls: int = 4) -> str:
     """A Lark grammar (llguidance's dialect) whose texts are one call (or, with
     ``parallel``, 1 to ``max_calls`` calls) to one of ``functions`` in format ``fmt``; each
     call's arguments match that function's ``parameters`` schema."""
