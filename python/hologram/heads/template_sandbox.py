@@ -347,14 +347,15 @@ def render_sandboxed(
 
 
 def uses_variable(source: str, name: str) -> bool:
-    """Whether the template reads the variable ``name`` (it is a free name of the template's
-    syntax tree, as llama.cpp's chat-template capability detection finds it). Only parses the
-    template: nothing of it runs. False when it does not parse."""
-    from jinja2 import meta
+    """Whether the template reads the variable ``name`` (a ``Name`` node that loads it, in the
+    template's syntax tree, as llama.cpp's chat-template capability detection finds it). The
+    template is only parsed: nothing of it is compiled or run (no constant folding either).
+    False when it does not parse."""
+    from jinja2 import nodes
 
     try:
-        ast = jinja2.Environment().parse(source)
-        return name in meta.find_undeclared_variables(ast)
+        tree = jinja2.Environment().parse(source)
+        return any(n.name == name and n.ctx == "load" for n in tree.find_all(nodes.Name))
     except (JinjaTemplateError, RecursionError, MemoryError):
         return False
 
