@@ -203,6 +203,7 @@ def test_auto_with_tools_aware_template(hermes_client: OpenAI, client: OpenAI,
     model = hermes_client.models.list().data[0]
     meta = model.model_extra["meta"] if model.model_extra else {}
     assert meta["tool_prompt"] == "template" and meta["tool_format"] == "hermes"
+    assert meta["chat_template"] == "override"
     default_meta = client.models.list().data[0].model_extra["meta"]  # type: ignore[index]
     assert default_meta["tool_prompt"] == "fallback"
     # The template renders the tools: the prompt grows by their JSON.

@@ -208,6 +208,8 @@ class CompletionHead:
                  chat_template: str | None = None) -> None:
         """``chat_template`` (Jinja2 source) replaces the model file's template."""
         self.engine = engine
+        #: The chat template was given (``chat_template``), not the model file's.
+        self.template_override = bool(chat_template)
         self.n_ctx = int(engine.n_ctx)
         self.n_vocab = int(engine.n_vocab)
         self.template = ChatTemplate(

@@ -20,6 +20,8 @@ def model_card(served: ServedModel) -> ModelCard:
     if head is not None:
         # how tools reach the model ("template" or "fallback") and the call format parsed
         tools = {"tool_prompt": head.tool_prompt, "tool_format": head.tool_format}
+        if head.template_override:
+            tools["chat_template"] = "override"
     return ModelCard(
         id=served.id,
         created=info.created,
