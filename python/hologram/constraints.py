@@ -6,6 +6,7 @@ Each builder returns a grammar as text, llguidance's ``TopLevelGrammar`` JSON, t
 decoder llama.cpp, vLLM and SGLang use) then lets the model pick only tokens that keep the
 output inside the grammar, and ends the generation when the grammar is complete::
 
+    import json
     from hologram import Engine, constraints, default_model_path
 
     engine = Engine(default_model_path())
