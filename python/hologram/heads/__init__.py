@@ -34,6 +34,7 @@ from hologram.heads.completion import (
 )
 from hologram.heads.embedding import Cancelled, EmbeddingHead, EmbeddingResult
 from hologram.heads.model import LoadedModel, ModelInfo, default_model_paths, load_model
+from hologram.heads.tools import ParsedCall, ToolCall, ToolStreamParser
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -54,10 +55,13 @@ __all__ = [
     "LoadedModel",
     "ModelInfo",
     "ModelLoadFailure",
+    "ParsedCall",
     "Prompt",
     "SamplingParams",
     "TemplateError",
     "TokenInfo",
+    "ToolCall",
+    "ToolStreamParser",
     "TopToken",
     "default_model_paths",
     "load_model",

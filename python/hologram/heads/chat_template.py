@@ -35,6 +35,7 @@ from hologram.heads.template_sandbox import (
     MAX_TEMPLATE_CHARS,
     SandboxError,
     render_sandboxed,
+    uses_variable,
 )
 
 __all__ = ["CHATML_TEMPLATE", "GEMMA_TEMPLATE", "ChatTemplate", "fallback_template"]
@@ -226,13 +227,17 @@ class ChatTemplate:
         self.eos_token = eos_token or ""
         self.timeout_s = timeout_s
         self.max_output_chars = max_output_chars
+        #: The template reads ``tools``: tool definitions are rendered by the template itself.
+        self.uses_tools = uses_variable(self.source, "tools")
         if not self.is_fallback:
             _POOL.warm()
 
     def render(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """Render ``messages`` (dicts with at least ``role`` and ``content``) to prompt text.
+        """Render ``messages`` (dicts with at least ``role`` and ``content``) to prompt text;
+        ``tools`` (OpenAI-shaped tool definitions) becomes the template's ``tools`` variable.
 
         Raises TemplateError on any failure, including budget exhaustion (the render is
         stopped when the budget ends)."""
@@ -243,14 +248,18 @@ class ChatTemplate:
                 return render_sandboxed(
                     self.source, msgs, bos_token=self.bos_token, eos_token=self.eos_token,
                     add_generation_prompt=add_generation_prompt, timeout_s=self.timeout_s,
-                    max_output_chars=self.max_output_chars)
+                    max_output_chars=self.max_output_chars,
+                    tools=None if tools is None else [dict(t) for t in tools])
             except SandboxError as exc:
                 raise TemplateError(str(exc)) from None
-        request = json.dumps({
+        body: dict[str, Any] = {
             "source": self.source, "messages": msgs, "bos_token": self.bos_token,
             "eos_token": self.eos_token, "add_generation_prompt": add_generation_prompt,
             "timeout_s": self.timeout_s, "max_output_chars": self.max_output_chars,
-        }, default=str)
+        }
+        if tools is not None:
+            body["tools"] = [dict(t) for t in tools]
+        request = json.dumps(body, default=str)
         reply = worker.render(request, time.monotonic() + self.timeout_s + KILL_GRACE_S)
         if reply is None:
             alive = worker.alive()

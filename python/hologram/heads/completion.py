@@ -22,6 +22,7 @@ from hologram.heads.base import (
     translate_engine_error,
 )
 from hologram.heads.chat_template import ChatTemplate, fallback_template
+from hologram.heads.tools import ToolCall, fallback_messages, template_tool_calls, tool_format
 from hologram.sampling import SamplingDefaults, SamplingParams
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 
 #: Characters per context token beyond which a text prompt is refused before tokenizing.
 MAX_CHARS_PER_CTX_TOKEN = 256
-CHAT_ROLES = ("system", "developer", "user", "assistant")
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,14 @@ class Prompt:
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One chat turn. An assistant turn may carry the ``tool_calls`` it made; a ``tool`` turn
+    is the result of the call ``tool_call_id``."""
+
     role: str
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass
@@ -92,6 +98,18 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     tokens: list[TokenInfo] = field(default_factory=list)
+
+
+def _escape_all(value: Any, escape: Callable[[str], str]) -> Any:
+    """``value`` (JSON-like) with ``escape`` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, dict):
+        return {escape(k) if isinstance(k, str) else k: _escape_all(v, escape)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escape_all(v, escape) for v in value]
+    return value
 
 
 def _token_text(data: bytes) -> str:
@@ -187,21 +205,31 @@ class CompletionHead:
     """Text and chat completion over one :class:`hologram.Engine`."""
 
     def __init__(self, engine: _core.Engine, template_timeout_s: float = 2.0,
-                 sampling_flags: Mapping[str, float | int | None] | None = None) -> None:
+                 sampling_flags: Mapping[str, float | int | None] | None = None,
+                 chat_template: str | None = None) -> None:
+        """``chat_template`` (Jinja2 source) replaces the model file's template."""
         self.engine = engine
         #: Values requests leave unset: the flags, else the file's, else llama.cpp's.
         self.defaults = SamplingDefaults.resolve(engine, sampling_flags)
+        #: The chat template was given (``chat_template``), not the model file's.
+        self.template_override = bool(chat_template)
         self.n_ctx = int(engine.n_ctx)
         self.n_vocab = int(engine.n_vocab)
         #: The beginning-of-sequence token, if the model has one.
         self.bos_id: int | None = engine.bos_id
         self.template = ChatTemplate(
-            engine.chat_template,
+            chat_template or engine.chat_template,
             bos_token=engine.bos_token,
             eos_token=engine.eos_token,
             timeout_s=template_timeout_s,
             fallback=fallback_template(str(engine.architecture)),
         )
+        #: How tools reach the model: ``template`` (its chat template renders ``tools``) or
+        #: ``fallback`` (hologram's system-prompt section, see :mod:`hologram.heads.tools`).
+        self.tool_prompt = "template" if self.template.uses_tools else "fallback"
+        #: The tool-call format the model writes (``hermes``, ``llama3``, ``mistral``).
+        self.tool_format = (tool_format(self.template.source) if self.template.uses_tools
+                            else "hermes")
 
     # -- engine thread -----------------------------------------------------------------------
 
@@ -268,12 +296,20 @@ class CompletionHead:
         messages: Sequence[ChatMessage],
         add_generation_prompt: bool = True,
         escape: Callable[[str], str] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         """Render messages with the model's chat template (ChatML when it has none).
-        ``escape`` is applied to every message's content and name before rendering."""
+        ``escape`` is applied to every text of the messages and tools (contents, names, tool
+        definitions and call arguments) before rendering.
+
+        ``tools`` (OpenAI-shaped tool definitions) and the messages' tool calls and results go
+        to the template itself when it uses ``tools``; otherwise the chat is rewritten for it
+        (:func:`hologram.heads.tools.fallback_messages`)."""
         if not messages:
             raise InvalidInputError("messages must contain at least one message", "messages")
+        esc: Callable[[str], str] = escape if escape is not None else (lambda t: t)
         rendered: list[dict[str, Any]] = []
+        has_tool_turns = False
         for i, m in enumerate(messages):
             if m.role not in CHAT_ROLES:
                 raise InvalidInputError(
@@ -282,15 +318,27 @@ class CompletionHead:
                     f"messages.{i}.role",
                 )
             role = "system" if m.role == "developer" else m.role
-            content = m.content if escape is None else escape(m.content)
-            item: dict[str, Any] = {"role": role, "content": content}
+            item: dict[str, Any] = {"role": role, "content": esc(m.content)}
             if m.name is not None:
-                item["name"] = m.name if escape is None else escape(m.name)
+                item["name"] = esc(m.name)
+            if m.tool_calls:
+                item["tool_calls"] = _escape_all(template_tool_calls(m.tool_calls), esc)
+                has_tool_turns = True
+            if m.role == "tool":
+                item["tool_call_id"] = esc(m.tool_call_id or "")
+                has_tool_turns = True
             rendered.append(item)
+        tool_list = None if tools is None else _escape_all([dict(t) for t in tools], esc)
+        if self.template.uses_tools:
+            return self.template.render(rendered, add_generation_prompt=add_generation_prompt,
+                                        tools=tool_list or None)
+        if tool_list or has_tool_turns:
+            rendered = fallback_messages(rendered, tool_list)
         return self.template.render(rendered, add_generation_prompt=add_generation_prompt)
 
-    def encode_chat(self, messages: Sequence[ChatMessage]) -> Prompt:
-        """Render and tokenize a chat. Only the template's own markup may produce control
+    def encode_chat(self, messages: Sequence[ChatMessage],
+                    tools: Sequence[Mapping[str, Any]] | None = None) -> Prompt:
+        """Render (with ``tools``, see :meth:`render_chat`) and tokenize a chat. Only the template's own markup may produce control
         tokens: control-token text inside a message (``<|im_start|>`` typed by a user) is
         tokenized as plain text, so no message can close its turn or open another role's.
 
@@ -313,7 +361,7 @@ class CompletionHead:
 
             return pattern.sub(placeholder, text)
 
-        rendered = self.render_chat(messages, escape=escape)
+        rendered = self.render_chat(messages, escape=escape, tools=tools)
         segments: list[tuple[str, bool]] = []
         if originals:
             parts = re.split(f"\ue000{nonce}:(\\d+)\ue001", rendered)

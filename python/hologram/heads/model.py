@@ -100,6 +100,7 @@ def load_model(
     step_tokens: int = 128,
     template_timeout_s: float = 2.0,
     sampling_flags: Mapping[str, float | int | None] | None = None,
+    chat_template: str | None = None,
 ) -> LoadedModel:
     """Open ``path`` and build its heads. ``sampling_flags`` override the file's sampling
     defaults (see :mod:`hologram.sampling`). Raises ModelLoadFailure with a one-line
@@ -130,6 +131,7 @@ def load_model(
         created=int(p.stat().st_mtime),
     )
     completion = None if is_embedding else CompletionHead(engine, template_timeout_s,
-                                                          sampling_flags)
+                                                          sampling_flags=sampling_flags,
+                                                          chat_template=chat_template)
     return LoadedModel(info=info, engine=engine, completion=completion,
                        embedding=EmbeddingHead(engine))

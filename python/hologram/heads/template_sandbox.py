@@ -6,7 +6,7 @@ string is untrusted input (CVE-2024-34359 was exactly this), so it is compiled i
 ``ImmutableSandboxedEnvironment`` and rendered with a budget:
 
 * only data is exposed: ``messages``, ``bos_token``, ``eos_token``, ``add_generation_prompt``,
-  plus the helpers ``raise_exception``, ``strftime_now`` and the ``tojson`` filter
+  ``tools`` (when the request has tools), plus the helpers ``raise_exception``, ``strftime_now`` and the ``tojson`` filter
   (``lipsum`` is removed);
 * a wall-clock deadline is checked on every call, attribute access, loop iteration (``range``
   is replaced by a deadline-checking sequence) and output chunk;
@@ -39,7 +39,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["MAX_TEMPLATE_CHARS", "SandboxError", "render_sandboxed", "serve"]
+__all__ = ["MAX_TEMPLATE_CHARS", "SandboxError", "render_sandboxed", "serve", "uses_variable"]
 
 
 class SandboxError(Exception):
@@ -302,25 +302,30 @@ def render_sandboxed(
     add_generation_prompt: bool = True,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """Render ``source`` in the sandbox, in this process. Raises SandboxError on any failure,
-    including budget exhaustion."""
+    """Render ``source`` in the sandbox, in this process. ``tools`` (OpenAI-shaped tool
+    definitions) is the template's ``tools`` variable when given. Raises SandboxError on any
+    failure, including budget exhaustion."""
     budget = _Budget(timeout_s, max_output_chars)
     env = _Environment(budget)
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
     env.globals["range"] = lambda *a: _bounded_range(budget, *a)
+    variables: dict[str, Any] = {
+        "messages": [dict(m) for m in messages],
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+        "add_generation_prompt": add_generation_prompt,
+    }
+    if tools is not None:
+        variables["tools"] = [dict(t) for t in tools]
     try:
         template = env.from_string(source)
         out: list[str] = []
         size = 0
-        for piece in template.generate(
-            messages=[dict(m) for m in messages],
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
-        ):
+        for piece in template.generate(**variables):
             size += len(piece)
             if size > budget.max_chars:
                 raise SandboxError(f"chat template output exceeded {budget.max_chars} characters")
@@ -341,6 +346,20 @@ def render_sandboxed(
         raise SandboxError(f"chat template failed: {type(exc).__name__}: {exc}") from None
 
 
+def uses_variable(source: str, name: str) -> bool:
+    """Whether the template reads the variable ``name`` (a ``Name`` node that loads it, in the
+    template's syntax tree, as llama.cpp's chat-template capability detection finds it). The
+    template is only parsed: nothing of it is compiled or run (no constant folding either).
+    False when it does not parse."""
+    from jinja2 import nodes
+
+    try:
+        tree = jinja2.Environment().parse(source)
+        return any(n.name == name and n.ctx == "load" for n in tree.find_all(nodes.Name))
+    except (JinjaTemplateError, RecursionError, MemoryError):
+        return False
+
+
 # -- the worker process -----------------------------------------------------------------------
 
 #: The worker's address-space limit: a template that allocates past it gets a MemoryError.
@@ -350,7 +369,7 @@ WORKER_MEMORY_BYTES = 1 << 30
 def serve(inp: IO[str], out: IO[str]) -> None:
     """The render worker's loop: one JSON request per line in (``source``, ``messages``,
     ``bos_token``, ``eos_token``, ``add_generation_prompt``, ``timeout_s``,
-    ``max_output_chars``), one JSON line out (``{"text": ...}`` or ``{"error": ...}``), until
+    ``max_output_chars``, optionally ``tools``), one JSON line out (``{"text": ...}`` or ``{"error": ...}``), until
     end of input."""
     for line in inp:
         try:
@@ -358,7 +377,8 @@ def serve(inp: IO[str], out: IO[str]) -> None:
             text = render_sandboxed(
                 req["source"], req["messages"], bos_token=req["bos_token"],
                 eos_token=req["eos_token"], add_generation_prompt=req["add_generation_prompt"],
-                timeout_s=req["timeout_s"], max_output_chars=req["max_output_chars"])
+                timeout_s=req["timeout_s"], max_output_chars=req["max_output_chars"],
+                tools=req.get("tools"))
             reply: dict[str, str] = {"text": text}
         except SandboxError as exc:
             reply = {"error": str(exc)[:2000]}

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the first model when no -m precedes it); repeatable, several per model. "
                    "A model's first alias is its public id (the one responses name); its "
                    "other ids stay valid and are listed in /v1/models too.")
+    p.add_argument("--chat-template", metavar="FILE", default=None,
+                   help="Jinja2 chat template file used instead of the model's own (for every "
+                   "chat model); a template that uses `tools` renders tool definitions itself.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1). Binding to another address "
                    "without --api-key prints a warning.")
@@ -219,6 +222,10 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
     key_text = args.api_key if args.api_key is not None else os.environ.get("HOLOGRAM_API_KEY")
     keys = [k.strip() for k in (key_text or "").split(",") if k.strip()]
 
+    chat_template = None
+    if args.chat_template is not None:
+        chat_template = Path(args.chat_template).read_text(encoding="utf-8")
+
     def names(values: list[str] | None) -> list[str]:
         return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
 
@@ -230,6 +237,7 @@ def _settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_queue=args.max_queue, shutdown_timeout=args.shutdown_timeout,
         max_request_tokens=args.max_request_tokens, sse_keepalive_s=args.sse_keepalive,
         sampling=sampling,
+        chat_template=chat_template,
     )
 
 

@@ -96,6 +96,10 @@ class Plan:
     created: int
     arrival: float
     log: RequestLog
+    #: Chat with tools: the tool-call format parsed out of the output (None: no parsing).
+    tool_format: str | None = None
+    #: With ``tool_format``: whether several calls per choice are returned.
+    parallel_tool_calls: bool = True
 
 
 def finish_reason(reason: str | None) -> Literal["stop", "length"]:

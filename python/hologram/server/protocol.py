@@ -127,10 +127,54 @@ class TextContentPart(RequestModel):
     text: StrictStr | None = None
 
 
+#: OpenAI's rule for function names.
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionCallIn(RequestModel):
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCallIn(RequestModel):
+    """A call an earlier assistant turn made (ChatCompletionMessageToolCall)."""
+
+    id: StrictStr
+    type: Literal["function"]
+    function: FunctionCallIn
+
+
 class ChatMessageIn(RequestModel):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextContentPart] | None = None
     name: StrictStr | None = None
+    #: assistant turns: the calls it made (its content may then be null)
+    tool_calls: list[ToolCallIn] | None = None
+    #: tool turns: the call this is the result of
+    tool_call_id: StrictStr | None = None
+
+
+class FunctionDefinition(RequestModel):
+    """FunctionObject: ``parameters`` is a JSON Schema (an object)."""
+
+    name: Annotated[StrictStr, Field(pattern=FUNCTION_NAME)]
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class ChatTool(RequestModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(RequestModel):
+    name: StrictStr
+
+
+class NamedToolChoice(RequestModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -139,8 +183,9 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Annotated[StrictInt | None, Field(default=None, ge=1)] = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt | None, Field(default=None, ge=0, le=20)] = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
 
 
 class EmbeddingRequest(RequestModel):
@@ -262,10 +307,24 @@ class ChoiceLogprobs(ResponseModel):
     refusal: list[TokenLogprobOut] | None = None
 
 
+class FunctionCallOut(ResponseModel):
+    name: str
+    #: JSON text
+    arguments: str
+
+
+class ToolCallOut(ResponseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(ResponseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"tool_calls"})
 
 
 class ChatChoice(ResponseModel):

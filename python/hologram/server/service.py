@@ -123,6 +123,7 @@ class Service:
                         step_tokens=self.settings.step_tokens,
                         template_timeout_s=self.settings.template_timeout_s,
                         sampling_flags=self.settings.sampling,
+                        chat_template=self.settings.chat_template,
                     ),
                 )
                 mid = ids[0]

@@ -98,3 +98,5 @@ class ServerSettings:
     #: --repeat-penalty, --repeat-last-n, --seed), over each file's ``general.sampling.*``
     #: values: keys of hologram.sampling.SETTINGS plus "seed".
     sampling: dict[str, float | int] = field(default_factory=dict)
+    #: Jinja2 chat template (source text) used instead of each chat model's own.
+    chat_template: str | None = None

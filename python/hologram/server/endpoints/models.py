@@ -16,7 +16,13 @@ def model_card(served: ServedModel, model_id: str | None = None) -> ModelCard:
     info = served.loaded.info
     head = served.loaded.completion
     caps = ["embeddings"] if info.is_embedding_model else [
-        "completions", "chat.completions", "response_format", "embeddings"]
+        "completions", "chat.completions", "response_format", "tools", "embeddings"]
+    tools: dict[str, Any] = {}
+    if head is not None:
+        # how tools reach the model ("template" or "fallback") and the call format parsed
+        tools = {"tool_prompt": head.tool_prompt, "tool_format": head.tool_format}
+        if head.template_override:
+            tools["chat_template"] = "override"
     return ModelCard(
         id=model_id or served.id,
         created=info.created,
@@ -32,6 +38,7 @@ def model_card(served: ServedModel, model_id: str | None = None) -> ModelCard:
             "capabilities": caps,
             "chat_template": "gguf" if info.has_chat_template else "chatml-fallback",
             "ids": list(served.ids or [served.id]),
+            **tools,
         },
         sampling_defaults=head.defaults.report() if head is not None else None,
     )
