@@ -346,7 +346,12 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
 
     # -- streaming ------------------------------------------------------------------------
 
-    def sse_response(chunks: ChunkStream, rlog: RequestLog, headers: dict[str, str]) -> Response:
+    def _stream_response(chunks: ChunkStream, rlog: RequestLog, headers: dict[str, str],
+                         mimetype: str, encode: Callable[[list[str]], bytes],
+                         encode_error: Callable[[APIError], bytes], trailer: bytes) -> Response:
+        """A streamed answer: each batch of chunk texts through ``encode``; a failure, or a
+        shutdown that cut the generation short, ends it with ``encode_error``; then ``trailer``.
+        A client that goes away cancels the generation (and is logged as cancelled)."""
         rlog.stream = True
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
 
@@ -355,7 +360,9 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
             try:
                 async with contextlib.aclosing(chunks) as it:
                     async for texts in it:
-                        yield encode_events(texts)
+                        data = encode(texts)  # SSE: no texts is a keep-alive comment
+                        if data:
+                            yield data
             except asyncio.CancelledError:
                 rlog.cancelled = True
                 _log_access(rlog, endpoint)
@@ -373,54 +380,31 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Quar
                 error = shutting_down("the generation")
             if error is not None:
                 rlog.error = _error_label(error)
-                yield encode_event(error.body().dump())
-            yield DONE
+                yield encode_error(error)
+            if trailer:
+                yield trailer
             _log_access(rlog, endpoint)
 
-        response = Response(body(), mimetype="text/event-stream",
+        response = Response(body(), mimetype=mimetype,
                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                                      **headers})
         response.timeout = None  # no response timeout on streams
         return response
 
+    def sse_response(chunks: ChunkStream, rlog: RequestLog, headers: dict[str, str]) -> Response:
+        """OpenAI's server-sent events: an error is one last ``data:`` event, then ``[DONE]``."""
+        return _stream_response(chunks, rlog, headers, "text/event-stream", encode_events,
+                                lambda e: encode_event(e.body().dump()), DONE)
+
     def ndjson_response(chunks: ChunkStream, rlog: RequestLog,
                         headers: dict[str, str]) -> Response:
         """A stream as NDJSON (Ollama): one JSON text per line; an error ends it with an
         ``{"error": "message"}`` line."""
-        rlog.stream = True
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-
-        async def body() -> AsyncGenerator[bytes, None]:
-            error: APIError | None = None
-            try:
-                async with contextlib.aclosing(chunks) as it:
-                    async for texts in it:
-                        if texts:
-                            yield "".join(t + "\n" for t in texts).encode("utf-8")
-            except asyncio.CancelledError:
-                rlog.cancelled = True
-                _log_access(rlog, endpoint)
-                raise
-            except APIError as exc:
-                error = exc
-            except HeadError as exc:
-                error = from_head_error(exc)
-            except Exception as exc:  # noqa: BLE001 - logged (no user content), answered 500
-                log.error("stream of request %s failed: %s", rlog.request_id,
-                          describe_failure(exc))
-                error = APIError(500, "internal server error", "server_error")
-            if error is None and rlog.interrupted:
-                error = shutting_down("the generation")
-            if error is not None:
-                rlog.error = _error_label(error)
-                yield (json.dumps({"error": error.message}, ensure_ascii=False) + "\n").encode()
-            _log_access(rlog, endpoint)
-
-        response = Response(body(), mimetype="application/x-ndjson",
-                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                     **headers})
-        response.timeout = None
-        return response
+        return _stream_response(
+            chunks, rlog, headers, "application/x-ndjson",
+            lambda texts: "".join(t + "\n" for t in texts).encode("utf-8"),
+            lambda e: (json.dumps({"error": e.message}, ensure_ascii=False) + "\n").encode(),
+            b"")
 
     # -- routes ---------------------------------------------------------------------------
 
