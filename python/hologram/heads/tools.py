@@ -307,20 +307,19 @@ def parse_tool_calls(text: str, fmt: str) -> tuple[str, list[ParsedCall]]:
     does not parse as a call stays content."""
     if fmt == "hermes":
         return _parse_hermes(text)
-    stripped = text.strip()
-    if fmt == "mistral":
-        if stripped.startswith(MISTRAL_TAG):
-            stripped = stripped[len(MISTRAL_TAG):]
-        elif not stripped.startswith("["):
+    # Mistral: [TOOL_CALLS] then a JSON list; Llama 3: <|python_tag|> (optional) then JSON.
+    json_formats = {
+        "mistral": (MISTRAL_TAG, "[", ("arguments", "parameters")),
+        "llama3": (PYTHON_TAG, "{", ("parameters", "arguments")),
+    }
+    if fmt in json_formats:
+        tag, opening, arg_keys = json_formats[fmt]
+        stripped = text.strip()
+        if stripped.startswith(tag):
+            stripped = stripped[len(tag):]
+        elif not stripped.startswith(opening):
             return text, []
-        calls = _parse_json_calls(stripped, ("arguments", "parameters"))
-        return ("", calls) if calls else (text, [])
-    if fmt == "llama3":
-        if stripped.startswith(PYTHON_TAG):
-            stripped = stripped[len(PYTHON_TAG):]
-        elif not stripped.startswith("{"):
-            return text, []
-        calls = _parse_json_calls(stripped, ("parameters", "arguments"))
+        calls = _parse_json_calls(stripped, arg_keys)
         return ("", calls) if calls else (text, [])
     raise ValueError(f"unknown tool-call format {fmt!r}")
 
