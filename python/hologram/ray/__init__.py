@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hologram.server.settings import ServerSettings
+
 __all__ = ["RayOptions", "app_builder", "build_app", "run"]
 
 log = logging.getLogger("hologram.ray")
@@ -64,7 +66,7 @@ class RayOptions:
         return self.min_replicas is not None or self.max_replicas is not None
 
 
-def _prepare(settings: Any, options: RayOptions) -> float:
+def _prepare(settings: ServerSettings, options: RayOptions) -> float:
     """The CPUs per replica; gives the engine that many threads unless --threads says."""
     cpus = options.replica_cpus
     if cpus is None:
@@ -74,13 +76,11 @@ def _prepare(settings: Any, options: RayOptions) -> float:
     return cpus
 
 
-def build_app(settings: Any, options: RayOptions) -> Any:
+def build_app(settings: ServerSettings, options: RayOptions) -> Any:
     """The Ray Serve application (``serve.run`` it, or return it from a builder)."""
     from ray import serve
-    from ray.serve.config import RequestRouterConfig
 
     from hologram.ray.deployments import HologramIngress, HologramReplica
-    from hologram.ray.router import HologramRouter
 
     cpus = _prepare(settings, options)
     replica_options: dict[str, Any] = {
@@ -92,10 +92,10 @@ def build_app(settings: Any, options: RayOptions) -> Any:
         "graceful_shutdown_timeout_s": settings.shutdown_timeout,
         "graceful_shutdown_wait_loop_s": 0.5,
         "health_check_period_s": 10,
-        "request_router_config": RequestRouterConfig(
-            request_router_class=HologramRouter,
-            request_router_kwargs={"mode": options.router, "imbalance": options.imbalance},
-        ),
+        "request_router_config": {
+            "request_router_class": "hologram.ray.router.HologramRouter",
+            "request_router_kwargs": {"mode": options.router, "imbalance": options.imbalance},
+        },
     }
     if options.autoscaling:
         low = options.min_replicas if options.min_replicas is not None else 1
@@ -112,15 +112,15 @@ def build_app(settings: Any, options: RayOptions) -> Any:
         replica_options["num_replicas"] = options.replicas
         if options.target_ongoing_requests is not None:
             log.warning("--target-ongoing-requests applies with --min-replicas/--max-replicas")
-    replica = serve.deployment(HologramReplica).options(**replica_options)
-    ingress = serve.deployment(HologramIngress).options(
+    replica = serve.deployment(**replica_options)(HologramReplica)
+    ingress = serve.deployment(
         name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=100_000, graceful_shutdown_timeout_s=settings.shutdown_timeout,
-        graceful_shutdown_wait_loop_s=0.5)
+        graceful_shutdown_wait_loop_s=0.5)(HologramIngress)
     return ingress.bind(replica.bind(settings), REPLICA_DEPLOYMENT, settings.max_body_bytes)
 
 
-def _parse(argv: list[str]) -> tuple[Any, RayOptions]:
+def _parse(argv: list[str]) -> tuple[ServerSettings, RayOptions]:
     from hologram.server.cli import _settings_from_args, build_parser
 
     args = build_parser().parse_args(argv)
@@ -150,7 +150,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def run(settings: Any, options: RayOptions) -> int:
+def run(settings: ServerSettings, options: RayOptions) -> int:
     """``hologram-serve --ray``: serve until SIGTERM/SIGINT, then drain and exit 0."""
     try:
         import ray
@@ -222,7 +222,7 @@ def _stop(local: bool) -> None:
 
     try:
         if local:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         else:
             serve.delete(APP_NAME)
     except Exception as exc:  # noqa: BLE001 - shutting down anyway

@@ -86,12 +86,13 @@ class _Lifespan:
 class HologramReplica:
     """One hologram server (every configured model) inside a Ray Serve replica."""
 
-    async def __init__(self, settings: ServerSettings) -> None:
+    # Ray Serve awaits an async __init__ (the replica is not ready until the models are).
+    async def __init__(self, settings: ServerSettings) -> None:  # type: ignore[misc]
         context = serve.get_replica_context()
         self.replica_id: str = context.replica_id.unique_id
         self.settings = settings
         self.service = Service(settings, Metrics())
-        self.app = create_app(settings, self.service)
+        self.app: Any = create_app(settings, self.service)  # called as a bare ASGI app
         self.lifespan = _Lifespan(self.app)
         await self.lifespan.startup()
         deadline = time.monotonic() + LOAD_TIMEOUT_S
@@ -232,7 +233,7 @@ def _relayed(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
 class HologramIngress:
     """The HTTP entry: relays every request to a replica chosen by the request router."""
 
-    def __init__(self, replicas: DeploymentHandle, deployment: str,
+    def __init__(self, replicas: DeploymentHandle[Any], deployment: str,
                  max_body_bytes: int) -> None:
         self.replicas = replicas
         self.deployment = deployment
@@ -254,13 +255,15 @@ class HologramIngress:
     async def requests_in_flight(self) -> int:
         return self.in_flight
 
-    def _call(self, request: Request, body: bytes, **route: Any) -> DeploymentResponseGenerator:
+    def _call(self, request: Request, body: bytes, **route: Any) -> DeploymentResponseGenerator[Any]:
         scope = request.scope
         client = scope.get("client")
-        return self.replicas.options(stream=True).handle.remote(  # type: ignore[no-any-return]
+        stream = self.replicas.options(stream=True).handle.remote(
             request.method, scope["path"], scope.get("query_string", b""),
             list(scope.get("headers", [])), body,
             tuple(client) if client else None, **route)
+        assert isinstance(stream, DeploymentResponseGenerator)
+        return stream
 
     async def _read_body(self, request: Request) -> bytes | None:
         chunks: list[bytes] = []
@@ -293,11 +296,10 @@ class HologramIngress:
             if not relayed:
                 self.in_flight -= 1
 
-    async def _relay(self, stream: DeploymentResponseGenerator) -> Response:
+    async def _relay(self, stream: DeploymentResponseGenerator[Any]) -> Response:
         """The replica's answer as a streamed response; ``in_flight`` drops when it ends."""
         first = await stream.__anext__()
-        if not isinstance(first, tuple):
-            raise RuntimeError("replica answered without a status line")
+        assert isinstance(first, tuple), "a replica's answer starts with its status line"
         status, headers = first
 
         async def rest() -> AsyncIterator[bytes]:
@@ -307,7 +309,7 @@ class HologramIngress:
                         yield chunk
             finally:
                 self.in_flight -= 1
-                stream.cancel()
+                stream.cancel()  # type: ignore[no-untyped-call]
 
         response = StreamingResponse(rest(), status_code=status)
         response.raw_headers = _relayed(headers)

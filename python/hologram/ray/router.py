@@ -51,7 +51,7 @@ def _kwargs(pending: PendingRequest | None) -> dict[Any, Any]:
     return pending.kwargs
 
 
-class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):  # type: ignore[misc]
+class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
     """Prefix-affinity (``mode="prefix"``) or power-of-two-choices (``mode="pow2"``)
     routing, both honouring ``target``."""
 
@@ -89,7 +89,7 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):  # type: ign
         if self.mode == "pow2" or not isinstance(keys, list) or not keys:
             ranks: list[list[RunningReplica]] = \
                 await PowerOfTwoChoicesRequestRouter.choose_replicas(
-                    self, candidate_replicas, pending_request)
+                    self, candidate_replicas, pending_request)  # type: ignore[arg-type]
             return ranks
         by_load = sorted(candidate_replicas, key=lambda r: (self._load(r), random.random()))
         least = self._load(by_load[0])
