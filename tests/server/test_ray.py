@@ -147,7 +147,7 @@ def test_requests_sharing_a_prefix_land_on_the_same_replica(ray_server: Server) 
 def test_metrics_gather_every_replica(ray_server: Server) -> None:
     r = requests.get(ray_server.base + "/metrics", timeout=30)
     assert r.status_code == 200
-    labelled = set(re.findall(r'^hologram_requests_total\{replica="([^"]+)"', r.text, re.M))
+    labelled = set(re.findall(r'^hologram_uptime_seconds\{replica="([^"]+)"', r.text, re.M))
     assert len(labelled) == 2, r.text[:2000]
     assert set(r.headers[REPLICA].split(",")) == labelled
     # One HELP/TYPE per family, even with two replicas.
@@ -163,7 +163,7 @@ def test_sigterm_drains_and_exits_0(ray_server: Server) -> None:
     def long_stream() -> None:
         try:
             out.append(_stream(ray_server, {
-                "model": "hologram-completion-v1", "max_tokens": 60, "ignore_eos": True,
+                "model": "hologram-completion-v1", "max_tokens": 400, "ignore_eos": True,
                 "messages": [{"role": "user", "content": "Write a long story."}]}))
         except BaseException as exc:  # noqa: BLE001 - checked below
             out.append(exc)
@@ -172,7 +172,7 @@ def test_sigterm_drains_and_exits_0(ray_server: Server) -> None:
     t.start()
     time.sleep(1.0)
     ray_server.proc.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
+    time.sleep(0.5)
     late = requests.get(ray_server.v1 + "/models", timeout=10)
     assert late.status_code == 503
     assert late.json()["error"]["code"] == "shutting_down"

@@ -117,7 +117,10 @@ def build_app(settings: ServerSettings, options: RayOptions) -> Any:
         name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=100_000, graceful_shutdown_timeout_s=settings.shutdown_timeout,
         graceful_shutdown_wait_loop_s=0.5)(HologramIngress)
-    return ingress.bind(replica.bind(settings), REPLICA_DEPLOYMENT, settings.max_body_bytes)
+    expected = replica_options["autoscaling_config"]["initial_replicas"] \
+        if options.autoscaling else options.replicas
+    return ingress.bind(replica.bind(settings), REPLICA_DEPLOYMENT, settings.max_body_bytes,
+                        expected)
 
 
 def _parse(argv: list[str]) -> tuple[ServerSettings, RayOptions]:

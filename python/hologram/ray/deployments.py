@@ -173,7 +173,10 @@ class HologramReplica:
                     if not message.get("more_body", False):
                         finished = True
                         break
-            await task
+            # As a real server does once the response is complete, receive() now reports
+            # the disconnect (the app may be listening for it).
+            gone.set()
+            await asyncio.wait_for(task, 10.0)
         finally:
             if not finished:
                 # The caller went away: the app sees the client disconnect and stops the
@@ -234,10 +237,14 @@ class HologramIngress:
     """The HTTP entry: relays every request to a replica chosen by the request router."""
 
     def __init__(self, replicas: DeploymentHandle[Any], deployment: str,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, expected: int = 1) -> None:
         self.replicas = replicas
         self.deployment = deployment
         self.max_body_bytes = max_body_bytes
+        #: Replicas to wait for at start: /health says 503 until the router knows this many
+        #: (Ray's proxy routes as soon as one is up, the first requests would all go there).
+        self.expected = expected
+        self.started = expected <= 0
         #: Requests being answered (a stream counts until its last byte).
         self.in_flight = 0
         self.stopping = False
@@ -246,11 +253,15 @@ class HologramIngress:
         """Answer new requests 503 and pass the shutdown on to every replica; returns the
         number of replicas told."""
         self.stopping = True
-        ids = await self._replica_ids()
-        results = await asyncio.gather(
-            *(self.replicas.begin_shutdown.remote(timeout, target=rid) for rid in ids),
-            return_exceptions=True)
-        return sum(1 for r in results if not isinstance(r, BaseException))
+        told = 0
+        for rid in await self._replica_ids():  # one at a time: see _metrics
+            try:
+                await asyncio.wait_for(
+                    self.replicas.begin_shutdown.remote(timeout, target=rid), 10.0)
+                told += 1
+            except Exception as exc:  # noqa: BLE001 - that replica is going anyway
+                log.warning("shutdown of replica %s: %s", rid, exc)
+        return told
 
     async def requests_in_flight(self) -> int:
         return self.in_flight
@@ -283,6 +294,17 @@ class HologramIngress:
         try:
             if request.method == "GET" and request.url.path == "/metrics":
                 return await self._metrics(request)
+            if not self.started:
+                if not known_replicas(self.deployment):
+                    # The handle makes its router on its first call.
+                    await self.replicas.check_health.remote()
+                if len(known_replicas(self.deployment)) < self.expected:
+                    if request.url.path == "/health":
+                        return Response(json.dumps({"status": "loading", "models": []}),
+                                        status_code=503, media_type="application/json",
+                                        headers={"Retry-After": "1"})
+                else:
+                    self.started = True
             body = await self._read_body(request)
             if body is None:
                 return _error(413, f"Request body too large; the limit is "
@@ -342,12 +364,15 @@ class HologramIngress:
     async def _metrics(self, request: Request) -> Response:
         ids = await self._replica_ids()
         texts: list[tuple[str, str]] = []
-        results = await asyncio.gather(
-            *(asyncio.wait_for(self._one_metrics(request, rid), METRICS_TIMEOUT_S)
-              for rid in ids), return_exceptions=True)
-        for rid, result in zip(ids, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("metrics of replica %s: %s", rid, result)
+        # One replica at a time: calls made while answering one HTTP request share its
+        # internal request id, and Ray's router matches a routed replica to a waiting call
+        # by that id, so concurrent calls could swap their targets.
+        for rid in ids:
+            try:
+                result = await asyncio.wait_for(self._one_metrics(request, rid),
+                                                METRICS_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - that replica is left out, logged
+                log.warning("metrics of replica %s: %r", rid, exc)
                 continue
             status, data, (_, headers) = result
             if status != 200:
