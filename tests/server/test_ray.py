@@ -22,10 +22,10 @@ import yaml
 
 pytest.importorskip("ray.serve")
 
-from hologram.ray.deployments import merge_metrics  # noqa: E402
-from hologram.ray.prefix import MIN_PREFIX_CHARS, prefix_keys  # noqa: E402
+from hologram.ray.deployments import merge_metrics
+from hologram.ray.prefix import MIN_PREFIX_CHARS, prefix_keys
 
-from .conftest import REPO, Server, free_port, start_server  # noqa: E402
+from .conftest import REPO, Server, free_port, start_server
 
 pytestmark = pytest.mark.ray
 
@@ -138,8 +138,8 @@ def test_requests_sharing_a_prefix_land_on_the_same_replica(ray_server: Server) 
             usage = raw.parse().usage
             assert usage is not None and usage.prompt_tokens_details is not None
             cached.setdefault(k, []).append(usage.prompt_tokens_details.cached_tokens or 0)
-    for k in served:
-        assert len(set(served[k])) == 1, served
+    for k, replicas in served.items():
+        assert len(set(replicas)) == 1, served
         # The replica that holds the system prompt reuses it.
         assert min(cached[k][1:]) > 100, cached
 
@@ -147,7 +147,7 @@ def test_requests_sharing_a_prefix_land_on_the_same_replica(ray_server: Server) 
 def test_metrics_gather_every_replica(ray_server: Server) -> None:
     r = requests.get(ray_server.base + "/metrics", timeout=30)
     assert r.status_code == 200
-    labelled = set(re.findall(r'^hologram_uptime_seconds\{replica="([^"]+)"', r.text, re.M))
+    labelled = set(re.findall(r'^hologram_uptime_seconds\{replica="([^"]+)"', r.text, re.MULTILINE))
     assert len(labelled) == 2, r.text[:2000]
     assert set(r.headers[REPLICA].split(",")) == labelled
     # One HELP/TYPE per family, even with two replicas.
