@@ -60,6 +60,9 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         self.mode = mode if mode in ("prefix", "pow2") else "prefix"
         self.imbalance = max(0, int(imbalance))
         self.owners: OrderedDict[str, ReplicaID] = OrderedDict()
+        #: Per replica, the shortest keys (distinct prompt roots) it owns: a new prefix goes
+        #: to the least busy replica, and among equally busy ones to the one owning fewest.
+        self.roots: dict[ReplicaID, set[str]] = {}
 
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         super().update_replicas(replicas)
@@ -67,6 +70,8 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         live = {r.replica_id for r in replicas}
         for key in [k for k, rid in self.owners.items() if rid not in live]:
             del self.owners[key]
+        for rid in [rid for rid in self.roots if rid not in live]:
+            del self.roots[rid]
 
     def _load(self, replica: RunningReplica) -> int:
         n = self.replica_queue_len_cache.get(replica.replica_id)
@@ -91,7 +96,8 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
                 await PowerOfTwoChoicesRequestRouter.choose_replicas(
                     self, candidate_replicas, pending_request)  # type: ignore[arg-type]
             return ranks
-        by_load = sorted(candidate_replicas, key=lambda r: (self._load(r), random.random()))
+        by_load = sorted(candidate_replicas, key=lambda r: (
+            self._load(r), len(self.roots.get(r.replica_id, ())), random.random()))
         least = self._load(by_load[0])
         for key in reversed(keys):
             owner_id = self.owners.get(key)
@@ -115,5 +121,10 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
             if isinstance(key, str):
                 self.owners[key] = replica_id
                 self.owners.move_to_end(key)
+        if keys and isinstance(keys[0], str):
+            for owned in self.roots.values():
+                owned.discard(keys[0])
+            self.roots.setdefault(replica_id, set()).add(keys[0])
         while len(self.owners) > MAX_KEYS:
-            self.owners.popitem(last=False)
+            key, rid = self.owners.popitem(last=False)
+            self.roots.get(rid, set()).discard(key)
