@@ -41,9 +41,10 @@ import httpx
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 240.0
 N_SYSTEMS = 4
-WORDS = ("river stone window garden morning silver engine harbor winter letter candle "
-         "mountain market shadow bridge lantern meadow thunder orchard compass violin ladder "
-         "cellar forest kitchen signal planet feather copper mirror village tunnel island").split()
+WORDS = ("river", "stone", "window", "garden", "morning", "silver", "engine", "harbor", "winter",
+         "letter", "candle", "mountain", "market", "shadow", "bridge", "lantern", "meadow",
+         "thunder", "orchard", "compass", "violin", "ladder", "cellar", "forest", "kitchen",
+         "signal", "planet", "feather", "copper", "mirror", "village", "tunnel", "island")
 
 
 def system_prompt(k: int, n_words: int = 520) -> str:
@@ -167,8 +168,16 @@ async def drive(client: httpx.AsyncClient, base: str, plan: list[int], concurren
             "per_system": per_system, "errors": errors}
 
 
-async def run_config(router: str, kv_tokens: int | None, args: argparse.Namespace,
-                     plan: list[int], logs: Path, want_memory: bool) -> dict[str, Any]:
+async def measure(base: str, proc: subprocess.Popen[bytes], log: Path,
+                  args: argparse.Namespace, plan: list[int]) -> dict[str, Any]:
+    async with httpx.AsyncClient(trust_env=False,
+                                 limits=httpx.Limits(max_connections=64)) as client:
+        await wait_ready(client, base, proc, log)
+        return await drive(client, base, plan, args.concurrency, args.max_tokens)
+
+
+def run_config(router: str, kv_tokens: int | None, args: argparse.Namespace,
+               plan: list[int], logs: Path, want_memory: bool) -> dict[str, Any]:
     port = free_port()
     cmd = [serve_exe(), "--ray", "--replicas", "2", "--threads", "1", "--port", str(port),
            "--ray-router", router, "--parallel", str(args.concurrency)]
@@ -180,10 +189,7 @@ async def run_config(router: str, kv_tokens: int | None, args: argparse.Namespac
                                 stdin=subprocess.DEVNULL)
     base = f"http://{HOST}:{port}"
     try:
-        async with httpx.AsyncClient(trust_env=False,
-                                     limits=httpx.Limits(max_connections=64)) as client:
-            await wait_ready(client, base, proc, log)
-            out = await drive(client, base, plan, args.concurrency, args.max_tokens)
+        out = asyncio.run(measure(base, proc, log, args, plan))
         if want_memory:
             out["memory"] = memory(proc.pid)
     finally:
@@ -214,7 +220,7 @@ def main() -> int:
     first = True
     for kv in [None, *(args.kv_tokens or [1536])]:
         for router in ("prefix", "pow2"):
-            r = asyncio.run(run_config(router, kv, args, plan, logs, first))
+            r = run_config(router, kv, args, plan, logs, first)
             kv_name = "default" if kv is None else str(kv)
             print(f"kv {kv_name:>7}  {router:>6}: cached {r['cached_tokens']:>6} of "
                   f"{r['prompt_tokens']:>6} prompt tokens = {100 * r['ratio']:5.1f}%  "
