@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ pytest.importorskip("ray.serve")
 from hologram.ray.deployments import merge_metrics
 from hologram.ray.prefix import MIN_PREFIX_CHARS, prefix_keys
 
-from .conftest import REPO, Server, free_port, start_server
+from .conftest import REPO, Server, free_port, serve_command, start_server
 
 pytestmark = pytest.mark.ray
 
@@ -221,6 +222,25 @@ def test_serve_run_with_the_config_file(tmp_path: Path) -> None:
 
 
 # -- pieces without a cluster ------------------------------------------------------------------
+
+def _serve(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*serve_command(), *args], capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def test_ray_flags_need_ray_and_a_free_port() -> None:
+    proc = _serve(["--replicas", "2", "--ray-router", "pow2", "--port", str(free_port())])
+    assert proc.returncode == 2
+    assert "--replicas, --ray-router need --ray" in proc.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = _serve(["--ray", "--port", str(port)])
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
 
 def test_prefix_keys_follow_messages_and_prompts() -> None:
     system = {"role": "system", "content": "s" * MIN_PREFIX_CHARS}

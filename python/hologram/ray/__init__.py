@@ -169,6 +169,14 @@ def run(settings: ServerSettings, options: RayOptions) -> int:
 
     port = settings.port or _free_port(settings.host)
     settings.port = port
+    try:  # Ray's proxy would only log a busy port; say it now, in one line
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((settings.host, port))
+    except OSError as exc:
+        print(f"hologram-serve: error: cannot listen on {settings.host}:{port}: "
+              f"{exc.strerror or exc}", file=sys.stderr, flush=True)
+        return 1
     app = build_app(settings, options)
     local = options.address is None
     try:

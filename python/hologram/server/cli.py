@@ -4,6 +4,7 @@ Start-up failures (missing model file, unreadable GGUF, port in use) print one l
 and exit non-zero. SIGTERM/SIGINT stop accepting connections and close idle WebSockets, let
 in-flight requests finish, stop what still runs shortly before ``--shutdown-timeout`` seconds
 (each stream ends with its last chunks, an error event and its end marker), and exit 0.
+With ``--ray`` the same settings go to :mod:`hologram.ray` (replicas on Ray Serve).
 """
 
 from __future__ import annotations
@@ -309,6 +310,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.ray:
+        given = [flag for flag, value, default in (
+            ("--replicas", args.replicas, 1), ("--ray-address", args.ray_address, None),
+            ("--replica-cpus", args.replica_cpus, None),
+            ("--min-replicas", args.min_replicas, None),
+            ("--max-replicas", args.max_replicas, None),
+            ("--target-ongoing-requests", args.target_ongoing_requests, None),
+            ("--ray-router", args.ray_router, "prefix"),
+            ("--ray-imbalance", args.ray_imbalance, 8)) if value != default]
+        if given:
+            return _fail(f"{', '.join(given)} need --ray", 2)
     try:
         settings = _settings_from_args(args)
     except (OSError, ValueError) as exc:
