@@ -39,6 +39,8 @@ APP_NAME = "hologram"
 REPLICA_DEPLOYMENT = "hologram"
 #: Object store of a local Ray instance: hologram passes only small messages through it.
 LOCAL_OBJECT_STORE_BYTES = 100 * 1024 * 1024
+#: Requests a replica may hold beyond --parallel + --max-queue (see build_app).
+ONGOING_SLACK = 4
 
 
 @dataclass
@@ -86,8 +88,9 @@ def build_app(settings: ServerSettings, options: RayOptions) -> Any:
     replica_options: dict[str, Any] = {
         "name": REPLICA_DEPLOYMENT,
         "ray_actor_options": {"num_cpus": cpus},
-        # hologram admits parallel + max_queue requests itself and answers 503 beyond.
-        "max_ongoing_requests": settings.parallel + settings.max_queue,
+        # hologram admits parallel + max_queue generations itself and answers 503 beyond (in
+        # OpenAI's shape); the slack lets that 503, /health and /metrics through.
+        "max_ongoing_requests": settings.parallel + settings.max_queue + ONGOING_SLACK,
         "max_queued_requests": -1,
         "graceful_shutdown_timeout_s": settings.shutdown_timeout,
         "graceful_shutdown_wait_loop_s": 0.5,
@@ -101,7 +104,6 @@ def build_app(settings: ServerSettings, options: RayOptions) -> Any:
         low = options.min_replicas if options.min_replicas is not None else 1
         high = options.max_replicas if options.max_replicas is not None else \
             max(low, options.replicas)
-        replica_options["num_replicas"] = "auto"
         replica_options["autoscaling_config"] = {
             "min_replicas": low, "max_replicas": high,
             "initial_replicas": min(max(options.replicas, low), high),
@@ -167,6 +169,11 @@ def run(settings: ServerSettings, options: RayOptions) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
+    if (options.min_replicas is not None and options.max_replicas is not None
+            and options.min_replicas > options.max_replicas):
+        print("hologram-serve: error: --min-replicas is above --max-replicas", file=sys.stderr,
+              flush=True)
+        return 2
     port = settings.port or _free_port(settings.host)
     settings.port = port
     try:  # Ray's proxy would only log a busy port; say it now, in one line

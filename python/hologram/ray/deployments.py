@@ -167,10 +167,21 @@ class HologramReplica:
                     out.append((REPLICA_HEADER.lower().encode(), self.replica_id.encode()))
                     yield (int(message["status"]), out)
                 elif message["type"] == "http.response.body":
-                    chunk = message.get("body", b"")
+                    # Whatever else the app has sent meanwhile goes in the same chunk: each
+                    # chunk is a hop through Ray (replica -> ingress -> proxy), and under load
+                    # several SSE events are ready at once.
+                    chunk = bytes(message.get("body", b""))
+                    more = bool(message.get("more_body", False))
+                    while more and not messages.empty():
+                        following = messages.get_nowait()
+                        if following is None or following["type"] != "http.response.body":
+                            messages.put_nowait(following)  # re-read below (None ends)
+                            break
+                        chunk += bytes(following.get("body", b""))
+                        more = bool(following.get("more_body", False))
                     if chunk:
-                        yield bytes(chunk)
-                    if not message.get("more_body", False):
+                        yield chunk
+                    if not more:
                         finished = True
                         break
             # As a real server does once the response is complete, receive() now reports
