@@ -8,8 +8,9 @@ request from the keyword arguments the ingress passes:
 * ``prefix``: the request's prefix keys (:mod:`hologram.ray.prefix`), shortest first. In
   ``prefix`` mode the replica that last served the longest known key gets the request, unless
   it has more than ``imbalance`` requests in flight beyond the least busy replica; a request
-  with no known key goes to the least busy replica. Then every key of the request points at
-  the replica that took it.
+  with no known key goes to the least busy replica (among equally busy ones, the one owning
+  fewest prompts), which claims its keys at once, so requests of the same prefix routed
+  meanwhile follow it. Then every key of the request points at the replica that took it.
 * otherwise, and in ``pow2`` mode always, Ray Serve's own power-of-two-choices rule (two random
   replicas, the one with the shorter queue).
 
@@ -20,6 +21,7 @@ would defeat the affinity). The ids of the replicas the router knows are publish
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import OrderedDict
 from typing import Any
@@ -37,6 +39,8 @@ from ray.serve.request_router import (
 from hologram.ray import registry
 
 __all__ = ["HologramRouter"]
+
+logger = logging.getLogger("ray.serve")
 
 #: Default of ``imbalance``: in-flight requests the owner of a prefix may have beyond the
 #: least busy replica before a request spills over.
@@ -81,6 +85,14 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         self, candidate_replicas: list[RunningReplica],
         pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
+        try:
+            return await self._choose(candidate_replicas, pending_request)
+        except Exception:  # a failure here would leave the request unrouted for good
+            logger.exception("hologram router: routing by load instead")
+            return [list(candidate_replicas)]
+
+    async def _choose(self, candidate_replicas: list[RunningReplica],
+                      pending_request: PendingRequest | None) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
         if pending_request is not None:
@@ -107,16 +119,13 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
             if owner is not None and self._load(owner) <= least + self.imbalance:
                 return [[owner], [r for r in by_load if r is not owner]]
             break
+        # Claim the prefix now: requests of the same prefix routed before this one is sent
+        # (routing is concurrent) then follow it instead of picking on their own.
+        self._claim(keys, by_load[0].replica_id)
         return [[r] for r in by_load]
 
-    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
-                          result: Any) -> None:
-        if self.mode != "prefix":
-            return
-        kwargs = _kwargs(pending_request)
-        keys = kwargs.get("prefix")
-        if kwargs.get("target") is not None or not isinstance(keys, list):
-            return
+    def _claim(self, keys: list[Any], replica_id: ReplicaID) -> None:
+        """Point every key at the replica (the shortest one counts as a root it owns)."""
         for key in keys:
             if isinstance(key, str):
                 self.owners[key] = replica_id
@@ -128,3 +137,13 @@ class HologramRouter(LocalityMixin, MultiplexMixin, RequestRouter):
         while len(self.owners) > MAX_KEYS:
             key, rid = self.owners.popitem(last=False)
             self.roots.get(rid, set()).discard(key)
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
+                          result: Any) -> None:
+        if self.mode != "prefix":
+            return
+        kwargs = _kwargs(pending_request)
+        keys = kwargs.get("prefix")
+        if kwargs.get("target") is not None or not isinstance(keys, list):
+            return
+        self._claim(keys, replica_id)
