@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,6 +193,8 @@ def test_serve_run_with_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "ray-serve.yaml"
     path.write_text(yaml.safe_dump(config))
     serve_exe = Path(sys.executable).parent / "serve"
+    if not serve_exe.is_file():
+        serve_exe = Path(shutil.which("serve") or "serve")
     log_path = tmp_path / "serve-run.log"
     proc = subprocess.Popen([str(serve_exe), "run", str(path)], stdout=subprocess.DEVNULL,
                             stderr=log_path.open("wb"), cwd=tmp_path)
