@@ -184,9 +184,9 @@ def run(settings: ServerSettings, options: RayOptions) -> int:
         print(f"hologram-serve: error: cannot listen on {settings.host}:{port}: "
               f"{exc.strerror or exc}", file=sys.stderr, flush=True)
         return 1
-    app = build_app(settings, options)
     local = options.address is None
     try:
+        app = build_app(settings, options)
         if local:
             needed = _prepare(settings, options) * max(options.replicas,
                                                        options.max_replicas or 0)
