@@ -238,6 +238,8 @@ def _stop(local: bool) -> None:
     import ray
     from ray import serve
 
+    if not ray.is_initialized():
+        return
     try:
         if local:
             serve.shutdown()  # type: ignore[no-untyped-call]
