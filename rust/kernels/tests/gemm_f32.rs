@@ -40,7 +40,16 @@ fn naive(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usiz
     out
 }
 
-fn run(isa: Isa, pool: &Pool, a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
+fn run(
+    isa: Isa,
+    pool: &Pool,
+    a: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
     let p = PackedF32::pack_isa(isa, w, n, k).unwrap();
     assert_eq!(p.isa(), isa);
     assert_eq!((p.n(), p.k()), (n, k));
@@ -107,7 +116,11 @@ fn rows_do_not_depend_on_the_batch() {
             let mut one = vec![0f32; n];
             gemm_f32(&pool, &a[i * k..(i + 1) * k], 1, &p, Some(&b), &mut one).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&one), bits(&all[i * n..(i + 1) * n]), "{isa:?} row {i}");
+            assert_eq!(
+                bits(&one),
+                bits(&all[i * n..(i + 1) * n]),
+                "{isa:?} row {i}"
+            );
         }
     }
 }

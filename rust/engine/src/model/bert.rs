@@ -20,9 +20,10 @@ use crate::error::{EngineError, Result};
 use crate::gguf::keys::{self, arch_key, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::weights::{load_vector, Linear};
-use hologram_kernels::ops;
-use hologram_kernels::Pool;
+use hologram_kernels::simd::{self, Isa};
+use hologram_kernels::{gemm_f32, ops, PackedF32, Pool, QuantType};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// `general.architecture` of BERT-family encoders.
 pub const ARCH_BERT: &str = "bert";
@@ -267,13 +268,57 @@ impl BertConfig {
 pub struct Dense {
     pub w: Linear,
     pub b: Vec<f32>,
+    /// Float weights (F32 / F16 / BF16) packed for [`gemm_f32`] at load (F16 / BF16 widened
+    /// to f32 exactly); quantized weights stay in the file for the quantized matmul.
+    pub packed: Option<PackedF32>,
+}
+
+/// Whether weights of type `t` go through the packed f32 GEMM (exact widening to f32).
+fn packs_to_f32(t: QuantType) -> bool {
+    matches!(t, QuantType::F32 | QuantType::F16 | QuantType::BF16)
+}
+
+/// Pack the float matrices `parts` (same `cols`) stacked row-wise into one [`PackedF32`].
+fn pack_stacked(f: &GgufFile, parts: &[&Linear]) -> Result<PackedF32> {
+    let cols = parts.first().map_or(0, |l| l.cols);
+    let rows: usize = parts.iter().map(|l| l.rows).sum();
+    PackedF32::pack_rows(simd::active(), rows, cols, |mut r, dst| {
+        for l in parts {
+            if r < l.rows {
+                return l.dequantize_row(f, r, dst);
+            }
+            r -= l.rows;
+        }
+        Err(EngineError::invalid_model("packed row out of range"))
+    })
+}
+
+impl From<hologram_kernels::KernelError> for EngineError {
+    fn from(e: hologram_kernels::KernelError) -> Self {
+        EngineError::invalid_model(format!("packing: {e}"))
+    }
 }
 
 impl Dense {
-    fn load(f: &GgufFile, t: BlockTensor, layer: usize, cols: usize, rows: usize) -> Result<Self> {
+    /// Load a matrix and its bias; with `pack`, float weights are packed for [`gemm_f32`].
+    fn load(
+        f: &GgufFile,
+        t: BlockTensor,
+        layer: usize,
+        cols: usize,
+        rows: usize,
+        pack: bool,
+    ) -> Result<Self> {
+        let w = Linear::load(f, &t.name(layer), cols, rows)?;
+        let packed = if pack && packs_to_f32(w.ttype) {
+            Some(pack_stacked(f, &[&w])?)
+        } else {
+            None
+        };
         Ok(Dense {
-            w: Linear::load(f, &t.name(layer), cols, rows)?,
+            w,
             b: load_vector(f, &t.bias_name(layer), rows)?,
+            packed,
         })
     }
 }
@@ -314,6 +359,9 @@ pub struct BertLayer {
     pub up: Dense,
     pub down: Dense,
     pub out_norm: Norm,
+    /// Q, K and V stacked into one `(3 n_embd, n_embd)` packed matrix with its bias, when
+    /// all three are float weights: one GEMM writes `[q | k | v]` per token.
+    pub qkv: Option<(PackedF32, Vec<f32>)>,
 }
 
 #[derive(Debug)]
@@ -326,32 +374,38 @@ pub struct BertModel {
     pub token_type0: Vec<f32>,
     pub embd_norm: Norm,
     pub layers: Vec<BertLayer>,
+    /// Forward-pass buffers, kept between calls (a batch of the same size or smaller
+    /// allocates nothing).
+    scratch: Mutex<Buffers>,
 }
 
-/// Per-call buffers, sized by the batch's token count.
+/// Forward-pass buffers. Every element a pass reads was written earlier in the same pass, so
+/// they are only ever grown, never cleared.
+#[derive(Debug, Default)]
 struct Buffers {
     x: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// `[q | k | v]` per token (`3 n_embd` wide) on the fused path; q, k, v one after the
+    /// other (`n_tok * n_embd` each) otherwise.
+    qkv: Vec<f32>,
     attn: Vec<f32>,
     tmp: Vec<f32>,
     ff: Vec<f32>,
     mm: Vec<u8>,
 }
 
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
 impl Buffers {
-    fn new(n_tok: usize, e: usize, ff: usize) -> Self {
-        Buffers {
-            x: vec![0.0; n_tok * e],
-            q: vec![0.0; n_tok * e],
-            k: vec![0.0; n_tok * e],
-            v: vec![0.0; n_tok * e],
-            attn: vec![0.0; n_tok * e],
-            tmp: vec![0.0; n_tok * e],
-            ff: vec![0.0; n_tok * ff],
-            mm: Vec::new(),
-        }
+    fn ensure(&mut self, n_tok: usize, e: usize, ff: usize) {
+        grow(&mut self.x, n_tok * e);
+        grow(&mut self.qkv, 3 * n_tok * e);
+        grow(&mut self.attn, n_tok * e);
+        grow(&mut self.tmp, n_tok * e);
+        grow(&mut self.ff, n_tok * ff);
     }
 }
 
@@ -391,17 +445,33 @@ impl BertModel {
         let layers = (0..cfg.n_layer)
             .map(|i| {
                 Ok(BertLayer {
-                    q: Dense::load(f, BlockTensor::AttnQ, i, e, e)?,
-                    k: Dense::load(f, BlockTensor::AttnK, i, e, e)?,
-                    v: Dense::load(f, BlockTensor::AttnV, i, e, e)?,
-                    o: Dense::load(f, BlockTensor::AttnOutput, i, e, e)?,
+                    // Q, K, V are packed below (stacked when all three are float).
+                    q: Dense::load(f, BlockTensor::AttnQ, i, e, e, false)?,
+                    k: Dense::load(f, BlockTensor::AttnK, i, e, e, false)?,
+                    v: Dense::load(f, BlockTensor::AttnV, i, e, e, false)?,
+                    o: Dense::load(f, BlockTensor::AttnOutput, i, e, e, true)?,
                     attn_norm: Norm::load_block(f, ATTN_OUTPUT_NORM, i, e)?,
-                    up: Dense::load(f, BlockTensor::FfnUp, i, e, ff)?,
-                    down: Dense::load(f, BlockTensor::FfnDown, i, ff, e)?,
+                    up: Dense::load(f, BlockTensor::FfnUp, i, e, ff, true)?,
+                    down: Dense::load(f, BlockTensor::FfnDown, i, ff, e, true)?,
                     out_norm: Norm::load_block(f, LAYER_OUTPUT_NORM, i, e)?,
+                    qkv: None,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<BertLayer>>>()?;
+        let mut layers = layers;
+        for l in &mut layers {
+            if [&l.q, &l.k, &l.v].iter().all(|d| packs_to_f32(d.w.ttype)) {
+                let m = pack_stacked(f, &[&l.q.w, &l.k.w, &l.v.w])?;
+                let bias = [&l.q.b[..], &l.k.b, &l.v.b].concat();
+                l.qkv = Some((m, bias));
+            } else {
+                for d in [&mut l.q, &mut l.k, &mut l.v] {
+                    if packs_to_f32(d.w.ttype) {
+                        d.packed = Some(pack_stacked(f, &[&d.w])?);
+                    }
+                }
+            }
+        }
         Ok(BertModel {
             cfg,
             token_embd,
@@ -409,6 +479,7 @@ impl BertModel {
             token_type0,
             embd_norm,
             layers,
+            scratch: Mutex::new(Buffers::default()),
         })
     }
 
@@ -484,9 +555,12 @@ impl BertModel {
             )));
         }
         self.validate(inputs)?;
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let b = &mut *guard;
         for range in Self::slices(inputs) {
             let batch = &inputs[range.clone()];
-            let hidden = self.forward(f, pool, batch)?;
+            self.forward(f, pool, batch, b)?;
+            let hidden = &b.x;
             let mut off = 0;
             for (ids, o) in batch
                 .iter()
@@ -509,15 +583,28 @@ impl BertModel {
         inputs: &[Vec<u32>],
     ) -> Result<Vec<f32>> {
         self.validate(inputs)?;
+        let e = self.cfg.n_embd;
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let b = &mut *guard;
         let mut all = Vec::new();
         for range in Self::slices(inputs) {
-            all.extend_from_slice(&self.forward(f, pool, &inputs[range])?);
+            let batch = &inputs[range];
+            let n_tok: usize = batch.iter().map(Vec::len).sum();
+            self.forward(f, pool, batch, b)?;
+            all.extend_from_slice(&b.x[..n_tok * e]);
         }
         Ok(all)
     }
 
-    /// One forward pass over validated inputs; returns the final hidden states.
-    fn forward(&self, f: &GgufFile, pool: &Pool, inputs: &[Vec<u32>]) -> Result<Vec<f32>> {
+    /// One forward pass over validated inputs; leaves the final hidden states in the first
+    /// `n_tokens * n_embd` values of `b.x`.
+    fn forward(
+        &self,
+        f: &GgufFile,
+        pool: &Pool,
+        inputs: &[Vec<u32>],
+        b: &mut Buffers,
+    ) -> Result<()> {
         let (e, ffn) = (self.cfg.n_embd, self.cfg.n_ff);
         let n_tok: usize = inputs.iter().map(Vec::len).sum();
         // (first row, length) of every input.
@@ -529,11 +616,24 @@ impl BertModel {
                 Some(s)
             })
             .collect();
-        let mut b = Buffers::new(n_tok, e, ffn);
+        b.ensure(n_tok, e, ffn);
+        let Buffers {
+            x,
+            qkv,
+            attn,
+            tmp,
+            ff,
+            mm,
+        } = b;
+        let x = &mut x[..n_tok * e];
+        let qkv = &mut qkv[..3 * n_tok * e];
+        let attn = &mut attn[..n_tok * e];
+        let tmp = &mut tmp[..n_tok * e];
+        let ff = &mut ff[..n_tok * ffn];
 
         // Embeddings.
         {
-            let mut rows = b.x.chunks_exact_mut(e);
+            let mut rows = x.chunks_exact_mut(e);
             for ids in inputs {
                 for (p, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
                     self.token_embd.dequantize_row(f, id as usize, row)?;
@@ -545,25 +645,35 @@ impl BertModel {
             }
         }
         let eps = self.cfg.eps;
-        layer_norm_rows(pool, &mut b.x, e, &self.embd_norm, eps);
+        layer_norm_rows(pool, x, e, &self.embd_norm, eps);
 
         for layer in &self.layers {
-            self.dense(f, pool, &layer.q, &b.x, n_tok, &mut b.q, &mut b.mm)?;
-            self.dense(f, pool, &layer.k, &b.x, n_tok, &mut b.k, &mut b.mm)?;
-            self.dense(f, pool, &layer.v, &b.x, n_tok, &mut b.v, &mut b.mm)?;
-            self.attention(pool, &spans, &b.q, &b.k, &b.v, &mut b.attn);
-            self.dense(f, pool, &layer.o, &b.attn, n_tok, &mut b.tmp, &mut b.mm)?;
-            add_layer_norm_rows(pool, &mut b.x, &b.tmp, e, &layer.attn_norm, eps);
+            // q, k, v rows at stride `ld`.
+            let (q, k, v, ld): (&[f32], &[f32], &[f32], usize) = match &layer.qkv {
+                Some((m, bias)) => {
+                    gemm_f32(pool, x, n_tok, m, Some(bias), qkv)
+                        .map_err(|err| kernel_err(&layer.q.w.info.name, err))?;
+                    (&qkv[..], &qkv[e..], &qkv[2 * e..], 3 * e)
+                }
+                None => {
+                    let (qb, rest) = qkv.split_at_mut(n_tok * e);
+                    let (kb, vb) = rest.split_at_mut(n_tok * e);
+                    self.dense(f, pool, &layer.q, x, n_tok, qb, mm)?;
+                    self.dense(f, pool, &layer.k, x, n_tok, kb, mm)?;
+                    self.dense(f, pool, &layer.v, x, n_tok, vb, mm)?;
+                    (qb, kb, vb, e)
+                }
+            };
+            self.attention(pool, &spans, q, k, v, ld, attn);
+            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm)?;
+            add_layer_norm_rows(pool, x, tmp, e, &layer.attn_norm, eps);
 
-            self.dense(f, pool, &layer.up, &b.x, n_tok, &mut b.ff, &mut b.mm)?;
-            pool.install(|| {
-                b.ff.par_chunks_mut(ROWS_PER_TASK * ffn)
-                    .for_each(|c| c.iter_mut().for_each(|a| *a = gelu_erf_fast(*a)))
-            });
-            self.dense(f, pool, &layer.down, &b.ff, n_tok, &mut b.tmp, &mut b.mm)?;
-            add_layer_norm_rows(pool, &mut b.x, &b.tmp, e, &layer.out_norm, eps);
+            self.dense(f, pool, &layer.up, x, n_tok, ff, mm)?;
+            gelu_rows(pool, ff, ffn);
+            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm)?;
+            add_layer_norm_rows(pool, x, tmp, e, &layer.out_norm, eps);
         }
-        Ok(b.x)
+        Ok(())
     }
 
     /// `out = x W^T + bias` over `n_tok` rows.
@@ -579,6 +689,10 @@ impl BertModel {
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
         let w = &d.w;
+        if let Some(p) = &d.packed {
+            return gemm_f32(pool, x, n_tok, p, Some(&d.b), out)
+                .map_err(|err| kernel_err(&w.info.name, err));
+        }
         hologram_kernels::matmul(
             pool,
             w.bytes(f),
@@ -605,7 +719,8 @@ impl BertModel {
     }
 
     /// Bidirectional attention of every input over its own tokens: `out` rows of input `i` are
-    /// `softmax(q k^T / sqrt(d)) v` per head.
+    /// `softmax(q k^T / sqrt(d)) v` per head. Row `t` of q / k / v starts at `t * ld`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         pool: &Pool,
@@ -613,10 +728,18 @@ impl BertModel {
         q: &[f32],
         k: &[f32],
         v: &[f32],
+        ld: usize,
         out: &mut [f32],
     ) {
-        let (e, nh, hd) = (self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim);
-        let scale = 1.0 / (hd as f32).sqrt();
+        let e = self.cfg.n_embd;
+        let shape = AttnShape {
+            e,
+            ld,
+            nh: self.cfg.n_head,
+            hd: self.cfg.head_dim,
+            scale: 1.0 / (self.cfg.head_dim as f32).sqrt(),
+        };
+        let isa = simd::active();
         // Tasks: (first row of the input, input length, first query row in the input, the
         // output rows to fill). Disjoint slices of `out`, so the tasks need no synchronisation.
         let mut tasks: Vec<(usize, usize, usize, &mut [f32])> = Vec::new();
@@ -631,35 +754,136 @@ impl BertModel {
         pool.install(|| {
             tasks.into_par_iter().for_each(|(off, len, r0, chunk)| {
                 let mut scores = vec![0f32; len];
-                for (rr, orow) in chunk.chunks_exact_mut(e).enumerate() {
-                    let qi = off + r0 + rr;
-                    for h in 0..nh {
-                        let c0 = h * hd;
-                        let qh = &q[qi * e + c0..qi * e + c0 + hd];
-                        for (j, s) in scores.iter_mut().enumerate() {
-                            let kr = (off + j) * e + c0;
-                            *s = dot(qh, &k[kr..kr + hd]) * scale;
-                        }
-                        ops::softmax_inplace(&mut scores);
-                        let oh = &mut orow[c0..c0 + hd];
-                        oh.fill(0.0);
-                        for (j, &p) in scores.iter().enumerate() {
-                            let vr = (off + j) * e + c0;
-                            for (o, &vv) in oh.iter_mut().zip(&v[vr..vr + hd]) {
-                                *o += p * vv;
-                            }
-                        }
-                    }
-                }
+                let t = AttnTask { q, k, v, off, r0 };
+                attn_task(isa, &shape, &t, &mut scores, chunk);
             })
         });
     }
 }
 
+/// Attention dimensions: model width, q/k/v row stride, heads, head size, score scale.
+struct AttnShape {
+    e: usize,
+    ld: usize,
+    nh: usize,
+    hd: usize,
+    scale: f32,
+}
+
+/// One attention task's inputs: the input's first row `off`, the first query row `r0` within
+/// the input (the input's length is `scores.len()`).
+struct AttnTask<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    off: usize,
+    r0: usize,
+}
+
+/// Run one attention task with the loops compiled for `isa` (the same operations in the same
+/// order on every tier, so the same bits; only the vector width differs).
+fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier is available (simd::active only returns available tiers).
+        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, scores, out) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, scores, out) },
+        _ => {}
+    }
+    let _ = isa;
+    attn_task_body(s, t, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn attn_task_avx512(s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
+    attn_task_body(s, t, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attn_task_avx2(s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
+    attn_task_body(s, t, scores, out)
+}
+
+#[inline(always)]
+fn attn_task_body(s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
+    let (ld, hd) = (s.ld, s.hd);
+    for (rr, orow) in out.chunks_exact_mut(s.e).enumerate() {
+        let qi = t.off + t.r0 + rr;
+        for h in 0..s.nh {
+            let c0 = h * hd;
+            let qh = &t.q[qi * ld + c0..qi * ld + c0 + hd];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let kr = (t.off + j) * ld + c0;
+                *sc = dot(qh, &t.k[kr..kr + hd]) * s.scale;
+            }
+            softmax_fast(scores);
+            let oh = &mut orow[c0..c0 + hd];
+            oh.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let vr = (t.off + j) * ld + c0;
+                for (o, &vv) in oh.iter_mut().zip(&t.v[vr..vr + hd]) {
+                    *o += p * vv;
+                }
+            }
+        }
+    }
+}
+
+/// In-place softmax with [`exp_f32`] (vectorisable; no libm call per score).
+#[inline(always)]
+fn softmax_fast(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v = exp_f32(*v - max);
+    }
+    let sum: f32 = x.iter().sum();
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// GELU over the FFN activations `x` (rows of `ffn`), in parallel, compiled for the active tier.
+fn gelu_rows(pool: &Pool, x: &mut [f32], ffn: usize) {
+    let isa = simd::active();
+    pool.install(|| {
+        x.par_chunks_mut(ROWS_PER_TASK * ffn)
+            .for_each(|c| gelu_slice(isa, c))
+    });
+}
+
+fn gelu_slice(isa: Isa, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier is available (simd::active only returns available tiers).
+        Isa::Avx512 => return unsafe { gelu_avx512(x) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { gelu_avx2(x) },
+        _ => {}
+    }
+    let _ = isa;
+    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gelu_avx512(x: &mut [f32]) {
+    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gelu_avx2(x: &mut [f32]) {
+    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
+}
+
 /// f32 dot product for the short (head_dim) vectors of attention. Plain multiply-add with 8
 /// independent lanes, so it vectorises on any x86-64 baseline; `f32::mul_add` would become a
 /// libm call per element when the crate is not built with the FMA target feature.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
