@@ -165,6 +165,24 @@ pub fn gemm_f32(
     bias: Option<&[f32]>,
     c: &mut [f32],
 ) -> Result<(), KernelError> {
+    gemm_f32_post(pool, a, m, w, bias, c, None)
+}
+
+/// An element-wise operation applied to the output (an activation): called on every stored
+/// piece of `c` (part of one row) right after the tile that wrote it, while it is in L1.
+pub type PostOp<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+
+/// [`gemm_f32`], then `post` on the outputs (each output element exactly once), fused into the
+/// tiles' stores.
+pub fn gemm_f32_post(
+    pool: &Pool,
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    post: Option<PostOp>,
+) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
     check_len(
         "a length",
@@ -234,6 +252,16 @@ pub fn gemm_f32(
                         ncols,
                     )
                 };
+                if let Some(op) = post {
+                    for r in i..i + rows {
+                        // SAFETY: row r, columns j0..j0 + ncols of `c`: inside `c`, written
+                        // only by this task, and no other reference to them is live.
+                        let piece = unsafe {
+                            std::slice::from_raw_parts_mut(c_ptr.ptr().add(r * n + j0), ncols)
+                        };
+                        op(piece);
+                    }
+                }
                 i += rows;
             }
         }
@@ -292,7 +320,35 @@ unsafe fn tile(
             _ => {}
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: FMA is available; the rest is forwarded from this function's contract.
+        return unsafe { tile_scalar_fma(rows, a, k, panel, width, c, ldc, bias, ncols) };
+    }
     // SAFETY: forwarded from this function's contract.
+    unsafe { tile_scalar(rows, a, k, panel, width, c, ldc, bias, ncols) }
+}
+
+/// [`tile_scalar`] compiled with the FMA instruction (`f32::mul_add` is otherwise a libm call):
+/// the same operations, so the same bits.
+///
+/// # Safety
+/// FMA is available; as [`tile`] (any `width`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_scalar_fma(
+    rows: usize,
+    a: &[f32],
+    k: usize,
+    panel: &[f32],
+    width: usize,
+    c: *mut f32,
+    ldc: usize,
+    bias: Option<&[f32]>,
+    ncols: usize,
+) {
+    // SAFETY: forwarded.
     unsafe { tile_scalar(rows, a, k, panel, width, c, ldc, bias, ncols) }
 }
 
@@ -300,6 +356,7 @@ unsafe fn tile(
 ///
 /// # Safety
 /// As [`tile`] (any `width`).
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_scalar(
     rows: usize,
@@ -312,19 +369,30 @@ unsafe fn tile_scalar(
     bias: Option<&[f32]>,
     ncols: usize,
 ) {
+    let mut accs = [0f32; 32];
     for r in 0..rows {
         let ar = &a[r * k..(r + 1) * k];
-        for j in 0..ncols {
-            let mut acc = 0f32;
+        // One accumulator per column, kk ascending (columns side by side so that the loop
+        // over them can use vector FMAs: the same operation per element).
+        for j0 in (0..ncols).step_by(32) {
+            let nc = (ncols - j0).min(32);
+            let acc = &mut accs[..nc];
+            acc.fill(0.0);
             for (kk, &av) in ar.iter().enumerate() {
-                acc = av.mul_add(panel[kk * width + j], acc);
+                let b = &panel[kk * width + j0..kk * width + j0 + nc];
+                for (x, &bv) in acc.iter_mut().zip(b) {
+                    *x = av.mul_add(bv, *x);
+                }
             }
-            let v = match bias {
-                Some(b) => acc + b[j],
-                None => acc,
-            };
-            // SAFETY: r < rows, j < ncols (contract).
-            unsafe { *c.add(r * ldc + j) = v };
+            for (jj, &acc) in acc.iter().enumerate() {
+                let j = j0 + jj;
+                let v = match bias {
+                    Some(b) => acc + b[j],
+                    None => acc,
+                };
+                // SAFETY: r < rows, j < ncols (contract).
+                unsafe { *c.add(r * ldc + j) = v };
+            }
         }
     }
 }

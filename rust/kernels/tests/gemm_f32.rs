@@ -3,7 +3,7 @@
 //! multiples of the blocking, with and without bias, on 1 and 2 threads.
 
 use hologram_kernels::simd::available;
-use hologram_kernels::{gemm_f32, Isa, KernelError, PackedF32, Pool};
+use hologram_kernels::{gemm_f32, gemm_f32_post, Isa, KernelError, PackedF32, Pool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -142,4 +142,33 @@ fn bad_lengths_are_errors() {
     assert_eq!(c, vec![3.5, 3.5, 3.5, 7.5, 7.5, 7.5]);
     // Empty batch: nothing to do.
     gemm_f32(&pool, &[], 0, &p, None, &mut []).unwrap();
+}
+
+#[test]
+fn post_op_runs_once_on_every_output() {
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    for (si, &(m, n, k)) in SHAPES.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(500 + si as u64);
+        let a = rand_vec(&mut rng, m * k, 2.0);
+        let w = rand_vec(&mut rng, n * k, 1.0);
+        let b = rand_vec(&mut rng, n, 0.5);
+        for &isa in &available() {
+            let p = PackedF32::pack_isa(isa, &w, n, k).unwrap();
+            for pool in &pools {
+                let mut plain = vec![0f32; m * n];
+                gemm_f32(pool, &a, m, &p, Some(&b), &mut plain).unwrap();
+                // Not idempotent: applied twice (or missed) it would show.
+                let op = |v: &mut [f32]| v.iter_mut().for_each(|x| *x = *x * 2.0 + 1.0);
+                let mut fused = vec![f32::NAN; m * n];
+                gemm_f32_post(pool, &a, m, &p, Some(&b), &mut fused, Some(&op)).unwrap();
+                for (i, (f, x)) in fused.iter().zip(&plain).enumerate() {
+                    assert_eq!(
+                        f.to_bits(),
+                        (x * 2.0 + 1.0).to_bits(),
+                        "{isa:?} ({m},{n},{k}) [{i}]"
+                    );
+                }
+            }
+        }
+    }
 }

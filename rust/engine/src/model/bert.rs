@@ -21,7 +21,7 @@ use crate::gguf::keys::{self, arch_key, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::weights::{load_vector, Linear};
 use hologram_kernels::simd::{self, Isa};
-use hologram_kernels::{gemm_f32, ops, PackedF32, Pool, QuantType};
+use hologram_kernels::{gemm_f32, gemm_f32_post, PackedF32, Pool, PostOp, QuantType};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -647,6 +647,8 @@ impl BertModel {
         let eps = self.cfg.eps;
         layer_norm_rows(pool, x, e, &self.embd_norm, eps);
 
+        let isa = simd::active();
+        let gelu = |v: &mut [f32]| gelu_slice(isa, v);
         for layer in &self.layers {
             // q, k, v rows at stride `ld`.
             let (q, k, v, ld): (&[f32], &[f32], &[f32], usize) = match &layer.qkv {
@@ -658,25 +660,25 @@ impl BertModel {
                 None => {
                     let (qb, rest) = qkv.split_at_mut(n_tok * e);
                     let (kb, vb) = rest.split_at_mut(n_tok * e);
-                    self.dense(f, pool, &layer.q, x, n_tok, qb, mm)?;
-                    self.dense(f, pool, &layer.k, x, n_tok, kb, mm)?;
-                    self.dense(f, pool, &layer.v, x, n_tok, vb, mm)?;
+                    self.dense(f, pool, &layer.q, x, n_tok, qb, mm, None)?;
+                    self.dense(f, pool, &layer.k, x, n_tok, kb, mm, None)?;
+                    self.dense(f, pool, &layer.v, x, n_tok, vb, mm, None)?;
                     (qb, kb, vb, e)
                 }
             };
             self.attention(pool, &spans, q, k, v, ld, attn);
-            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm)?;
+            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm, None)?;
             add_layer_norm_rows(pool, x, tmp, e, &layer.attn_norm, eps);
 
-            self.dense(f, pool, &layer.up, x, n_tok, ff, mm)?;
-            gelu_rows(pool, ff, ffn);
-            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm)?;
+            self.dense(f, pool, &layer.up, x, n_tok, ff, mm, Some(&gelu))?;
+            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm, None)?;
             add_layer_norm_rows(pool, x, tmp, e, &layer.out_norm, eps);
         }
         Ok(())
     }
 
-    /// `out = x W^T + bias` over `n_tok` rows.
+    /// `out = post(x W^T + bias)` over `n_tok` rows (`post` element-wise, fused into the
+    /// GEMM's stores on the packed path).
     #[allow(clippy::too_many_arguments)]
     fn dense(
         &self,
@@ -687,10 +689,11 @@ impl BertModel {
         n_tok: usize,
         out: &mut [f32],
         scratch: &mut Vec<u8>,
+        post: Option<PostOp>,
     ) -> Result<()> {
         let w = &d.w;
         if let Some(p) = &d.packed {
-            return gemm_f32(pool, x, n_tok, p, Some(&d.b), out)
+            return gemm_f32_post(pool, x, n_tok, p, Some(&d.b), out, post)
                 .map_err(|err| kernel_err(&w.info.name, err));
         }
         hologram_kernels::matmul(
@@ -711,6 +714,9 @@ impl BertModel {
                 for r in c.chunks_exact_mut(rows) {
                     for (a, &bv) in r.iter_mut().zip(&d.b) {
                         *a += bv;
+                    }
+                    if let Some(op) = post {
+                        op(r);
                     }
                 }
             })
@@ -753,9 +759,8 @@ impl BertModel {
         }
         pool.install(|| {
             tasks.into_par_iter().for_each(|(off, len, r0, chunk)| {
-                let mut scores = vec![0f32; len];
                 let t = AttnTask { q, k, v, off, r0 };
-                attn_task(isa, &shape, &t, &mut scores, chunk);
+                attn_task(isa, &shape, &t, len, chunk);
             })
         });
     }
@@ -771,7 +776,7 @@ struct AttnShape {
 }
 
 /// One attention task's inputs: the input's first row `off`, the first query row `r0` within
-/// the input (the input's length is `scores.len()`).
+/// the input.
 struct AttnTask<'a> {
     q: &'a [f32],
     k: &'a [f32],
@@ -782,42 +787,63 @@ struct AttnTask<'a> {
 
 /// Run one attention task with the loops compiled for `isa` (the same operations in the same
 /// order on every tier, so the same bits; only the vector width differs).
-fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
+fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, len: usize, out: &mut [f32]) {
+    let mut buf = vec![0f32; len * (1 + s.hd)];
+    let (scores, kt) = buf.split_at_mut(len);
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the tier is available (simd::active only returns available tiers).
-        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, scores, out) },
+        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, scores, kt, out) },
         // SAFETY: as above.
-        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, scores, out) },
+        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, scores, kt, out) },
         _ => {}
     }
     let _ = isa;
-    attn_task_body(s, t, scores, out)
+    attn_task_body(s, t, scores, kt, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn attn_task_avx512(s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
-    attn_task_body(s, t, scores, out)
+fn attn_task_avx512(s: &AttnShape, t: &AttnTask, sc: &mut [f32], kt: &mut [f32], out: &mut [f32]) {
+    attn_task_body(s, t, sc, kt, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn attn_task_avx2(s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
-    attn_task_body(s, t, scores, out)
+fn attn_task_avx2(s: &AttnShape, t: &AttnTask, sc: &mut [f32], kt: &mut [f32], out: &mut [f32]) {
+    attn_task_body(s, t, sc, kt, out)
 }
 
+/// One task: the rows `out` (query rows `r0..` of the input at `off`, `scores.len()` tokens)
+/// for every head. Per head, K is transposed once (`kt`, `hd x len`) so that the scores of a
+/// query are a vector loop over the keys, and P V a vector loop over the head's dimensions.
 #[inline(always)]
-fn attn_task_body(s: &AttnShape, t: &AttnTask, scores: &mut [f32], out: &mut [f32]) {
-    let (ld, hd) = (s.ld, s.hd);
-    for (rr, orow) in out.chunks_exact_mut(s.e).enumerate() {
-        let qi = t.off + t.r0 + rr;
-        for h in 0..s.nh {
-            let c0 = h * hd;
-            let qh = &t.q[qi * ld + c0..qi * ld + c0 + hd];
-            for (j, sc) in scores.iter_mut().enumerate() {
-                let kr = (t.off + j) * ld + c0;
-                *sc = dot(qh, &t.k[kr..kr + hd]) * s.scale;
+fn attn_task_body(
+    s: &AttnShape,
+    t: &AttnTask,
+    scores: &mut [f32],
+    kt: &mut [f32],
+    out: &mut [f32],
+) {
+    let (ld, hd, len) = (s.ld, s.hd, scores.len());
+    for h in 0..s.nh {
+        let c0 = h * hd;
+        for j in 0..len {
+            let kr = (t.off + j) * ld + c0;
+            for (d, &kv) in t.k[kr..kr + hd].iter().enumerate() {
+                kt[d * len + j] = kv;
+            }
+        }
+        for (rr, orow) in out.chunks_exact_mut(s.e).enumerate() {
+            let qi = (t.off + t.r0 + rr) * ld + c0;
+            scores.fill(0.0);
+            for (d, &qd) in t.q[qi..qi + hd].iter().enumerate() {
+                for (sc, &kv) in scores.iter_mut().zip(&kt[d * len..(d + 1) * len]) {
+                    *sc += qd * kv;
+                }
+            }
+            for sc in scores.iter_mut() {
+                *sc *= s.scale;
             }
             softmax_fast(scores);
             let oh = &mut orow[c0..c0 + hd];
@@ -846,15 +872,7 @@ fn softmax_fast(x: &mut [f32]) {
     }
 }
 
-/// GELU over the FFN activations `x` (rows of `ffn`), in parallel, compiled for the active tier.
-fn gelu_rows(pool: &Pool, x: &mut [f32], ffn: usize) {
-    let isa = simd::active();
-    pool.install(|| {
-        x.par_chunks_mut(ROWS_PER_TASK * ffn)
-            .for_each(|c| gelu_slice(isa, c))
-    });
-}
-
+/// GELU ([`gelu_erf_fast`]) over `x`, the loop compiled for `isa` (same bits on every tier).
 fn gelu_slice(isa: Isa, x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match isa {
@@ -878,27 +896,6 @@ fn gelu_avx512(x: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 fn gelu_avx2(x: &mut [f32]) {
     x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
-}
-
-/// f32 dot product for the short (head_dim) vectors of attention. Plain multiply-add with 8
-/// independent lanes, so it vectorises on any x86-64 baseline; `f32::mul_add` would become a
-/// libm call per element when the crate is not built with the FMA target feature.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut acc = [0f32; 8];
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `exp(x)` in f32 without libm calls, so loops over slices vectorise (Cephes `expf`: range
@@ -937,38 +934,123 @@ fn gelu_erf_fast(x: f32) -> f32 {
 
 /// In-place LayerNorm of every `e`-wide row of `x`.
 fn layer_norm_rows(pool: &Pool, x: &mut [f32], e: usize, n: &Norm, eps: f32) {
+    let isa = simd::active();
     pool.install(|| {
-        x.par_chunks_mut(ROWS_PER_TASK * e).for_each(|c| {
-            let mut tmp = vec![0f32; e];
-            for r in c.chunks_exact_mut(e) {
-                ops::layer_norm(r, &n.w, &n.b, eps, &mut tmp);
-                r.copy_from_slice(&tmp);
-            }
-        })
+        x.par_chunks_mut(ROWS_PER_TASK * e)
+            .for_each(|c| layer_norm_chunk(isa, c, None, e, n, eps))
     });
 }
 
 /// `x = LayerNorm(x + y)` row by row (the post-LN residual).
 fn add_layer_norm_rows(pool: &Pool, x: &mut [f32], y: &[f32], e: usize, n: &Norm, eps: f32) {
+    let isa = simd::active();
     pool.install(|| {
         x.par_chunks_mut(ROWS_PER_TASK * e)
             .zip(y.par_chunks(ROWS_PER_TASK * e))
-            .for_each(|(c, yc)| {
-                let mut tmp = vec![0f32; e];
-                for (r, yr) in c.chunks_exact_mut(e).zip(yc.chunks_exact(e)) {
-                    for (a, &b) in r.iter_mut().zip(yr) {
-                        *a += b;
-                    }
-                    ops::layer_norm(r, &n.w, &n.b, eps, &mut tmp);
-                    r.copy_from_slice(&tmp);
-                }
-            })
+            .for_each(|(c, yc)| layer_norm_chunk(isa, c, Some(yc), e, n, eps))
     });
+}
+
+/// Rows of `x` (plus the rows of `y`, if any) LayerNorm'ed in place, the loops compiled for
+/// `isa` (same bits on every tier).
+fn layer_norm_chunk(isa: Isa, x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier is available (simd::active only returns available tiers).
+        Isa::Avx512 => return unsafe { layer_norm_avx512(x, y, e, n, eps) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { layer_norm_avx2(x, y, e, n, eps) },
+        _ => {}
+    }
+    let _ = isa;
+    layer_norm_body(x, y, e, n, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn layer_norm_avx512(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    layer_norm_body(x, y, e, n, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn layer_norm_avx2(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    layer_norm_body(x, y, e, n, eps)
+}
+
+/// Sum of `f(v)` over `x` in f64 with 8 partial sums (a vector loop), then the tail.
+#[inline(always)]
+fn sum_f64(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let ch = x.chunks_exact(8);
+    let tail: f64 = ch.remainder().iter().map(|&v| f(v as f64)).sum();
+    for c in ch {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// LayerNorm with the mean and variance accumulated in f64 (as `ops::layer_norm`).
+#[inline(always)]
+fn layer_norm_body(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    for (ri, r) in x.chunks_exact_mut(e).enumerate() {
+        if let Some(y) = y {
+            for (a, &b) in r.iter_mut().zip(&y[ri * e..(ri + 1) * e]) {
+                *a += b;
+            }
+        }
+        let cnt = e.max(1) as f64;
+        let mean = sum_f64(r, |v| v) / cnt;
+        let var = sum_f64(r, |v| (v - mean) * (v - mean)) / cnt;
+        let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((a, &w), &b) in r.iter_mut().zip(&n.w).zip(&n.b) {
+            *a = (*a - mean) * inv * w + b;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hologram_kernels::ops;
+
+    #[test]
+    fn layer_norm_matches_ops_on_every_tier() {
+        let e = 389; // not a multiple of the 8-wide partial sums
+        let x: Vec<f32> = (0..3 * e)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.07)
+            .collect();
+        let y: Vec<f32> = (0..3 * e)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.11)
+            .collect();
+        let n = Norm {
+            w: (0..e).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect(),
+            b: (0..e).map(|i| (i % 5) as f32 * 0.01 - 0.02).collect(),
+        };
+        let mut want = vec![0f32; 3 * e];
+        for r in 0..3 {
+            let s: Vec<f32> = (0..e).map(|i| x[r * e + i] + y[r * e + i]).collect();
+            ops::layer_norm(&s, &n.w, &n.b, 1e-12, &mut want[r * e..(r + 1) * e]);
+        }
+        let mut first: Option<Vec<f32>> = None;
+        for isa in hologram_kernels::simd::available() {
+            let mut got = x.clone();
+            layer_norm_chunk(isa, &mut got, Some(&y), e, &n, 1e-12);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{isa:?}: {g} vs {w}"
+                );
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_eq!(f, &got, "{isa:?} differs from scalar"),
+            }
+        }
+    }
 
     #[test]
     fn pooling_values_follow_llama_cpp() {
