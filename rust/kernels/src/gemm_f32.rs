@@ -168,8 +168,8 @@ pub fn gemm_f32(
     gemm_f32_post(pool, a, m, w, bias, c, None)
 }
 
-/// An element-wise operation applied to the output (an activation): called on every stored
-/// piece of `c` (part of one row) right after the tile that wrote it, while it is in L1.
+/// An element-wise operation applied to the output (an activation): called on every piece of
+/// `c` (part of one row) a task wrote, right after the task's tiles, while it is in cache.
 pub type PostOp<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
 
 /// [`gemm_f32`], then `post` on the outputs (each output element exactly once), fused into the
@@ -252,17 +252,18 @@ pub fn gemm_f32_post(
                         ncols,
                     )
                 };
-                if let Some(op) = post {
-                    for r in i..i + rows {
-                        // SAFETY: row r, columns j0..j0 + ncols of `c`: inside `c`, written
-                        // only by this task, and no other reference to them is live.
-                        let piece = unsafe {
-                            std::slice::from_raw_parts_mut(c_ptr.ptr().add(r * n + j0), ncols)
-                        };
-                        op(piece);
-                    }
-                }
                 i += rows;
+            }
+        }
+        if let Some(op) = post {
+            let j0 = gi * pg * width;
+            let j1 = ((gi + 1) * pg * width).min(n);
+            for r in r0..r1 {
+                // SAFETY: row r, columns j0..j1 of `c`: inside `c`, written only by this
+                // task (just now, so mostly still in L2), no other reference to them is live.
+                let piece =
+                    unsafe { std::slice::from_raw_parts_mut(c_ptr.ptr().add(r * n + j0), j1 - j0) };
+                op(piece);
             }
         }
     };
@@ -450,8 +451,14 @@ unsafe fn tile_avx512<const R: usize>(
                 (_mm512_add_ps(ar[0], bias0), _mm512_add_ps(ar[1], bias1))
             };
             let cr = c.add(r * ldc);
-            _mm512_mask_storeu_ps(cr, m0, v0);
-            _mm512_mask_storeu_ps(cr.add(16), m1, v1);
+            if ncols >= 32 {
+                // Plain stores: a later load of these values can be store-forwarded.
+                _mm512_storeu_ps(cr, v0);
+                _mm512_storeu_ps(cr.add(16), v1);
+            } else {
+                _mm512_mask_storeu_ps(cr, m0, v0);
+                _mm512_mask_storeu_ps(cr.add(16), m1, v1);
+            }
         }
     }
 }

@@ -788,84 +788,148 @@ struct AttnTask<'a> {
 /// Run one attention task with the loops compiled for `isa` (the same operations in the same
 /// order on every tier, so the same bits; only the vector width differs).
 fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, len: usize, out: &mut [f32]) {
-    let mut buf = vec![0f32; len * (1 + s.hd)];
-    let (scores, kt) = buf.split_at_mut(len);
+    let lenp = len.next_multiple_of(LANES);
+    let mut buf = vec![0f32; lenp * (1 + s.hd)];
+    let (scores, kt) = buf.split_at_mut(lenp);
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the tier is available (simd::active only returns available tiers).
-        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, scores, kt, out) },
+        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, len, scores, kt, out) },
         // SAFETY: as above.
-        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, scores, kt, out) },
+        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, len, scores, kt, out) },
         _ => {}
     }
     let _ = isa;
-    attn_task_body(s, t, scores, kt, out)
+    attn_task_body(s, t, len, scores, kt, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn attn_task_avx512(s: &AttnShape, t: &AttnTask, sc: &mut [f32], kt: &mut [f32], out: &mut [f32]) {
-    attn_task_body(s, t, sc, kt, out)
+fn attn_task_avx512(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    sc: &mut [f32],
+    kt: &mut [f32],
+    out: &mut [f32],
+) {
+    attn_task_body(s, t, len, sc, kt, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn attn_task_avx2(s: &AttnShape, t: &AttnTask, sc: &mut [f32], kt: &mut [f32], out: &mut [f32]) {
-    attn_task_body(s, t, sc, kt, out)
+fn attn_task_avx2(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    sc: &mut [f32],
+    kt: &mut [f32],
+    out: &mut [f32],
+) {
+    attn_task_body(s, t, len, sc, kt, out)
 }
 
-/// One task: the rows `out` (query rows `r0..` of the input at `off`, `scores.len()` tokens)
-/// for every head. Per head, K is transposed once (`kt`, `hd x len`) so that the scores of a
-/// query are a vector loop over the keys, and P V a vector loop over the head's dimensions.
+/// Vector width of the attention loops (fixed-size blocks that stay in registers).
+const LANES: usize = 16;
+
+/// One task: the rows `out` (query rows `r0..` of the input at `off`, `len` tokens) for every
+/// head. Per head, K is transposed once into `kt` (`hd x lenp`, `lenp` = `len` rounded up to
+/// [`LANES`], the padding zero) so that the scores of a query are accumulated [`LANES`] keys
+/// at a time in registers (`scores`: `lenp` values), and P V [`LANES`] dimensions at a time.
+/// Every score is `(sum over d ascending of q[d] k[j][d]) * scale`, every output
+/// `sum over j ascending of p[j] v[j][d]`, on every tier.
 #[inline(always)]
 fn attn_task_body(
     s: &AttnShape,
     t: &AttnTask,
+    len: usize,
     scores: &mut [f32],
     kt: &mut [f32],
     out: &mut [f32],
 ) {
-    let (ld, hd, len) = (s.ld, s.hd, scores.len());
+    let (ld, hd, lenp) = (s.ld, s.hd, scores.len());
     for h in 0..s.nh {
         let c0 = h * hd;
         for j in 0..len {
             let kr = (t.off + j) * ld + c0;
             for (d, &kv) in t.k[kr..kr + hd].iter().enumerate() {
-                kt[d * len + j] = kv;
+                kt[d * lenp + j] = kv;
             }
         }
         for (rr, orow) in out.chunks_exact_mut(s.e).enumerate() {
             let qi = (t.off + t.r0 + rr) * ld + c0;
-            scores.fill(0.0);
-            for (d, &qd) in t.q[qi..qi + hd].iter().enumerate() {
-                for (sc, &kv) in scores.iter_mut().zip(&kt[d * len..(d + 1) * len]) {
-                    *sc += qd * kv;
+            let qrow = &t.q[qi..qi + hd];
+            for jb in (0..lenp).step_by(LANES) {
+                let mut acc = [0f32; LANES];
+                for (d, &qd) in qrow.iter().enumerate() {
+                    let kb = &kt[d * lenp + jb..d * lenp + jb + LANES];
+                    for (a, &kv) in acc.iter_mut().zip(kb) {
+                        *a += qd * kv;
+                    }
+                }
+                for (sc, &a) in scores[jb..jb + LANES].iter_mut().zip(&acc) {
+                    *sc = a * s.scale;
                 }
             }
-            for sc in scores.iter_mut() {
-                *sc *= s.scale;
-            }
-            softmax_fast(scores);
+            let p = &mut scores[..len];
+            softmax_fast(p);
             let oh = &mut orow[c0..c0 + hd];
-            oh.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let vr = (t.off + j) * ld + c0;
-                for (o, &vv) in oh.iter_mut().zip(&t.v[vr..vr + hd]) {
-                    *o += p * vv;
+            let mut db = 0;
+            while db + LANES <= hd {
+                let mut acc = [0f32; LANES];
+                for (j, &pj) in p.iter().enumerate() {
+                    let vr = (t.off + j) * ld + c0 + db;
+                    for (a, &vv) in acc.iter_mut().zip(&t.v[vr..vr + LANES]) {
+                        *a += pj * vv;
+                    }
                 }
+                oh[db..db + LANES].copy_from_slice(&acc);
+                db += LANES;
+            }
+            for (dd, o) in oh.iter_mut().enumerate().skip(db) {
+                let mut a = 0f32;
+                for (j, &pj) in p.iter().enumerate() {
+                    a += pj * t.v[(t.off + j) * ld + c0 + dd];
+                }
+                *o = a;
             }
         }
     }
 }
 
-/// In-place softmax with [`exp_f32`] (vectorisable; no libm call per score).
+/// In-place softmax with [`exp_f32`] (vectorisable; no libm call per score). The maximum and
+/// the sum are taken over [`LANES`] partial results, then combined in order.
 #[inline(always)]
 fn softmax_fast(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let ch = x.chunks_exact(LANES);
+    let mut max = ch
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in ch {
+        for (m, &v) in mx.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    for m in mx {
+        max = max.max(m);
+    }
     for v in x.iter_mut() {
         *v = exp_f32(*v - max);
     }
-    let sum: f32 = x.iter().sum();
+    let mut acc = [0f32; LANES];
+    let ch = x.chunks_exact(LANES);
+    let mut sum: f32 = ch.remainder().iter().sum();
+    for c in ch {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for a in acc {
+        sum += a;
+    }
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
