@@ -2,7 +2,7 @@
 //! for every tier this CPU has. Run under the bench lock:
 //!
 //!     flock /tmp/hologram-bench.lock cargo run --release -p hologram-kernels \
-//!         --example gemm_f32_speed -- [threads] [tokens]
+//!         --example gemm_f32_speed -- [threads] [tokens] [isa]
 
 use std::time::Instant;
 
@@ -13,8 +13,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let m: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(512);
+    let only = args.next();
     let pool = Pool::new(threads).expect("pool");
     for isa in available() {
+        if only.as_deref().is_some_and(|o| o != isa.name()) {
+            continue;
+        }
         let mut total = 0f64;
         let mut flops = 0f64;
         for (n, k) in [(1152, 384), (384, 384), (1536, 384), (384, 1536)] {

@@ -7,7 +7,8 @@
 //! aligned. The width follows the ISA the matrix is packed for: 32 (two 512-bit vectors) for
 //! AVX-512, 16 (two 256-bit vectors) otherwise.
 //!
-//! Micro-kernel: [`MR`] rows of `a` x one panel. The accumulators (MR x 2 vectors) stay in
+//! Micro-kernel: [`mr`] rows of `a` (12 with AVX-512's 32 vector registers, else 6) x one
+//! panel. The accumulators (rows x 2 vectors) stay in
 //! registers over the whole `k` loop; each step loads the panel's two vectors at `kk` and
 //! broadcasts `a[r][kk]` into one FMA per vector. The bias is added at the store.
 //!
@@ -26,10 +27,18 @@ use crate::matmul::OutPtr;
 use crate::pool::Pool;
 use crate::simd::{self, Isa};
 
-/// Rows per micro-tile.
-pub const MR: usize = 6;
+/// Rows per micro-tile of `isa`'s kernel.
+pub fn mr(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 12,
+        _ => 6,
+    }
+}
 /// Target bytes of `a` per row block.
 const A_BLOCK_BYTES: usize = 96 * 1024;
+/// Most of `k` per K block (bounds the panel slice and the row block's part of `a` that the
+/// block's tiles re-read).
+const KC: usize = 384;
 /// Minimum multiply-adds (m x n x k) before going parallel.
 const MIN_PAR_MACS: usize = 1 << 18;
 /// f32 values per 64 bytes.
@@ -208,10 +217,10 @@ pub fn gemm_f32_post(
     let macs = m.saturating_mul(n).saturating_mul(k);
     let threads = pool.n_threads();
     let par = threads > 1 && macs >= MIN_PAR_MACS;
-    let rb = (A_BLOCK_BYTES / (4 * k.max(1)))
-        .max(MR)
-        .next_multiple_of(MR)
-        .min(m.next_multiple_of(MR));
+    let rb = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)))
+        .max(mr(w.isa))
+        .next_multiple_of(mr(w.isa))
+        .min(m.next_multiple_of(mr(w.isa)));
     let n_rb = m.div_ceil(rb);
     let n_pg = if par {
         (threads * 4).div_ceil(n_rb).clamp(1, np)
@@ -222,37 +231,49 @@ pub fn gemm_f32_post(
     let n_pg = np.div_ceil(pg);
     let c_ptr = OutPtr(c.as_mut_ptr());
     let isa = w.isa;
+    let rows_per_tile = mr(isa);
+    // K blocks of at most KC (the panel slice of a block stays in L1 across the row tiles).
+    let n_kb = k.div_ceil(KC).max(1);
+    let kc = k.div_ceil(n_kb).max(1);
     let run = |t: usize| {
         let (bi, gi) = (t / n_pg, t % n_pg);
         let (r0, r1) = (bi * rb, ((bi + 1) * rb).min(m));
-        for p in gi * pg..((gi + 1) * pg).min(np) {
-            let panel = w.panel(p);
-            let j0 = p * width;
-            let ncols = width.min(n - j0);
-            let pb = bias.map(|b| &b[j0..j0 + ncols]);
-            let mut i = r0;
-            while i < r1 {
-                let rows = MR.min(r1 - i);
-                let ai = &a[i * k..(i + rows) * k];
-                // SAFETY: the tier is available (checked above); `ai` holds `rows` rows of `k`,
-                // `panel` k x width values (64-byte aligned), `pb` ncols values; c + i*n + j0
-                // .. + (rows-1)*n + ncols is inside `c` (length checked) and only this task
-                // writes rows r0..r1 x columns of its panels.
-                unsafe {
-                    tile(
-                        isa,
-                        rows,
-                        ai,
-                        k,
-                        panel,
-                        width,
-                        c_ptr.ptr().add(i * n + j0),
-                        n,
-                        pb,
-                        ncols,
-                    )
+        for k0 in (0..k.max(1)).step_by(kc) {
+            let kl = kc.min(k - k0);
+            let last = k0 + kl >= k;
+            for p in gi * pg..((gi + 1) * pg).min(np) {
+                let panel = &w.panel(p)[k0 * width..(k0 + kl) * width];
+                let j0 = p * width;
+                let ncols = width.min(n - j0);
+                let pb = if last {
+                    bias.map_or(std::ptr::null(), |b| b[j0..j0 + ncols].as_ptr())
+                } else {
+                    std::ptr::null()
                 };
-                i += rows;
+                let mut i = r0;
+                while i < r1 {
+                    let rows = rows_per_tile.min(r1 - i);
+                    let ai = &a[i * k + k0..(i + rows - 1) * k + k0 + kl];
+                    let args = Tile {
+                        a: ai.as_ptr(),
+                        lda: k,
+                        b: panel.as_ptr(),
+                        kc: kl,
+                        // SAFETY: i < m and j0 < n: inside `c`.
+                        c: unsafe { c_ptr.ptr().add(i * n + j0) },
+                        ldc: n,
+                        bias: pb,
+                        ncols,
+                        load: k0 > 0,
+                    };
+                    // SAFETY: the tier is available (checked above); `ai` spans `rows` rows of
+                    // `kl` values at stride k, `panel` kl x width values (64-byte aligned:
+                    // k0 * width is a multiple of 16), `pb` null or ncols values; c + i*n + j0
+                    // .. + (rows-1)*n + ncols is inside `c` (length checked) and only this
+                    // task touches rows r0..r1 x the columns of its panels.
+                    unsafe { tile(isa, rows, width, &args) };
+                    i += rows;
+                }
             }
         }
         if let Some(op) = post {
@@ -276,58 +297,77 @@ pub fn gemm_f32_post(
     Ok(())
 }
 
-/// One tile: `rows` (1..=MR) rows of `a` (stride `k`) x one panel, to `c` (stride `ldc`),
-/// the first `ncols` columns of the panel.
-///
-/// # Safety
-/// `isa` is available; `a.len() == rows * k`; `panel.len() == k * width` with `width` the
-/// panel width of `isa` (for the vector tiers) and 64-byte aligned; `bias` (if any) has
-/// `ncols` values; `c + r * ldc + j` is valid for writes for `r < rows`, `j < ncols`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    isa: Isa,
-    rows: usize,
-    a: &[f32],
-    k: usize,
-    panel: &[f32],
-    width: usize,
+/// One micro-tile's operands: `rows` rows of `a` (`kc` values each, stride `lda`) x a panel
+/// slice `b` (`kc` x width, 64-byte aligned), to `c` (stride `ldc`), columns `0..ncols`.
+/// `load`: continue the accumulators from `c` (a later K block), else start at 0. `bias`
+/// (null or `ncols` values) is added at the store (only on the last K block).
+struct Tile {
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
     c: *mut f32,
     ldc: usize,
-    bias: Option<&[f32]>,
+    bias: *const f32,
     ncols: usize,
-) {
+    load: bool,
+}
+
+/// Run one tile of `rows` (1..=mr(isa)) rows with `isa`'s kernel.
+///
+/// # Safety
+/// `isa` is available; `width` is its panel width; every pointer of `t` is valid for the
+/// extents [`Tile`] describes (`c` for reads and writes).
+unsafe fn tile(isa: Isa, rows: usize, width: usize, t: &Tile) {
     #[cfg(target_arch = "x86_64")]
     {
-        let (ap, bp) = (a.as_ptr(), panel.as_ptr());
-        let bias_p = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
-        macro_rules! by_rows {
+        // SAFETY (both macros): forwarded from this function's contract.
+        macro_rules! by_rows_12 {
             ($f:ident) => {
-                // SAFETY: forwarded from this function's contract.
                 unsafe {
                     match rows {
-                        6 => $f::<6>(ap, k, bp, k, c, ldc, bias_p, ncols),
-                        5 => $f::<5>(ap, k, bp, k, c, ldc, bias_p, ncols),
-                        4 => $f::<4>(ap, k, bp, k, c, ldc, bias_p, ncols),
-                        3 => $f::<3>(ap, k, bp, k, c, ldc, bias_p, ncols),
-                        2 => $f::<2>(ap, k, bp, k, c, ldc, bias_p, ncols),
-                        _ => $f::<1>(ap, k, bp, k, c, ldc, bias_p, ncols),
+                        12 => $f::<12>(t),
+                        11 => $f::<11>(t),
+                        10 => $f::<10>(t),
+                        9 => $f::<9>(t),
+                        8 => $f::<8>(t),
+                        7 => $f::<7>(t),
+                        6 => $f::<6>(t),
+                        5 => $f::<5>(t),
+                        4 => $f::<4>(t),
+                        3 => $f::<3>(t),
+                        2 => $f::<2>(t),
+                        _ => $f::<1>(t),
+                    }
+                }
+            };
+        }
+        macro_rules! by_rows_6 {
+            ($f:ident) => {
+                unsafe {
+                    match rows {
+                        6 => $f::<6>(t),
+                        5 => $f::<5>(t),
+                        4 => $f::<4>(t),
+                        3 => $f::<3>(t),
+                        2 => $f::<2>(t),
+                        _ => $f::<1>(t),
                     }
                 }
             };
         }
         match isa {
-            Isa::Avx512 => return by_rows!(tile_avx512),
-            Isa::Avx2 => return by_rows!(tile_avx2),
+            Isa::Avx512 => return by_rows_12!(tile_avx512),
+            Isa::Avx2 => return by_rows_6!(tile_avx2),
             _ => {}
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: FMA is available; the rest is forwarded from this function's contract.
-        return unsafe { tile_scalar_fma(rows, a, k, panel, width, c, ldc, bias, ncols) };
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: FMA is available; the rest is forwarded from this function's contract.
+            return unsafe { tile_scalar_fma(rows, width, t) };
+        }
     }
     // SAFETY: forwarded from this function's contract.
-    unsafe { tile_scalar(rows, a, k, panel, width, c, ldc, bias, ncols) }
+    unsafe { tile_scalar(rows, width, t) }
 }
 
 /// [`tile_scalar`] compiled with the FMA instruction (`f32::mul_add` is otherwise a libm call):
@@ -337,20 +377,9 @@ unsafe fn tile(
 /// FMA is available; as [`tile`] (any `width`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_scalar_fma(
-    rows: usize,
-    a: &[f32],
-    k: usize,
-    panel: &[f32],
-    width: usize,
-    c: *mut f32,
-    ldc: usize,
-    bias: Option<&[f32]>,
-    ncols: usize,
-) {
+unsafe fn tile_scalar_fma(rows: usize, width: usize, t: &Tile) {
     // SAFETY: forwarded.
-    unsafe { tile_scalar(rows, a, k, panel, width, c, ldc, bias, ncols) }
+    unsafe { tile_scalar(rows, width, t) }
 }
 
 /// The reference: one accumulator per output, `f32::mul_add` over `kk` ascending.
@@ -358,27 +387,29 @@ unsafe fn tile_scalar_fma(
 /// # Safety
 /// As [`tile`] (any `width`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_scalar(
-    rows: usize,
-    a: &[f32],
-    k: usize,
-    panel: &[f32],
-    width: usize,
-    c: *mut f32,
-    ldc: usize,
-    bias: Option<&[f32]>,
-    ncols: usize,
-) {
+unsafe fn tile_scalar(rows: usize, width: usize, t: &Tile) {
     let mut accs = [0f32; 32];
     for r in 0..rows {
-        let ar = &a[r * k..(r + 1) * k];
+        // SAFETY: row r of `a` has kc values; the panel slice kc * width (contract).
+        let (ar, panel) = unsafe {
+            (
+                std::slice::from_raw_parts(t.a.add(r * t.lda), t.kc),
+                std::slice::from_raw_parts(t.b, t.kc * width),
+            )
+        };
         // One accumulator per column, kk ascending (columns side by side so that the loop
         // over them can use vector FMAs: the same operation per element).
-        for j0 in (0..ncols).step_by(32) {
-            let nc = (ncols - j0).min(32);
+        for j0 in (0..t.ncols).step_by(32) {
+            let nc = (t.ncols - j0).min(32);
             let acc = &mut accs[..nc];
-            acc.fill(0.0);
+            for (jj, x) in acc.iter_mut().enumerate() {
+                // SAFETY: r < rows, j0 + jj < ncols (contract).
+                *x = if t.load {
+                    unsafe { *t.c.add(r * t.ldc + j0 + jj) }
+                } else {
+                    0.0
+                };
+            }
             for (kk, &av) in ar.iter().enumerate() {
                 let b = &panel[kk * width + j0..kk * width + j0 + nc];
                 for (x, &bv) in acc.iter_mut().zip(b) {
@@ -387,12 +418,14 @@ unsafe fn tile_scalar(
             }
             for (jj, &acc) in acc.iter().enumerate() {
                 let j = j0 + jj;
-                let v = match bias {
-                    Some(b) => acc + b[j],
-                    None => acc,
+                let v = if t.bias.is_null() {
+                    acc
+                } else {
+                    // SAFETY: bias has ncols values.
+                    acc + unsafe { *t.bias.add(j) }
                 };
                 // SAFETY: r < rows, j < ncols (contract).
-                unsafe { *c.add(r * ldc + j) = v };
+                unsafe { *t.c.add(r * t.ldc + j) = v };
             }
         }
     }
@@ -401,24 +434,29 @@ unsafe fn tile_scalar(
 /// AVX-512 tile: `R` rows x 32 columns (two zmm accumulators per row).
 ///
 /// # Safety
-/// As [`tile`] with `width == 32`, `R == rows`; `bias` null or `ncols` values.
+/// As [`tile`] with width 32, `R == rows`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<const R: usize>(
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    bias: *const f32,
-    ncols: usize,
-) {
+unsafe fn tile_avx512<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
+    let (a, lda, b, c, ldc, ncols) = (t.a, t.lda, t.b, t.c, t.ldc, t.ncols);
+    let mask = |lo: usize| -> __mmask16 {
+        let n = ncols.saturating_sub(lo).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (mask(0), mask(16));
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    for kk in 0..k {
-        // SAFETY: kk < k: inside the (aligned) panel and the rows of `a`.
+    if t.load {
+        for (r, ar) in acc.iter_mut().enumerate() {
+            // SAFETY: masked loads of columns < ncols of row r < rows.
+            unsafe {
+                ar[0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                ar[1] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+            }
+        }
+    }
+    for kk in 0..t.kc {
+        // SAFETY: kk < kc: inside the (aligned) panel slice and the rows of `a`.
         unsafe {
             let b0 = _mm512_load_ps(b.add(kk * 32));
             let b1 = _mm512_load_ps(b.add(kk * 32 + 16));
@@ -429,11 +467,7 @@ unsafe fn tile_avx512<const R: usize>(
             }
         }
     }
-    let mask = |lo: usize| -> __mmask16 {
-        let n = ncols.saturating_sub(lo).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let (m0, m1) = (mask(0), mask(16));
+    let bias = t.bias;
     // SAFETY: masked loads/stores touch only columns < ncols (the contract's valid range).
     unsafe {
         let (bias0, bias1) = if bias.is_null() {
@@ -466,24 +500,27 @@ unsafe fn tile_avx512<const R: usize>(
 /// AVX2 tile: `R` rows x 16 columns (two ymm accumulators per row).
 ///
 /// # Safety
-/// As [`tile`] with `width == 16`, `R == rows`; `bias` null or `ncols` values.
+/// As [`tile`] with width 16, `R == rows`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2<const R: usize>(
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    bias: *const f32,
-    ncols: usize,
-) {
+unsafe fn tile_avx2<const R: usize>(t: &Tile) {
     use std::arch::x86_64::*;
+    let (a, lda, b, c, ldc, ncols) = (t.a, t.lda, t.b, t.c, t.ldc, t.ncols);
+    let nc = ncols.min(16);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    for kk in 0..k {
-        // SAFETY: kk < k: inside the (aligned) panel and the rows of `a`.
+    if t.load {
+        for (r, ar) in acc.iter_mut().enumerate() {
+            let mut tmp = [0f32; 16];
+            // SAFETY: columns < ncols of row r < rows.
+            unsafe {
+                std::ptr::copy_nonoverlapping(c.add(r * ldc), tmp.as_mut_ptr(), nc);
+                ar[0] = _mm256_loadu_ps(tmp.as_ptr());
+                ar[1] = _mm256_loadu_ps(tmp.as_ptr().add(8));
+            }
+        }
+    }
+    for kk in 0..t.kc {
+        // SAFETY: kk < kc: inside the (aligned) panel slice and the rows of `a`.
         unsafe {
             let b0 = _mm256_load_ps(b.add(kk * 16));
             let b1 = _mm256_load_ps(b.add(kk * 16 + 8));
@@ -494,10 +531,11 @@ unsafe fn tile_avx2<const R: usize>(
             }
         }
     }
+    let bias = t.bias;
     let mut bias_v = [0f32; 16];
     if !bias.is_null() {
-        // SAFETY: bias has ncols (<= 16) values.
-        unsafe { std::ptr::copy_nonoverlapping(bias, bias_v.as_mut_ptr(), ncols.min(16)) };
+        // SAFETY: bias has ncols values.
+        unsafe { std::ptr::copy_nonoverlapping(bias, bias_v.as_mut_ptr(), nc) };
     }
     // SAFETY: full stores only when all 16 columns are valid, else through a buffer copying
     // the first ncols values.
@@ -515,10 +553,10 @@ unsafe fn tile_avx2<const R: usize>(
                 _mm256_storeu_ps(cr, v0);
                 _mm256_storeu_ps(cr.add(8), v1);
             } else {
-                let mut t = [0f32; 16];
-                _mm256_storeu_ps(t.as_mut_ptr(), v0);
-                _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
-                std::ptr::copy_nonoverlapping(t.as_ptr(), cr, ncols);
+                let mut tmp = [0f32; 16];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v0);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v1);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), cr, nc);
             }
         }
     }

@@ -7,9 +7,10 @@ use hologram_kernels::{gemm_f32, gemm_f32_post, Isa, KernelError, PackedF32, Poo
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// (m, n, k): odd sizes around the tile (6 rows) and panel (16 / 32 columns) sizes, plus
-/// the MiniLM layer shapes.
-const SHAPES: [(usize, usize, usize); 10] = [
+/// (m, n, k): odd sizes around the tile (6 / 12 rows), panel (16 / 32 columns) and K block
+/// (192) sizes, plus the MiniLM layer shapes.
+const SHAPES: [(usize, usize, usize); 11] = [
+    (29, 45, 401),
     (1, 1, 1),
     (1, 384, 384),
     (5, 17, 3),
