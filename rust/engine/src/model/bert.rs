@@ -789,8 +789,8 @@ struct AttnTask<'a> {
 /// order on every tier, so the same bits; only the vector width differs).
 fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, len: usize, out: &mut [f32]) {
     let lenp = len.next_multiple_of(LANES);
-    let mut buf = vec![0f32; lenp * (1 + s.hd)];
-    let (scores, kt) = buf.split_at_mut(lenp);
+    let mut buf = vec![0f32; lenp * (QB + s.hd)];
+    let (scores, kt) = buf.split_at_mut(QB * lenp);
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the tier is available (simd::active only returns available tiers).
@@ -832,12 +832,16 @@ fn attn_task_avx2(
 /// Vector width of the attention loops (fixed-size blocks that stay in registers).
 const LANES: usize = 16;
 
+/// Queries processed together by the attention loops (independent accumulators: the loops
+/// are bound by FMA throughput instead of add latency).
+const QB: usize = 4;
+
 /// One task: the rows `out` (query rows `r0..` of the input at `off`, `len` tokens) for every
 /// head. Per head, K is transposed once into `kt` (`hd x lenp`, `lenp` = `len` rounded up to
 /// [`LANES`], the padding zero) so that the scores of a query are accumulated [`LANES`] keys
-/// at a time in registers (`scores`: `lenp` values), and P V [`LANES`] dimensions at a time.
-/// Every score is `(sum over d ascending of q[d] k[j][d]) * scale`, every output
-/// `sum over j ascending of p[j] v[j][d]`, on every tier.
+/// at a time in registers (`scores`: [`QB`] x `lenp` values), and P V [`LANES`] dimensions at
+/// a time, [`QB`] queries side by side. Every score is `(sum over d ascending of q[d] k[j][d])
+/// * scale`, every output `sum over j ascending of p[j] v[j][d]`, on every tier.
 #[inline(always)]
 fn attn_task_body(
     s: &AttnShape,
@@ -847,7 +851,9 @@ fn attn_task_body(
     kt: &mut [f32],
     out: &mut [f32],
 ) {
-    let (ld, hd, lenp) = (s.ld, s.hd, scores.len());
+    let (ld, hd) = (s.ld, s.hd);
+    let lenp = scores.len() / QB;
+    let n_rows = out.len() / s.e;
     for h in 0..s.nh {
         let c0 = h * hd;
         for j in 0..len {
@@ -856,43 +862,83 @@ fn attn_task_body(
                 kt[d * lenp + j] = kv;
             }
         }
-        for (rr, orow) in out.chunks_exact_mut(s.e).enumerate() {
-            let qi = (t.off + t.r0 + rr) * ld + c0;
-            let qrow = &t.q[qi..qi + hd];
-            for jb in (0..lenp).step_by(LANES) {
-                let mut acc = [0f32; LANES];
-                for (d, &qd) in qrow.iter().enumerate() {
-                    let kb = &kt[d * lenp + jb..d * lenp + jb + LANES];
-                    for (a, &kv) in acc.iter_mut().zip(kb) {
-                        *a += qd * kv;
-                    }
-                }
-                for (sc, &a) in scores[jb..jb + LANES].iter_mut().zip(&acc) {
-                    *sc = a * s.scale;
+        let mut rr = 0;
+        while rr + QB <= n_rows {
+            attn_rows::<QB>(s, t, len, lenp, c0, rr, scores, kt, out);
+            rr += QB;
+        }
+        while rr < n_rows {
+            attn_rows::<1>(s, t, len, lenp, c0, rr, scores, kt, out);
+            rr += 1;
+        }
+    }
+}
+
+/// Head `c0 / hd` of the `R` query rows `rr..rr + R` of a task (see [`attn_task_body`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attn_rows<const R: usize>(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    lenp: usize,
+    c0: usize,
+    rr: usize,
+    scores: &mut [f32],
+    kt: &[f32],
+    out: &mut [f32],
+) {
+    let (ld, hd, e) = (s.ld, s.hd, s.e);
+    let qi: [usize; R] = std::array::from_fn(|q| (t.off + t.r0 + rr + q) * ld + c0);
+    for jb in (0..lenp).step_by(LANES) {
+        let mut acc = [[0f32; LANES]; R];
+        for d in 0..hd {
+            let kb = &kt[d * lenp + jb..d * lenp + jb + LANES];
+            for (q, aq) in acc.iter_mut().enumerate() {
+                let qd = t.q[qi[q] + d];
+                for (a, &kv) in aq.iter_mut().zip(kb) {
+                    *a += qd * kv;
                 }
             }
-            let p = &mut scores[..len];
-            softmax_fast(p);
-            let oh = &mut orow[c0..c0 + hd];
-            let mut db = 0;
-            while db + LANES <= hd {
-                let mut acc = [0f32; LANES];
-                for (j, &pj) in p.iter().enumerate() {
-                    let vr = (t.off + j) * ld + c0 + db;
-                    for (a, &vv) in acc.iter_mut().zip(&t.v[vr..vr + LANES]) {
-                        *a += pj * vv;
-                    }
-                }
-                oh[db..db + LANES].copy_from_slice(&acc);
-                db += LANES;
+        }
+        for (q, aq) in acc.iter().enumerate() {
+            for (sc, &a) in scores[q * lenp + jb..q * lenp + jb + LANES]
+                .iter_mut()
+                .zip(aq)
+            {
+                *sc = a * s.scale;
             }
-            for (dd, o) in oh.iter_mut().enumerate().skip(db) {
-                let mut a = 0f32;
-                for (j, &pj) in p.iter().enumerate() {
-                    a += pj * t.v[(t.off + j) * ld + c0 + dd];
+        }
+    }
+    for q in 0..R {
+        softmax_fast(&mut scores[q * lenp..q * lenp + len]);
+    }
+    let mut db = 0;
+    while db + LANES <= hd {
+        let mut acc = [[0f32; LANES]; R];
+        for j in 0..len {
+            let vr = (t.off + j) * ld + c0 + db;
+            let vb = &t.v[vr..vr + LANES];
+            for (q, aq) in acc.iter_mut().enumerate() {
+                let pj = scores[q * lenp + j];
+                for (a, &vv) in aq.iter_mut().zip(vb) {
+                    *a += pj * vv;
                 }
-                *o = a;
             }
+        }
+        for (q, aq) in acc.iter().enumerate() {
+            let o = (rr + q) * e + c0 + db;
+            out[o..o + LANES].copy_from_slice(aq);
+        }
+        db += LANES;
+    }
+    for dd in db..hd {
+        for q in 0..R {
+            let mut a = 0f32;
+            for j in 0..len {
+                a += scores[q * lenp + j] * t.v[(t.off + j) * ld + c0 + dd];
+            }
+            out[(rr + q) * e + c0 + dd] = a;
         }
     }
 }
@@ -1080,6 +1126,73 @@ fn layer_norm_body(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f3
 mod tests {
     use super::*;
     use hologram_kernels::ops;
+
+    #[test]
+    fn attention_matches_f64_reference_on_every_tier() {
+        // Odd sizes: 21 tokens (not a multiple of LANES), head size 20 (a LANES block and a
+        // tail), q/k/v interleaved at stride 3e as on the fused path.
+        let (nh, hd, len) = (3, 20, 21);
+        let e = nh * hd;
+        let ld = 3 * e;
+        let qkv: Vec<f32> = (0..len * ld)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.5)
+            .collect();
+        let (q, k, v) = (&qkv[..], &qkv[e..], &qkv[2 * e..]);
+        let shape = AttnShape {
+            e,
+            ld,
+            nh,
+            hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let mut want = vec![0f64; len * e];
+        for i in 0..len {
+            for h in 0..nh {
+                let c0 = h * hd;
+                let sc: Vec<f64> = (0..len)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| q[i * ld + c0 + d] as f64 * k[j * ld + c0 + d] as f64)
+                            .sum::<f64>()
+                            * shape.scale as f64
+                    })
+                    .collect();
+                let mx = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - mx).exp()).sum();
+                for d in 0..hd {
+                    want[i * e + c0 + d] = (0..len)
+                        .map(|j| (sc[j] - mx).exp() / z * v[j * ld + c0 + d] as f64)
+                        .sum();
+                }
+            }
+        }
+        let mut first: Option<Vec<f32>> = None;
+        for isa in hologram_kernels::simd::available() {
+            let mut got = vec![f32::NAN; len * e];
+            // Two tasks as `attention` makes them: rows 0..16 and 16..21.
+            let (a, b) = got.split_at_mut(16 * e);
+            for (r0, chunk) in [(0, a), (16, b)] {
+                let t = AttnTask {
+                    q,
+                    k,
+                    v,
+                    off: 0,
+                    r0,
+                };
+                attn_task(isa, &shape, &t, len, chunk);
+            }
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((*g as f64 - w).abs() < 2e-6, "{isa:?} [{i}]: {g} vs {w}");
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa:?} differs from scalar"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn layer_norm_matches_ops_on_every_tier() {
