@@ -321,9 +321,9 @@ struct Tile {
 unsafe fn tile(isa: Isa, rows: usize, width: usize, t: &Tile) {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY (both macros): forwarded from this function's contract.
         macro_rules! by_rows_12 {
             ($f:ident) => {
+                // SAFETY: forwarded from this function's contract.
                 unsafe {
                     match rows {
                         12 => $f::<12>(t),
@@ -344,6 +344,7 @@ unsafe fn tile(isa: Isa, rows: usize, width: usize, t: &Tile) {
         }
         macro_rules! by_rows_6 {
             ($f:ident) => {
+                // SAFETY: forwarded from this function's contract.
                 unsafe {
                     match rows {
                         6 => $f::<6>(t),
@@ -403,8 +404,8 @@ unsafe fn tile_scalar(rows: usize, width: usize, t: &Tile) {
             let nc = (t.ncols - j0).min(32);
             let acc = &mut accs[..nc];
             for (jj, x) in acc.iter_mut().enumerate() {
-                // SAFETY: r < rows, j0 + jj < ncols (contract).
                 *x = if t.load {
+                    // SAFETY: r < rows, j0 + jj < ncols (contract).
                     unsafe { *t.c.add(r * t.ldc + j0 + jj) }
                 } else {
                     0.0

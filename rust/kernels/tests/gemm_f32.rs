@@ -41,6 +41,7 @@ fn naive(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usiz
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     isa: Isa,
     pool: &Pool,
