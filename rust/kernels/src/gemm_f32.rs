@@ -223,7 +223,7 @@ pub fn gemm_f32_post(
         .min(m.next_multiple_of(mr(w.isa)));
     let n_rb = m.div_ceil(rb);
     let n_pg = if par {
-        (threads * 4).div_ceil(n_rb).clamp(1, np)
+        (threads * 8).div_ceil(n_rb).clamp(1, np)
     } else {
         1
     };
