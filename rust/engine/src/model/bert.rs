@@ -9,12 +9,19 @@
 //! - pooling over the final hidden states (mean / [CLS] / last token), optional L2 norm.
 //!
 //! Batching: all tokens of all inputs are concatenated into one `(n_tokens, n_embd)` matrix, so
-//! each weight matrix is read once per batch by the quantized matmul. Attention is computed per
-//! input (a token only sees the tokens of its own input: the padding mask of a padded batch,
-//! without the padding), in parallel over (input, block of query rows) tasks, each task covering
-//! all heads of its rows so that it writes one contiguous slice of the output. No KV cache: an
-//! encoder sees each input once. Batches larger than [`MAX_BATCH_TOKENS`] are run in slices of
-//! whole inputs to bound the scratch memory.
+//! each weight matrix is read once per batch. Float weights (F32, and F16 / BF16 widened
+//! exactly) are packed at load for the f32 GEMM (`hologram_kernels::gemm_f32`): Q, K and V
+//! stacked into one matrix (one GEMM writes `[q | k | v]` per token), biases added at the
+//! GEMM's stores and GELU applied right after each GEMM task (`gemm_f32_post`). Quantized
+//! weights (Q8_0, ...) keep the quantized matmul with a separate bias pass. Attention is
+//! computed per input (a token only sees the tokens of its own input: the padding mask of a
+//! padded batch, without the padding), in parallel over (input, block of query rows) tasks,
+//! each task covering all heads of its rows so that it writes one contiguous slice of the
+//! output. GELU, attention and LayerNorm are plain loops compiled once per tier
+//! (`#[target_feature]` copies of one body): the same operations in the same order, so every
+//! tier gives the same bits (as the GEMM does). No KV cache: an encoder sees each input once.
+//! Batches larger than [`MAX_BATCH_TOKENS`] are run in slices of whole inputs to bound the
+//! scratch memory, which is kept between calls.
 
 use crate::error::{EngineError, Result};
 use crate::gguf::keys::{self, arch_key, BlockTensor};
