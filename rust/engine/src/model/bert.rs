@@ -406,7 +406,19 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
+/// Forward-pass buffers larger than this are freed after the call instead of kept.
+const SCRATCH_KEEP_BYTES: usize = 64 << 20;
+
 impl Buffers {
+    /// Free the buffers if they hold more than [`SCRATCH_KEEP_BYTES`].
+    fn trim(&mut self) {
+        let floats =
+            self.x.len() + self.qkv.len() + self.attn.len() + self.tmp.len() + self.ff.len();
+        if floats * 4 + self.mm.len() > SCRATCH_KEEP_BYTES {
+            *self = Buffers::default();
+        }
+    }
+
     fn ensure(&mut self, n_tok: usize, e: usize, ff: usize) {
         grow(&mut self.x, n_tok * e);
         grow(&mut self.qkv, 3 * n_tok * e);
@@ -578,6 +590,7 @@ impl BertModel {
                 off += n;
             }
         }
+        b.trim();
         Ok(())
     }
 
@@ -600,6 +613,7 @@ impl BertModel {
             self.forward(f, pool, batch, b)?;
             all.extend_from_slice(&b.x[..n_tok * e]);
         }
+        b.trim();
         Ok(all)
     }
 
