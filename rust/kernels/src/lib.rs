@@ -2,6 +2,7 @@
 //! matmul) with runtime ISA dispatch. Knows nothing of models, files or Python.
 
 pub mod error;
+pub mod gemm_f32;
 pub mod matmul;
 pub mod ops;
 pub mod packed;
@@ -10,6 +11,7 @@ pub mod quant;
 pub mod simd;
 
 pub use error::KernelError;
+pub use gemm_f32::{gemm_f32, gemm_f32_post, PackedF32, PostOp};
 pub use matmul::{
     dequantize_row, dequantize_row_isa, matmul, matmul_isa, matmul_multi, matmul_multi_isa,
     quantize_row_isa, vec_dot_f32, MatmulJob,

@@ -9,20 +9,28 @@
 //! - pooling over the final hidden states (mean / [CLS] / last token), optional L2 norm.
 //!
 //! Batching: all tokens of all inputs are concatenated into one `(n_tokens, n_embd)` matrix, so
-//! each weight matrix is read once per batch by the quantized matmul. Attention is computed per
-//! input (a token only sees the tokens of its own input: the padding mask of a padded batch,
-//! without the padding), in parallel over (input, block of query rows) tasks, each task covering
-//! all heads of its rows so that it writes one contiguous slice of the output. No KV cache: an
-//! encoder sees each input once. Batches larger than [`MAX_BATCH_TOKENS`] are run in slices of
-//! whole inputs to bound the scratch memory.
+//! each weight matrix is read once per batch. Float weights (F32, and F16 / BF16 widened
+//! exactly) are packed at load for the f32 GEMM (`hologram_kernels::gemm_f32`): Q, K and V
+//! stacked into one matrix (one GEMM writes `[q | k | v]` per token), biases added at the
+//! GEMM's stores and GELU applied right after each GEMM task (`gemm_f32_post`). Quantized
+//! weights (Q8_0, ...) keep the quantized matmul with a separate bias pass. Attention is
+//! computed per input (a token only sees the tokens of its own input: the padding mask of a
+//! padded batch, without the padding), in parallel over (input, block of query rows) tasks,
+//! each task covering all heads of its rows so that it writes one contiguous slice of the
+//! output. GELU, attention and LayerNorm are plain loops compiled once per tier
+//! (`#[target_feature]` copies of one body): the same operations in the same order, so every
+//! tier gives the same bits (as the GEMM does). No KV cache: an encoder sees each input once.
+//! Batches larger than [`MAX_BATCH_TOKENS`] are run in slices of whole inputs to bound the
+//! scratch memory, which is kept between calls.
 
 use crate::error::{EngineError, Result};
 use crate::gguf::keys::{self, arch_key, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::weights::{load_vector, Linear};
-use hologram_kernels::ops;
-use hologram_kernels::Pool;
+use hologram_kernels::simd::{self, Isa};
+use hologram_kernels::{gemm_f32, gemm_f32_post, PackedF32, Pool, PostOp, QuantType};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// `general.architecture` of BERT-family encoders.
 pub const ARCH_BERT: &str = "bert";
@@ -267,13 +275,57 @@ impl BertConfig {
 pub struct Dense {
     pub w: Linear,
     pub b: Vec<f32>,
+    /// Float weights (F32 / F16 / BF16) packed for [`gemm_f32`] at load (F16 / BF16 widened
+    /// to f32 exactly); quantized weights stay in the file for the quantized matmul.
+    pub packed: Option<PackedF32>,
+}
+
+/// Whether weights of type `t` go through the packed f32 GEMM (exact widening to f32).
+fn packs_to_f32(t: QuantType) -> bool {
+    matches!(t, QuantType::F32 | QuantType::F16 | QuantType::BF16)
+}
+
+/// Pack the float matrices `parts` (same `cols`) stacked row-wise into one [`PackedF32`].
+fn pack_stacked(f: &GgufFile, parts: &[&Linear]) -> Result<PackedF32> {
+    let cols = parts.first().map_or(0, |l| l.cols);
+    let rows: usize = parts.iter().map(|l| l.rows).sum();
+    PackedF32::pack_rows(simd::active(), rows, cols, |mut r, dst| {
+        for l in parts {
+            if r < l.rows {
+                return l.dequantize_row(f, r, dst);
+            }
+            r -= l.rows;
+        }
+        Err(EngineError::invalid_model("packed row out of range"))
+    })
+}
+
+impl From<hologram_kernels::KernelError> for EngineError {
+    fn from(e: hologram_kernels::KernelError) -> Self {
+        EngineError::invalid_model(format!("packing: {e}"))
+    }
 }
 
 impl Dense {
-    fn load(f: &GgufFile, t: BlockTensor, layer: usize, cols: usize, rows: usize) -> Result<Self> {
+    /// Load a matrix and its bias; with `pack`, float weights are packed for [`gemm_f32`].
+    fn load(
+        f: &GgufFile,
+        t: BlockTensor,
+        layer: usize,
+        cols: usize,
+        rows: usize,
+        pack: bool,
+    ) -> Result<Self> {
+        let w = Linear::load(f, &t.name(layer), cols, rows)?;
+        let packed = if pack && packs_to_f32(w.ttype) {
+            Some(pack_stacked(f, &[&w])?)
+        } else {
+            None
+        };
         Ok(Dense {
-            w: Linear::load(f, &t.name(layer), cols, rows)?,
+            w,
             b: load_vector(f, &t.bias_name(layer), rows)?,
+            packed,
         })
     }
 }
@@ -314,6 +366,9 @@ pub struct BertLayer {
     pub up: Dense,
     pub down: Dense,
     pub out_norm: Norm,
+    /// Q, K and V stacked into one `(3 n_embd, n_embd)` packed matrix with its bias, when
+    /// all three are float weights: one GEMM writes `[q | k | v]` per token.
+    pub qkv: Option<(PackedF32, Vec<f32>)>,
 }
 
 #[derive(Debug)]
@@ -326,32 +381,50 @@ pub struct BertModel {
     pub token_type0: Vec<f32>,
     pub embd_norm: Norm,
     pub layers: Vec<BertLayer>,
+    /// Forward-pass buffers, kept between calls (a batch of the same size or smaller
+    /// allocates nothing).
+    scratch: Mutex<Buffers>,
 }
 
-/// Per-call buffers, sized by the batch's token count.
+/// Forward-pass buffers. Every element a pass reads was written earlier in the same pass, so
+/// they are only ever grown, never cleared.
+#[derive(Debug, Default)]
 struct Buffers {
     x: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// `[q | k | v]` per token (`3 n_embd` wide) on the fused path; q, k, v one after the
+    /// other (`n_tok * n_embd` each) otherwise.
+    qkv: Vec<f32>,
     attn: Vec<f32>,
     tmp: Vec<f32>,
     ff: Vec<f32>,
     mm: Vec<u8>,
 }
 
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// Forward-pass buffers larger than this are freed after the call instead of kept.
+const SCRATCH_KEEP_BYTES: usize = 64 << 20;
+
 impl Buffers {
-    fn new(n_tok: usize, e: usize, ff: usize) -> Self {
-        Buffers {
-            x: vec![0.0; n_tok * e],
-            q: vec![0.0; n_tok * e],
-            k: vec![0.0; n_tok * e],
-            v: vec![0.0; n_tok * e],
-            attn: vec![0.0; n_tok * e],
-            tmp: vec![0.0; n_tok * e],
-            ff: vec![0.0; n_tok * ff],
-            mm: Vec::new(),
+    /// Free the buffers if they hold more than [`SCRATCH_KEEP_BYTES`].
+    fn trim(&mut self) {
+        let floats =
+            self.x.len() + self.qkv.len() + self.attn.len() + self.tmp.len() + self.ff.len();
+        if floats * 4 + self.mm.len() > SCRATCH_KEEP_BYTES {
+            *self = Buffers::default();
         }
+    }
+
+    fn ensure(&mut self, n_tok: usize, e: usize, ff: usize) {
+        grow(&mut self.x, n_tok * e);
+        grow(&mut self.qkv, 3 * n_tok * e);
+        grow(&mut self.attn, n_tok * e);
+        grow(&mut self.tmp, n_tok * e);
+        grow(&mut self.ff, n_tok * ff);
     }
 }
 
@@ -391,17 +464,33 @@ impl BertModel {
         let layers = (0..cfg.n_layer)
             .map(|i| {
                 Ok(BertLayer {
-                    q: Dense::load(f, BlockTensor::AttnQ, i, e, e)?,
-                    k: Dense::load(f, BlockTensor::AttnK, i, e, e)?,
-                    v: Dense::load(f, BlockTensor::AttnV, i, e, e)?,
-                    o: Dense::load(f, BlockTensor::AttnOutput, i, e, e)?,
+                    // Q, K, V are packed below (stacked when all three are float).
+                    q: Dense::load(f, BlockTensor::AttnQ, i, e, e, false)?,
+                    k: Dense::load(f, BlockTensor::AttnK, i, e, e, false)?,
+                    v: Dense::load(f, BlockTensor::AttnV, i, e, e, false)?,
+                    o: Dense::load(f, BlockTensor::AttnOutput, i, e, e, true)?,
                     attn_norm: Norm::load_block(f, ATTN_OUTPUT_NORM, i, e)?,
-                    up: Dense::load(f, BlockTensor::FfnUp, i, e, ff)?,
-                    down: Dense::load(f, BlockTensor::FfnDown, i, ff, e)?,
+                    up: Dense::load(f, BlockTensor::FfnUp, i, e, ff, true)?,
+                    down: Dense::load(f, BlockTensor::FfnDown, i, ff, e, true)?,
                     out_norm: Norm::load_block(f, LAYER_OUTPUT_NORM, i, e)?,
+                    qkv: None,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<BertLayer>>>()?;
+        let mut layers = layers;
+        for l in &mut layers {
+            if [&l.q, &l.k, &l.v].iter().all(|d| packs_to_f32(d.w.ttype)) {
+                let m = pack_stacked(f, &[&l.q.w, &l.k.w, &l.v.w])?;
+                let bias = [&l.q.b[..], &l.k.b, &l.v.b].concat();
+                l.qkv = Some((m, bias));
+            } else {
+                for d in [&mut l.q, &mut l.k, &mut l.v] {
+                    if packs_to_f32(d.w.ttype) {
+                        d.packed = Some(pack_stacked(f, &[&d.w])?);
+                    }
+                }
+            }
+        }
         Ok(BertModel {
             cfg,
             token_embd,
@@ -409,6 +498,7 @@ impl BertModel {
             token_type0,
             embd_norm,
             layers,
+            scratch: Mutex::new(Buffers::default()),
         })
     }
 
@@ -484,9 +574,12 @@ impl BertModel {
             )));
         }
         self.validate(inputs)?;
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let b = &mut *guard;
         for range in Self::slices(inputs) {
             let batch = &inputs[range.clone()];
-            let hidden = self.forward(f, pool, batch)?;
+            self.forward(f, pool, batch, b)?;
+            let hidden = &b.x;
             let mut off = 0;
             for (ids, o) in batch
                 .iter()
@@ -497,6 +590,7 @@ impl BertModel {
                 off += n;
             }
         }
+        b.trim();
         Ok(())
     }
 
@@ -509,15 +603,29 @@ impl BertModel {
         inputs: &[Vec<u32>],
     ) -> Result<Vec<f32>> {
         self.validate(inputs)?;
+        let e = self.cfg.n_embd;
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let b = &mut *guard;
         let mut all = Vec::new();
         for range in Self::slices(inputs) {
-            all.extend_from_slice(&self.forward(f, pool, &inputs[range])?);
+            let batch = &inputs[range];
+            let n_tok: usize = batch.iter().map(Vec::len).sum();
+            self.forward(f, pool, batch, b)?;
+            all.extend_from_slice(&b.x[..n_tok * e]);
         }
+        b.trim();
         Ok(all)
     }
 
-    /// One forward pass over validated inputs; returns the final hidden states.
-    fn forward(&self, f: &GgufFile, pool: &Pool, inputs: &[Vec<u32>]) -> Result<Vec<f32>> {
+    /// One forward pass over validated inputs; leaves the final hidden states in the first
+    /// `n_tokens * n_embd` values of `b.x`.
+    fn forward(
+        &self,
+        f: &GgufFile,
+        pool: &Pool,
+        inputs: &[Vec<u32>],
+        b: &mut Buffers,
+    ) -> Result<()> {
         let (e, ffn) = (self.cfg.n_embd, self.cfg.n_ff);
         let n_tok: usize = inputs.iter().map(Vec::len).sum();
         // (first row, length) of every input.
@@ -529,11 +637,24 @@ impl BertModel {
                 Some(s)
             })
             .collect();
-        let mut b = Buffers::new(n_tok, e, ffn);
+        b.ensure(n_tok, e, ffn);
+        let Buffers {
+            x,
+            qkv,
+            attn,
+            tmp,
+            ff,
+            mm,
+        } = b;
+        let x = &mut x[..n_tok * e];
+        let qkv = &mut qkv[..3 * n_tok * e];
+        let attn = &mut attn[..n_tok * e];
+        let tmp = &mut tmp[..n_tok * e];
+        let ff = &mut ff[..n_tok * ffn];
 
         // Embeddings.
         {
-            let mut rows = b.x.chunks_exact_mut(e);
+            let mut rows = x.chunks_exact_mut(e);
             for ids in inputs {
                 for (p, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
                     self.token_embd.dequantize_row(f, id as usize, row)?;
@@ -545,28 +666,40 @@ impl BertModel {
             }
         }
         let eps = self.cfg.eps;
-        layer_norm_rows(pool, &mut b.x, e, &self.embd_norm, eps);
+        layer_norm_rows(pool, x, e, &self.embd_norm, eps);
 
+        let isa = simd::active();
+        let gelu = |v: &mut [f32]| gelu_slice(isa, v);
         for layer in &self.layers {
-            self.dense(f, pool, &layer.q, &b.x, n_tok, &mut b.q, &mut b.mm)?;
-            self.dense(f, pool, &layer.k, &b.x, n_tok, &mut b.k, &mut b.mm)?;
-            self.dense(f, pool, &layer.v, &b.x, n_tok, &mut b.v, &mut b.mm)?;
-            self.attention(pool, &spans, &b.q, &b.k, &b.v, &mut b.attn);
-            self.dense(f, pool, &layer.o, &b.attn, n_tok, &mut b.tmp, &mut b.mm)?;
-            add_layer_norm_rows(pool, &mut b.x, &b.tmp, e, &layer.attn_norm, eps);
+            // q, k, v rows at stride `ld`.
+            let (q, k, v, ld): (&[f32], &[f32], &[f32], usize) = match &layer.qkv {
+                Some((m, bias)) => {
+                    gemm_f32(pool, x, n_tok, m, Some(bias), qkv)
+                        .map_err(|err| kernel_err(&layer.q.w.info.name, err))?;
+                    (&qkv[..], &qkv[e..], &qkv[2 * e..], 3 * e)
+                }
+                None => {
+                    let (qb, rest) = qkv.split_at_mut(n_tok * e);
+                    let (kb, vb) = rest.split_at_mut(n_tok * e);
+                    self.dense(f, pool, &layer.q, x, n_tok, qb, mm, None)?;
+                    self.dense(f, pool, &layer.k, x, n_tok, kb, mm, None)?;
+                    self.dense(f, pool, &layer.v, x, n_tok, vb, mm, None)?;
+                    (qb, kb, vb, e)
+                }
+            };
+            self.attention(pool, &spans, q, k, v, ld, attn);
+            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm, None)?;
+            add_layer_norm_rows(pool, x, tmp, e, &layer.attn_norm, eps);
 
-            self.dense(f, pool, &layer.up, &b.x, n_tok, &mut b.ff, &mut b.mm)?;
-            pool.install(|| {
-                b.ff.par_chunks_mut(ROWS_PER_TASK * ffn)
-                    .for_each(|c| c.iter_mut().for_each(|a| *a = gelu_erf_fast(*a)))
-            });
-            self.dense(f, pool, &layer.down, &b.ff, n_tok, &mut b.tmp, &mut b.mm)?;
-            add_layer_norm_rows(pool, &mut b.x, &b.tmp, e, &layer.out_norm, eps);
+            self.dense(f, pool, &layer.up, x, n_tok, ff, mm, Some(&gelu))?;
+            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm, None)?;
+            add_layer_norm_rows(pool, x, tmp, e, &layer.out_norm, eps);
         }
-        Ok(b.x)
+        Ok(())
     }
 
-    /// `out = x W^T + bias` over `n_tok` rows.
+    /// `out = post(x W^T + bias)` over `n_tok` rows (`post` element-wise, fused into the
+    /// GEMM's stores on the packed path).
     #[allow(clippy::too_many_arguments)]
     fn dense(
         &self,
@@ -577,8 +710,13 @@ impl BertModel {
         n_tok: usize,
         out: &mut [f32],
         scratch: &mut Vec<u8>,
+        post: Option<PostOp>,
     ) -> Result<()> {
         let w = &d.w;
+        if let Some(p) = &d.packed {
+            return gemm_f32_post(pool, x, n_tok, p, Some(&d.b), out, post)
+                .map_err(|err| kernel_err(&w.info.name, err));
+        }
         hologram_kernels::matmul(
             pool,
             w.bytes(f),
@@ -598,6 +736,9 @@ impl BertModel {
                     for (a, &bv) in r.iter_mut().zip(&d.b) {
                         *a += bv;
                     }
+                    if let Some(op) = post {
+                        op(r);
+                    }
                 }
             })
         });
@@ -605,7 +746,8 @@ impl BertModel {
     }
 
     /// Bidirectional attention of every input over its own tokens: `out` rows of input `i` are
-    /// `softmax(q k^T / sqrt(d)) v` per head.
+    /// `softmax(q k^T / sqrt(d)) v` per head. Row `t` of q / k / v starts at `t * ld`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         pool: &Pool,
@@ -613,10 +755,18 @@ impl BertModel {
         q: &[f32],
         k: &[f32],
         v: &[f32],
+        ld: usize,
         out: &mut [f32],
     ) {
-        let (e, nh, hd) = (self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim);
-        let scale = 1.0 / (hd as f32).sqrt();
+        let e = self.cfg.n_embd;
+        let shape = AttnShape {
+            e,
+            ld,
+            nh: self.cfg.n_head,
+            hd: self.cfg.head_dim,
+            scale: 1.0 / (self.cfg.head_dim as f32).sqrt(),
+        };
+        let isa = simd::active();
         // Tasks: (first row of the input, input length, first query row in the input, the
         // output rows to fill). Disjoint slices of `out`, so the tasks need no synchronisation.
         let mut tasks: Vec<(usize, usize, usize, &mut [f32])> = Vec::new();
@@ -630,51 +780,253 @@ impl BertModel {
         }
         pool.install(|| {
             tasks.into_par_iter().for_each(|(off, len, r0, chunk)| {
-                let mut scores = vec![0f32; len];
-                for (rr, orow) in chunk.chunks_exact_mut(e).enumerate() {
-                    let qi = off + r0 + rr;
-                    for h in 0..nh {
-                        let c0 = h * hd;
-                        let qh = &q[qi * e + c0..qi * e + c0 + hd];
-                        for (j, s) in scores.iter_mut().enumerate() {
-                            let kr = (off + j) * e + c0;
-                            *s = dot(qh, &k[kr..kr + hd]) * scale;
-                        }
-                        ops::softmax_inplace(&mut scores);
-                        let oh = &mut orow[c0..c0 + hd];
-                        oh.fill(0.0);
-                        for (j, &p) in scores.iter().enumerate() {
-                            let vr = (off + j) * e + c0;
-                            for (o, &vv) in oh.iter_mut().zip(&v[vr..vr + hd]) {
-                                *o += p * vv;
-                            }
-                        }
-                    }
-                }
+                let t = AttnTask { q, k, v, off, r0 };
+                attn_task(isa, &shape, &t, len, chunk);
             })
         });
     }
 }
 
-/// f32 dot product for the short (head_dim) vectors of attention. Plain multiply-add with 8
-/// independent lanes, so it vectorises on any x86-64 baseline; `f32::mul_add` would become a
-/// libm call per element when the crate is not built with the FMA target feature.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut acc = [0f32; 8];
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+/// Attention dimensions: model width, q/k/v row stride, heads, head size, score scale.
+struct AttnShape {
+    e: usize,
+    ld: usize,
+    nh: usize,
+    hd: usize,
+    scale: f32,
+}
+
+/// One attention task's inputs: the input's first row `off`, the first query row `r0` within
+/// the input.
+struct AttnTask<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    off: usize,
+    r0: usize,
+}
+
+/// Run one attention task with the loops compiled for `isa` (the same operations in the same
+/// order on every tier, so the same bits; only the vector width differs).
+fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, len: usize, out: &mut [f32]) {
+    let lenp = len.next_multiple_of(LANES);
+    let mut buf = vec![0f32; lenp * (QB + s.hd)];
+    let (scores, kt) = buf.split_at_mut(QB * lenp);
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier is available (simd::active only returns available tiers).
+        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, len, scores, kt, out) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, len, scores, kt, out) },
+        _ => {}
+    }
+    let _ = isa;
+    attn_task_body(s, t, len, scores, kt, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn attn_task_avx512(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    sc: &mut [f32],
+    kt: &mut [f32],
+    out: &mut [f32],
+) {
+    attn_task_body(s, t, len, sc, kt, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attn_task_avx2(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    sc: &mut [f32],
+    kt: &mut [f32],
+    out: &mut [f32],
+) {
+    attn_task_body(s, t, len, sc, kt, out)
+}
+
+/// Vector width of the attention loops (fixed-size blocks that stay in registers).
+const LANES: usize = 16;
+
+/// Queries processed together by the attention loops (independent accumulators: the loops
+/// are bound by FMA throughput instead of add latency).
+const QB: usize = 4;
+
+/// One task: the rows `out` (query rows `r0..` of the input at `off`, `len` tokens) for every
+/// head. Per head, K is transposed once into `kt` (`hd x lenp`, `lenp` = `len` rounded up to
+/// [`LANES`], the padding zero) so that the scores of a query are accumulated [`LANES`] keys
+/// at a time in registers (`scores`: [`QB`] x `lenp` values), and P V [`LANES`] dimensions at
+/// a time, [`QB`] queries side by side. Every score is `(sum over d ascending of q[d] k[j][d])
+/// * scale`, every output `sum over j ascending of p[j] v[j][d]`, on every tier.
+#[inline(always)]
+fn attn_task_body(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    scores: &mut [f32],
+    kt: &mut [f32],
+    out: &mut [f32],
+) {
+    let (ld, hd) = (s.ld, s.hd);
+    let lenp = scores.len() / QB;
+    let n_rows = out.len() / s.e;
+    for h in 0..s.nh {
+        let c0 = h * hd;
+        for j in 0..len {
+            let kr = (t.off + j) * ld + c0;
+            for (d, &kv) in t.k[kr..kr + hd].iter().enumerate() {
+                kt[d * lenp + j] = kv;
+            }
+        }
+        let mut rr = 0;
+        while rr + QB <= n_rows {
+            attn_rows::<QB>(s, t, len, lenp, c0, rr, scores, kt, out);
+            rr += QB;
+        }
+        while rr < n_rows {
+            attn_rows::<1>(s, t, len, lenp, c0, rr, scores, kt, out);
+            rr += 1;
         }
     }
-    acc.iter().sum::<f32>() + tail
+}
+
+/// Head `c0 / hd` of the `R` query rows `rr..rr + R` of a task (see [`attn_task_body`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attn_rows<const R: usize>(
+    s: &AttnShape,
+    t: &AttnTask,
+    len: usize,
+    lenp: usize,
+    c0: usize,
+    rr: usize,
+    scores: &mut [f32],
+    kt: &[f32],
+    out: &mut [f32],
+) {
+    let (ld, hd, e) = (s.ld, s.hd, s.e);
+    let qi: [usize; R] = std::array::from_fn(|q| (t.off + t.r0 + rr + q) * ld + c0);
+    for jb in (0..lenp).step_by(LANES) {
+        let mut acc = [[0f32; LANES]; R];
+        for d in 0..hd {
+            let kb = &kt[d * lenp + jb..d * lenp + jb + LANES];
+            for (q, aq) in acc.iter_mut().enumerate() {
+                let qd = t.q[qi[q] + d];
+                for (a, &kv) in aq.iter_mut().zip(kb) {
+                    *a += qd * kv;
+                }
+            }
+        }
+        for (q, aq) in acc.iter().enumerate() {
+            for (sc, &a) in scores[q * lenp + jb..q * lenp + jb + LANES]
+                .iter_mut()
+                .zip(aq)
+            {
+                *sc = a * s.scale;
+            }
+        }
+    }
+    for q in 0..R {
+        softmax_fast(&mut scores[q * lenp..q * lenp + len]);
+    }
+    let mut db = 0;
+    while db + LANES <= hd {
+        let mut acc = [[0f32; LANES]; R];
+        for j in 0..len {
+            let vr = (t.off + j) * ld + c0 + db;
+            let vb = &t.v[vr..vr + LANES];
+            for (q, aq) in acc.iter_mut().enumerate() {
+                let pj = scores[q * lenp + j];
+                for (a, &vv) in aq.iter_mut().zip(vb) {
+                    *a += pj * vv;
+                }
+            }
+        }
+        for (q, aq) in acc.iter().enumerate() {
+            let o = (rr + q) * e + c0 + db;
+            out[o..o + LANES].copy_from_slice(aq);
+        }
+        db += LANES;
+    }
+    for dd in db..hd {
+        for q in 0..R {
+            let mut a = 0f32;
+            for j in 0..len {
+                a += scores[q * lenp + j] * t.v[(t.off + j) * ld + c0 + dd];
+            }
+            out[(rr + q) * e + c0 + dd] = a;
+        }
+    }
+}
+
+/// In-place softmax with [`exp_f32`] (vectorisable; no libm call per score). The maximum and
+/// the sum are taken over [`LANES`] partial results, then combined in order.
+#[inline(always)]
+fn softmax_fast(x: &mut [f32]) {
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let ch = x.chunks_exact(LANES);
+    let mut max = ch
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in ch {
+        for (m, &v) in mx.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    for m in mx {
+        max = max.max(m);
+    }
+    for v in x.iter_mut() {
+        *v = exp_f32(*v - max);
+    }
+    let mut acc = [0f32; LANES];
+    let ch = x.chunks_exact(LANES);
+    let mut sum: f32 = ch.remainder().iter().sum();
+    for c in ch {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for a in acc {
+        sum += a;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// GELU ([`gelu_erf_fast`]) over `x`, the loop compiled for `isa` (same bits on every tier).
+fn gelu_slice(isa: Isa, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier is available (simd::active only returns available tiers).
+        Isa::Avx512 => return unsafe { gelu_avx512(x) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { gelu_avx2(x) },
+        _ => {}
+    }
+    let _ = isa;
+    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn gelu_avx512(x: &mut [f32]) {
+    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gelu_avx2(x: &mut [f32]) {
+    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
 }
 
 /// `exp(x)` in f32 without libm calls, so loops over slices vectorise (Cephes `expf`: range
@@ -713,38 +1065,190 @@ fn gelu_erf_fast(x: f32) -> f32 {
 
 /// In-place LayerNorm of every `e`-wide row of `x`.
 fn layer_norm_rows(pool: &Pool, x: &mut [f32], e: usize, n: &Norm, eps: f32) {
+    let isa = simd::active();
     pool.install(|| {
-        x.par_chunks_mut(ROWS_PER_TASK * e).for_each(|c| {
-            let mut tmp = vec![0f32; e];
-            for r in c.chunks_exact_mut(e) {
-                ops::layer_norm(r, &n.w, &n.b, eps, &mut tmp);
-                r.copy_from_slice(&tmp);
-            }
-        })
+        x.par_chunks_mut(ROWS_PER_TASK * e)
+            .for_each(|c| layer_norm_chunk(isa, c, None, e, n, eps))
     });
 }
 
 /// `x = LayerNorm(x + y)` row by row (the post-LN residual).
 fn add_layer_norm_rows(pool: &Pool, x: &mut [f32], y: &[f32], e: usize, n: &Norm, eps: f32) {
+    let isa = simd::active();
     pool.install(|| {
         x.par_chunks_mut(ROWS_PER_TASK * e)
             .zip(y.par_chunks(ROWS_PER_TASK * e))
-            .for_each(|(c, yc)| {
-                let mut tmp = vec![0f32; e];
-                for (r, yr) in c.chunks_exact_mut(e).zip(yc.chunks_exact(e)) {
-                    for (a, &b) in r.iter_mut().zip(yr) {
-                        *a += b;
-                    }
-                    ops::layer_norm(r, &n.w, &n.b, eps, &mut tmp);
-                    r.copy_from_slice(&tmp);
-                }
-            })
+            .for_each(|(c, yc)| layer_norm_chunk(isa, c, Some(yc), e, n, eps))
     });
+}
+
+/// Rows of `x` (plus the rows of `y`, if any) LayerNorm'ed in place, the loops compiled for
+/// `isa` (same bits on every tier).
+fn layer_norm_chunk(isa: Isa, x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: the tier is available (simd::active only returns available tiers).
+        Isa::Avx512 => return unsafe { layer_norm_avx512(x, y, e, n, eps) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { layer_norm_avx2(x, y, e, n, eps) },
+        _ => {}
+    }
+    let _ = isa;
+    layer_norm_body(x, y, e, n, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn layer_norm_avx512(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    layer_norm_body(x, y, e, n, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn layer_norm_avx2(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    layer_norm_body(x, y, e, n, eps)
+}
+
+/// Sum of `f(v)` over `x` in f64 with 8 partial sums (a vector loop), then the tail.
+#[inline(always)]
+fn sum_f64(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let ch = x.chunks_exact(8);
+    let tail: f64 = ch.remainder().iter().map(|&v| f(v as f64)).sum();
+    for c in ch {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// LayerNorm with the mean and variance accumulated in f64 (as `ops::layer_norm`).
+#[inline(always)]
+fn layer_norm_body(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
+    for (ri, r) in x.chunks_exact_mut(e).enumerate() {
+        if let Some(y) = y {
+            for (a, &b) in r.iter_mut().zip(&y[ri * e..(ri + 1) * e]) {
+                *a += b;
+            }
+        }
+        let cnt = e.max(1) as f64;
+        let mean = sum_f64(r, |v| v) / cnt;
+        let var = sum_f64(r, |v| (v - mean) * (v - mean)) / cnt;
+        let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((a, &w), &b) in r.iter_mut().zip(&n.w).zip(&n.b) {
+            *a = (*a - mean) * inv * w + b;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hologram_kernels::ops;
+
+    #[test]
+    fn attention_matches_f64_reference_on_every_tier() {
+        // Odd sizes: 21 tokens (not a multiple of LANES), head size 20 (a LANES block and a
+        // tail), q/k/v interleaved at stride 3e as on the fused path.
+        let (nh, hd, len) = (3, 20, 21);
+        let e = nh * hd;
+        let ld = 3 * e;
+        let qkv: Vec<f32> = (0..len * ld)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.5)
+            .collect();
+        let (q, k, v) = (&qkv[..], &qkv[e..], &qkv[2 * e..]);
+        let shape = AttnShape {
+            e,
+            ld,
+            nh,
+            hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let mut want = vec![0f64; len * e];
+        for i in 0..len {
+            for h in 0..nh {
+                let c0 = h * hd;
+                let sc: Vec<f64> = (0..len)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| q[i * ld + c0 + d] as f64 * k[j * ld + c0 + d] as f64)
+                            .sum::<f64>()
+                            * shape.scale as f64
+                    })
+                    .collect();
+                let mx = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - mx).exp()).sum();
+                for d in 0..hd {
+                    want[i * e + c0 + d] = (0..len)
+                        .map(|j| (sc[j] - mx).exp() / z * v[j * ld + c0 + d] as f64)
+                        .sum();
+                }
+            }
+        }
+        let mut first: Option<Vec<f32>> = None;
+        for isa in hologram_kernels::simd::available() {
+            let mut got = vec![f32::NAN; len * e];
+            // Two tasks as `attention` makes them: rows 0..16 and 16..21.
+            let (a, b) = got.split_at_mut(16 * e);
+            for (r0, chunk) in [(0, a), (16, b)] {
+                let t = AttnTask {
+                    q,
+                    k,
+                    v,
+                    off: 0,
+                    r0,
+                };
+                attn_task(isa, &shape, &t, len, chunk);
+            }
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((*g as f64 - w).abs() < 2e-6, "{isa:?} [{i}]: {g} vs {w}");
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa:?} differs from scalar"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches_ops_on_every_tier() {
+        let e = 389; // not a multiple of the 8-wide partial sums
+        let x: Vec<f32> = (0..3 * e)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.07)
+            .collect();
+        let y: Vec<f32> = (0..3 * e)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.11)
+            .collect();
+        let n = Norm {
+            w: (0..e).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect(),
+            b: (0..e).map(|i| (i % 5) as f32 * 0.01 - 0.02).collect(),
+        };
+        let mut want = vec![0f32; 3 * e];
+        for r in 0..3 {
+            let s: Vec<f32> = (0..e).map(|i| x[r * e + i] + y[r * e + i]).collect();
+            ops::layer_norm(&s, &n.w, &n.b, 1e-12, &mut want[r * e..(r + 1) * e]);
+        }
+        let mut first: Option<Vec<f32>> = None;
+        for isa in hologram_kernels::simd::available() {
+            let mut got = x.clone();
+            layer_norm_chunk(isa, &mut got, Some(&y), e, &n, 1e-12);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{isa:?}: {g} vs {w}"
+                );
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_eq!(f, &got, "{isa:?} differs from scalar"),
+            }
+        }
+    }
 
     #[test]
     fn pooling_values_follow_llama_cpp() {
