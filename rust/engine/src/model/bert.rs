@@ -461,7 +461,7 @@ impl BertModel {
             )));
         }
         let ff = cfg.n_ff;
-        let layers = (0..cfg.n_layer)
+        let mut layers = (0..cfg.n_layer)
             .map(|i| {
                 Ok(BertLayer {
                     // Q, K, V are packed below (stacked when all three are float).
@@ -477,7 +477,6 @@ impl BertModel {
                 })
             })
             .collect::<Result<Vec<BertLayer>>>()?;
-        let mut layers = layers;
         for l in &mut layers {
             if [&l.q, &l.k, &l.v].iter().all(|d| packs_to_f32(d.w.ttype)) {
                 let m = pack_stacked(f, &[&l.q.w, &l.k.w, &l.v.w])?;
@@ -787,6 +786,39 @@ impl BertModel {
     }
 }
 
+/// `fn $name(isa: Isa, args)`: `$body(args)` run with the loops compiled for the tier `isa`.
+/// `$body` is `#[inline(always)]`, so each `#[target_feature]` copy below vectorises it for its
+/// tier while doing the same operations in the same order (the same bits on every tier).
+macro_rules! per_tier {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        fn $name(isa: Isa, $($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512($($a: $t),*) {
+                    $body($($a),*)
+                }
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($a: $t),*) {
+                    $body($($a),*)
+                }
+                match isa {
+                    // SAFETY: the tier is available (simd::active only returns available tiers).
+                    Isa::Avx512 => return unsafe { avx512($($a),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2 => return unsafe { avx2($($a),*) },
+                    _ => {}
+                }
+            }
+            let _ = isa;
+            $body($($a),*)
+        }
+    };
+}
+
 /// Attention dimensions: model width, q/k/v row stride, heads, head size, score scale.
 struct AttnShape {
     e: usize,
@@ -812,43 +844,20 @@ fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, len: usize, out: &mut [f32])
     let lenp = len.next_multiple_of(LANES);
     let mut buf = vec![0f32; lenp * (QB + s.hd)];
     let (scores, kt) = buf.split_at_mut(QB * lenp);
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the tier is available (simd::active only returns available tiers).
-        Isa::Avx512 => return unsafe { attn_task_avx512(s, t, len, scores, kt, out) },
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { attn_task_avx2(s, t, len, scores, kt, out) },
-        _ => {}
-    }
-    let _ = isa;
-    attn_task_body(s, t, len, scores, kt, out)
+    attn_task_tier(isa, s, t, len, scores, kt, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn attn_task_avx512(
-    s: &AttnShape,
-    t: &AttnTask,
-    len: usize,
-    sc: &mut [f32],
-    kt: &mut [f32],
-    out: &mut [f32],
-) {
-    attn_task_body(s, t, len, sc, kt, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn attn_task_avx2(
-    s: &AttnShape,
-    t: &AttnTask,
-    len: usize,
-    sc: &mut [f32],
-    kt: &mut [f32],
-    out: &mut [f32],
-) {
-    attn_task_body(s, t, len, sc, kt, out)
-}
+per_tier!(
+    #[allow(clippy::too_many_arguments)]
+    fn attn_task_tier(
+        s: &AttnShape,
+        t: &AttnTask,
+        len: usize,
+        scores: &mut [f32],
+        kt: &mut [f32],
+        out: &mut [f32]
+    ) => attn_task_body
+);
 
 /// Vector width of the attention loops (fixed-size blocks that stay in registers).
 const LANES: usize = 16;
@@ -1003,29 +1012,13 @@ fn softmax_fast(x: &mut [f32]) {
     }
 }
 
-/// GELU ([`gelu_erf_fast`]) over `x`, the loop compiled for `isa` (same bits on every tier).
-fn gelu_slice(isa: Isa, x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the tier is available (simd::active only returns available tiers).
-        Isa::Avx512 => return unsafe { gelu_avx512(x) },
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { gelu_avx2(x) },
-        _ => {}
-    }
-    let _ = isa;
-    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
-}
+per_tier!(
+    /// GELU ([`gelu_erf_fast`]) over `x`, the loop compiled for `isa` (same bits on every tier).
+    fn gelu_slice(x: &mut [f32]) => gelu_body
+);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn gelu_avx512(x: &mut [f32]) {
-    x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_avx2(x: &mut [f32]) {
+#[inline(always)]
+fn gelu_body(x: &mut [f32]) {
     x.iter_mut().for_each(|a| *a = gelu_erf_fast(*a));
 }
 
@@ -1082,32 +1075,12 @@ fn add_layer_norm_rows(pool: &Pool, x: &mut [f32], y: &[f32], e: usize, n: &Norm
     });
 }
 
-/// Rows of `x` (plus the rows of `y`, if any) LayerNorm'ed in place, the loops compiled for
-/// `isa` (same bits on every tier).
-fn layer_norm_chunk(isa: Isa, x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: the tier is available (simd::active only returns available tiers).
-        Isa::Avx512 => return unsafe { layer_norm_avx512(x, y, e, n, eps) },
-        // SAFETY: as above.
-        Isa::Avx2 => return unsafe { layer_norm_avx2(x, y, e, n, eps) },
-        _ => {}
-    }
-    let _ = isa;
-    layer_norm_body(x, y, e, n, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn layer_norm_avx512(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
-    layer_norm_body(x, y, e, n, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn layer_norm_avx2(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32) {
-    layer_norm_body(x, y, e, n, eps)
-}
+per_tier!(
+    /// Rows of `x` (plus the rows of `y`, if any) LayerNorm'ed in place, the loops compiled
+    /// for `isa` (same bits on every tier).
+    fn layer_norm_chunk(x: &mut [f32], y: Option<&[f32]>, e: usize, n: &Norm, eps: f32)
+        => layer_norm_body
+);
 
 /// Sum of `f(v)` over `x` in f64 with 8 partial sums (a vector loop), then the tail.
 #[inline(always)]
