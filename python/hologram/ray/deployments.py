@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from hologram.ray.prefix import prefix_keys
 from hologram.ray.registry import known_replicas
 from hologram.server.app import create_app
+from hologram.server.errors import APIError
 from hologram.server.metrics import Metrics
 from hologram.server.service import Service
 from hologram.server.settings import ServerSettings
@@ -49,9 +50,11 @@ Head = tuple[int, list[tuple[bytes, bytes]]]
 
 
 def _error(status: int, message: str, code: str) -> Response:
-    body = {"error": {"message": message, "type": "server_error" if status >= 500 else
-                      "invalid_request_error", "param": None, "code": code}}
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+    """An error in OpenAI's shape (the same body the single server answers)."""
+    err = APIError(status, message, "server_error" if status >= 500 else "invalid_request_error",
+                   None, code)
+    return Response(json.dumps(err.body().dump()), status_code=status,
+                    media_type="application/json")
 
 
 class _Lifespan:
