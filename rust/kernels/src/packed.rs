@@ -628,7 +628,115 @@ fn quantize_k_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_k_avx2(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &mut [i32]) {
-    quantize_k_blocks(x, q, d, s, h)
+    use std::arch::x86_64::*;
+    const QKK: usize = 256;
+    let n_sb = (x.len() / QKK).min(q.len() / QKK).min(d.len() / 8);
+    let n_sb = n_sb.min(s.len() / 8).min(h.len() / 8);
+    for sbi in 0..n_sb {
+        let xs = &x[sbi * QKK..(sbi + 1) * QKK];
+        // SAFETY: AVX2 is enabled for this function; every load reads inside `xs` (256
+        // values, 8 at a time).
+        let amax = unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..QKK / 8 {
+                let v = _mm256_andnot_ps(sign, _mm256_loadu_ps(xs.as_ptr().add(8 * c)));
+                // The accumulator second: a NaN lane of `v` is skipped, as the scalar `>` does.
+                acc = _mm256_max_ps(v, acc);
+            }
+            hmax8(acc)
+        };
+        // The first value of largest magnitude (the scalar loop's strict `>` keeps the first).
+        let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
+        let (iscale, dd) = if amax != 0.0 {
+            let is = -127.0 / max;
+            (is, 1.0 / is)
+        } else {
+            (0.0, 0.0)
+        };
+        for j in 0..QKK / QK {
+            let bi = sbi * (QKK / QK) + j;
+            // SAFETY: AVX2 is enabled; block j's 32 values are inside `xs` and its 32 quants
+            // inside `q` (bi < n_sb * 8).
+            let (sum, half) = unsafe {
+                quant_block_avx2(
+                    xs.as_ptr().add(j * QK),
+                    iscale,
+                    -128.0,
+                    q.as_mut_ptr().add(bi * QK),
+                )
+            };
+            d[bi] = dd;
+            s[bi] = sum;
+            h[bi] = half;
+        }
+    }
+}
+
+/// Horizontal maximum of 8 lanes (no NaN lanes).
+///
+/// # Safety
+/// AVX must be available (inlined into AVX2 functions).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn hmax8(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: register-only operations; the caller enables AVX.
+    unsafe {
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m1 = _mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1));
+        _mm_cvtss_f32(m1)
+    }
+}
+
+/// Sum of 8 i32 lanes.
+///
+/// # Safety
+/// AVX2 must be available (inlined into AVX2 functions).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn hsum8_epi32(v: std::arch::x86_64::__m256i) -> i32 {
+    use std::arch::x86_64::*;
+    // SAFETY: register-only operations; the caller enables AVX2.
+    unsafe {
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+        let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1));
+        _mm_cvtsi128_si32(s1)
+    }
+}
+
+/// Quantize 32 values at `x` to `q`: `round_ties_even(v * scale)` clamped to `[lo, 127]`, as
+/// the scalar loops do; returns (sum of the 32 quants, sum of the first 16).
+///
+/// # Safety
+/// AVX2 must be available (inlined into AVX2 functions); `x` and `q` hold 32 values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quant_block_avx2(x: *const f32, scale: f32, lo: f32, q: *mut i8) -> (i32, i32) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract: 32 readable floats at x, 32 writable bytes at q, AVX2.
+    unsafe {
+        let vs = _mm256_set1_ps(scale);
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(127.0));
+        let mut iv = [_mm256_setzero_si256(); 4];
+        for (c, o) in iv.iter_mut().enumerate() {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.add(8 * c)), vs);
+            let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            *o = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, vlo), vhi));
+        }
+        let half = hsum8_epi32(_mm256_add_epi32(iv[0], iv[1]));
+        let sum = half + hsum8_epi32(_mm256_add_epi32(iv[2], iv[3]));
+        // i32 -> i16 -> i8 (saturation never triggers: the values are in [-128, 127]); the
+        // packs interleave 128-bit lanes, the permute puts the dwords back in order.
+        let p01 = _mm256_packs_epi32(iv[0], iv[1]);
+        let p23 = _mm256_packs_epi32(iv[2], iv[3]);
+        let b = _mm256_packs_epi16(p01, p23);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.cast(), b);
+        (sum, half)
+    }
 }
 
 /// Q8_0-style quantization of whole 32-value blocks (round half to even, as ggml's AVX path):
@@ -671,7 +779,29 @@ unsafe fn quantize_blocks_avx2(
     s: &mut [i32],
     h: &mut [i32],
 ) {
-    quantize_blocks(x, q, d, s, h)
+    use std::arch::x86_64::*;
+    let nb = (x.len() / QK).min(q.len() / QK).min(d.len());
+    let nb = nb.min(s.len()).min(h.len());
+    for i in 0..nb {
+        // SAFETY: AVX2 is enabled for this function; block i's 32 values are inside `x` and
+        // its 32 quants inside `q` (i < nb).
+        unsafe {
+            let xp = x.as_ptr().add(i * QK);
+            let sign = _mm256_set1_ps(-0.0);
+            let mut acc = _mm256_setzero_ps();
+            for c in 0..QK / 8 {
+                let v = _mm256_andnot_ps(sign, _mm256_loadu_ps(xp.add(8 * c)));
+                acc = _mm256_max_ps(v, acc);
+            }
+            let amax = hmax8(acc);
+            let scale = amax / 127.0;
+            let id = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let (sum, half) = quant_block_avx2(xp, id, -127.0, q.as_mut_ptr().add(i * QK));
+            d[i] = half::f16::from_f32(scale).to_f32();
+            s[i] = sum;
+            h[i] = half;
+        }
+    }
 }
 
 use crate::matmul::OutPtr;
@@ -1411,6 +1541,70 @@ mod x86_512 {
                 }
             }
             store::<C>(m, p, t0, &facc, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of activations with the cases the quantizers must agree on: ties at .5 after
+    /// scaling, zero blocks, the largest magnitude repeated with both signs, tiny values.
+    fn rows(n: usize, seed: u64) -> Vec<f32> {
+        let mut st = seed;
+        let mut next = || {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((st >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        let mut x: Vec<f32> = (0..n).map(|_| next() * 3.0).collect();
+        // A zero block, a block of exact halves, +/-max pairs, denormal-sized values.
+        x[..32].fill(0.0);
+        for (i, v) in x[32..64].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) + 0.5;
+        }
+        x[70] = 5.0;
+        x[71] = -5.0;
+        x[300] = -7.25;
+        x[301] = 7.25;
+        for v in &mut x[512..544] {
+            *v *= 1e-30;
+        }
+        x
+    }
+
+    #[test]
+    fn vector_quantizers_match_scalar_bitwise() {
+        if !available() {
+            return;
+        }
+        let cols = 1024;
+        for seed in 1..6u64 {
+            let x = rows(cols * 3, seed);
+            let nb = x.len() / QK;
+            for kq in [false, true] {
+                let (mut q1, mut d1, mut s1, mut h1) = (
+                    vec![0i8; nb * QK],
+                    vec![0f32; nb],
+                    vec![0i32; nb],
+                    vec![0i32; nb],
+                );
+                let (mut q2, mut d2, mut s2, mut h2) =
+                    (q1.clone(), d1.clone(), s1.clone(), h1.clone());
+                quantize_rows(kq, &x, &mut q1, &mut d1, &mut s1, &mut h1);
+                if kq {
+                    quantize_k_blocks(&x, &mut q2, &mut d2, &mut s2, &mut h2);
+                } else {
+                    quantize_blocks(&x, &mut q2, &mut d2, &mut s2, &mut h2);
+                }
+                assert_eq!(q1, q2, "quants kq={kq} seed={seed}");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&d1), bits(&d2), "scales kq={kq} seed={seed}");
+                assert_eq!(s1, s2, "sums kq={kq} seed={seed}");
+                assert_eq!(h1, h2, "half sums kq={kq} seed={seed}");
+            }
         }
     }
 }
