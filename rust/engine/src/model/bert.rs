@@ -13,8 +13,9 @@
 //! exactly) are packed at load for the f32 GEMM (`hologram_kernels::gemm_f32`): Q, K and V
 //! stacked into one matrix (one GEMM writes `[q | k | v]` per token), biases added at the
 //! GEMM's stores and GELU applied right after each GEMM task (`gemm_f32_post`). Quantized
-//! weights (Q8_0, ...) keep the quantized matmul with a separate bias pass. Attention is
-//! computed per input (a token only sees the tokens of its own input: the padding mask of a
+//! weights (Q8_0, Q4_0, ...) are repacked for the integer kernel (`hologram_kernels::packed`,
+//! as the decoders do; the row-major quantized matmul where it does not run) with a separate
+//! bias pass. Attention is computed per input (a token only sees the tokens of its own input: the padding mask of a
 //! padded batch, without the padding), in parallel over (input, block of query rows) tasks,
 //! each task covering all heads of its rows so that it writes one contiguous slice of the
 //! output. GELU, attention and LayerNorm are plain loops compiled once per tier
@@ -27,6 +28,7 @@ use crate::error::{EngineError, Result};
 use crate::gguf::keys::{self, arch_key, BlockTensor};
 use crate::gguf::GgufFile;
 use crate::model::weights::{load_vector, Linear};
+use hologram_kernels::packed::{matmul_packed, PackedActs, PackedJob};
 use hologram_kernels::simd::{self, Isa};
 use hologram_kernels::{gemm_f32, gemm_f32_post, PackedF32, Pool, PostOp, QuantType};
 use rayon::prelude::*;
@@ -307,7 +309,8 @@ impl From<hologram_kernels::KernelError> for EngineError {
 }
 
 impl Dense {
-    /// Load a matrix and its bias; with `pack`, float weights are packed for [`gemm_f32`].
+    /// Load a matrix and its bias; with `pack`, float weights are packed for [`gemm_f32`];
+    /// quantized ones are always repacked for the integer kernel where it runs.
     fn load(
         f: &GgufFile,
         t: BlockTensor,
@@ -316,8 +319,12 @@ impl Dense {
         rows: usize,
         pack: bool,
     ) -> Result<Self> {
-        let w = Linear::load(f, &t.name(layer), cols, rows)?;
-        let packed = if pack && packs_to_f32(w.ttype) {
+        let mut w = Linear::load(f, &t.name(layer), cols, rows)?;
+        let packed = if !packs_to_f32(w.ttype) {
+            // Quantized weights: repacked for the integer kernel where this machine runs it.
+            w.pack(f)?;
+            None
+        } else if pack {
             Some(pack_stacked(f, &[&w])?)
         } else {
             None
@@ -398,6 +405,8 @@ struct Buffers {
     tmp: Vec<f32>,
     ff: Vec<f32>,
     mm: Vec<u8>,
+    /// Quantized activations for the packed integer matmul (quantized weights).
+    acts: PackedActs,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -644,6 +653,7 @@ impl BertModel {
             tmp,
             ff,
             mm,
+            acts,
         } = b;
         let x = &mut x[..n_tok * e];
         let qkv = &mut qkv[..3 * n_tok * e];
@@ -680,18 +690,46 @@ impl BertModel {
                 None => {
                     let (qb, rest) = qkv.split_at_mut(n_tok * e);
                     let (kb, vb) = rest.split_at_mut(n_tok * e);
-                    self.dense(f, pool, &layer.q, x, n_tok, qb, mm, None)?;
-                    self.dense(f, pool, &layer.k, x, n_tok, kb, mm, None)?;
-                    self.dense(f, pool, &layer.v, x, n_tok, vb, mm, None)?;
+                    let (lq, lk, lv) = (&layer.q, &layer.k, &layer.v);
+                    match (&lq.w.packed, &lk.w.packed, &lv.w.packed) {
+                        // All three quantized and packed: one quantization of x, one call.
+                        (Some(pq), Some(pk), Some(pv)) => {
+                            let err = |err| kernel_err(&lq.w.info.name, err);
+                            acts.quantize_for_pool(pool, pq, x, n_tok).map_err(err)?;
+                            let mut jobs = [
+                                PackedJob {
+                                    w: pq,
+                                    out: &mut *qb,
+                                },
+                                PackedJob {
+                                    w: pk,
+                                    out: &mut *kb,
+                                },
+                                PackedJob {
+                                    w: pv,
+                                    out: &mut *vb,
+                                },
+                            ];
+                            matmul_packed(pool, &mut jobs, acts).map_err(err)?;
+                            add_bias(pool, qb, &lq.b, None);
+                            add_bias(pool, kb, &lk.b, None);
+                            add_bias(pool, vb, &lv.b, None);
+                        }
+                        _ => {
+                            self.dense(f, pool, lq, x, n_tok, qb, mm, acts, None)?;
+                            self.dense(f, pool, lk, x, n_tok, kb, mm, acts, None)?;
+                            self.dense(f, pool, lv, x, n_tok, vb, mm, acts, None)?;
+                        }
+                    }
                     (qb, kb, vb, e)
                 }
             };
             self.attention(pool, &spans, q, k, v, ld, attn);
-            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm, None)?;
+            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm, acts, None)?;
             add_layer_norm_rows(pool, x, tmp, e, &layer.attn_norm, eps);
 
-            self.dense(f, pool, &layer.up, x, n_tok, ff, mm, Some(&gelu))?;
-            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm, None)?;
+            self.dense(f, pool, &layer.up, x, n_tok, ff, mm, acts, Some(&gelu))?;
+            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm, acts, None)?;
             add_layer_norm_rows(pool, x, tmp, e, &layer.out_norm, eps);
         }
         Ok(())
@@ -709,12 +747,29 @@ impl BertModel {
         n_tok: usize,
         out: &mut [f32],
         scratch: &mut Vec<u8>,
+        acts: &mut PackedActs,
         post: Option<PostOp>,
     ) -> Result<()> {
         let w = &d.w;
         if let Some(p) = &d.packed {
             return gemm_f32_post(pool, x, n_tok, p, Some(&d.b), out, post)
                 .map_err(|err| kernel_err(&w.info.name, err));
+        }
+        if let Some(pm) = &w.packed {
+            let err = |err| kernel_err(&w.info.name, err);
+            acts.quantize_for_pool(pool, pm, x, n_tok).map_err(err)?;
+            let out = &mut out[..n_tok * w.rows];
+            matmul_packed(
+                pool,
+                &mut [PackedJob {
+                    w: pm,
+                    out: &mut *out,
+                }],
+                acts,
+            )
+            .map_err(err)?;
+            add_bias(pool, out, &d.b, post);
+            return Ok(());
         }
         hologram_kernels::matmul(
             pool,
@@ -728,19 +783,7 @@ impl BertModel {
             scratch,
         )
         .map_err(|err| kernel_err(&w.info.name, err))?;
-        let rows = w.rows;
-        pool.install(|| {
-            out.par_chunks_mut(ROWS_PER_TASK * rows).for_each(|c| {
-                for r in c.chunks_exact_mut(rows) {
-                    for (a, &bv) in r.iter_mut().zip(&d.b) {
-                        *a += bv;
-                    }
-                    if let Some(op) = post {
-                        op(r);
-                    }
-                }
-            })
-        });
+        add_bias(pool, &mut out[..n_tok * w.rows], &d.b, post);
         Ok(())
     }
 
@@ -784,6 +827,23 @@ impl BertModel {
             })
         });
     }
+}
+
+/// Rows of `out` (each `bias.len()` wide) += `bias`, then `post` on each row.
+fn add_bias(pool: &Pool, out: &mut [f32], bias: &[f32], post: Option<PostOp>) {
+    let rows = bias.len().max(1);
+    pool.install(|| {
+        out.par_chunks_mut(ROWS_PER_TASK * rows).for_each(|c| {
+            for r in c.chunks_exact_mut(rows) {
+                for (a, &bv) in r.iter_mut().zip(bias) {
+                    *a += bv;
+                }
+                if let Some(op) = post {
+                    op(r);
+                }
+            }
+        })
+    });
 }
 
 /// `fn $name(isa: Isa, args)`: `$body(args)` run with the loops compiled for the tier `isa`.
