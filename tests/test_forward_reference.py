@@ -8,7 +8,7 @@ from pathlib import Path
 import hologram
 import numpy as np
 import pytest
-from gguf_corpus import write_valid_model
+from gguf_corpus import _write_model, default_spec, write_valid_model
 from reference_llama import LlamaReference
 
 
@@ -78,3 +78,24 @@ def test_every_kernel_path_gives_the_same_logits(tiny: Path, isa: str, tmp_path:
     want = LlamaReference(tiny).logits(list(range(3, 23)))
     err = float(np.abs(got - want).max()) / float(np.abs(want).max())
     assert err < 3e-2, f"{isa}: max relative logit error {err:.4f}"
+
+
+def test_mixed_formats_in_one_matmul_group(tmp_path: Path) -> None:
+    """A file whose Q/K/V and gate/up groups mix formats the packed kernel takes (Q8_0, Q4_0)
+    with one it does not (Q5_1): each matrix runs its own path, and the logits still match the
+    numpy reference."""
+    spec = default_spec(seed=0)
+    for name, (shape, _) in list(spec["tensors"].items()):
+        if name.endswith(("attn_v.weight", "ffn_up.weight")):
+            spec["tensors"][name] = (shape, "Q5_1")
+    path = _write_model(tmp_path / "mixed.gguf", spec)
+    ref = LlamaReference(path)
+    rng = np.random.default_rng(1)
+    ids = [int(t) for t in rng.integers(0, 200, size=24)]
+    for threads, n_batch in ((2, 16), (1, 1)):
+        eng = hologram.Engine(path, n_ctx=64, n_threads=threads, n_batch=n_batch)
+        got = eng.logits(ids)
+        want = ref.logits(ids)
+        err = float(np.abs(got - want).max()) / float(np.abs(want).max())
+        assert err < 3e-2, (threads, n_batch, err)
+        assert np.mean(np.argmax(got, -1) == np.argmax(want, -1)) >= 0.9
