@@ -581,6 +581,18 @@ fn quantize_rows(kq: bool, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32]
     }
 }
 
+/// Q8_K's (quantization scale, stored scale) for a super-block whose value of largest magnitude
+/// `amax` is `max`: that value maps to -127.
+#[inline(always)]
+fn q8k_scales(amax: f32, max: f32) -> (f32, f32) {
+    if amax != 0.0 {
+        let is = -127.0 / max;
+        (is, 1.0 / is)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 /// Q8_K-style quantization (see [`PackedActs::quantize_k`]) of whole 256-value blocks, with
 /// scales, sums and half sums per 32-value block.
 #[inline(always)]
@@ -594,12 +606,7 @@ fn quantize_k_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32], h: &
                 max = v;
             }
         }
-        let (iscale, dd) = if amax != 0.0 {
-            let is = -127.0 / max;
-            (is, 1.0 / is)
-        } else {
-            (0.0, 0.0)
-        };
+        let (iscale, dd) = q8k_scales(amax, max);
         for j in 0..QKK / QK {
             let bi = sbi * (QKK / QK) + j;
             let (mut sum, mut half) = (0i32, 0i32);
@@ -648,12 +655,7 @@ unsafe fn quantize_k_avx2(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [i32],
         };
         // The first value of largest magnitude (the scalar loop's strict `>` keeps the first).
         let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
-        let (iscale, dd) = if amax != 0.0 {
-            let is = -127.0 / max;
-            (is, 1.0 / is)
-        } else {
-            (0.0, 0.0)
-        };
+        let (iscale, dd) = q8k_scales(amax, max);
         for j in 0..QKK / QK {
             let bi = sbi * (QKK / QK) + j;
             // SAFETY: AVX2 is enabled; block j's 32 values are inside `xs` and its 32 quants
