@@ -690,37 +690,33 @@ impl BertModel {
                 None => {
                     let (qb, rest) = qkv.split_at_mut(n_tok * e);
                     let (kb, vb) = rest.split_at_mut(n_tok * e);
-                    let (lq, lk, lv) = (&layer.q, &layer.k, &layer.v);
-                    match (&lq.w.packed, &lk.w.packed, &lv.w.packed) {
-                        // All three quantized and packed: one quantization of x, one call.
-                        (Some(pq), Some(pk), Some(pv)) => {
-                            let err = |err| kernel_err(&lq.w.info.name, err);
-                            acts.quantize_for_pool(pool, pq, x, n_tok).map_err(err)?;
-                            let mut jobs = [
-                                PackedJob {
-                                    w: pq,
-                                    out: &mut *qb,
-                                },
-                                PackedJob {
-                                    w: pk,
-                                    out: &mut *kb,
-                                },
-                                PackedJob {
-                                    w: pv,
-                                    out: &mut *vb,
-                                },
-                            ];
-                            matmul_packed(pool, &mut jobs, acts).map_err(err)?;
-                            add_bias(pool, qb, &lq.b, None);
-                            add_bias(pool, kb, &lk.b, None);
-                            add_bias(pool, vb, &lv.b, None);
-                        }
-                        _ => {
-                            self.dense(f, pool, lq, x, n_tok, qb, mm, acts, None)?;
-                            self.dense(f, pool, lk, x, n_tok, kb, mm, acts, None)?;
-                            self.dense(f, pool, lv, x, n_tok, vb, mm, acts, None)?;
+                    // The matrices repacked for the integer kernel share one quantization of
+                    // x and one call (when they take the same activation blocks); the others
+                    // run on their own.
+                    let parts = [(&layer.q, qb), (&layer.k, kb), (&layer.v, vb)];
+                    let bs = |d: &Dense| d.w.packed.as_ref().map(|m| m.quant_type().block_size());
+                    let first = parts.iter().find_map(|(d, _)| bs(d));
+                    let mut jobs = Vec::with_capacity(3);
+                    let mut biases = Vec::with_capacity(3);
+                    for (d, out) in parts {
+                        match (&d.w.packed, first) {
+                            (Some(m), Some(b)) if m.quant_type().block_size() == b => {
+                                jobs.push(PackedJob { w: m, out });
+                                biases.push(&d.b);
+                            }
+                            _ => self.dense(f, pool, d, x, n_tok, out, mm, acts, None)?,
                         }
                     }
+                    if let Some(j0) = jobs.first() {
+                        let err = |err| kernel_err(&layer.q.w.info.name, err);
+                        acts.quantize_for_pool(pool, j0.w, x, n_tok).map_err(err)?;
+                        matmul_packed(pool, &mut jobs, acts).map_err(err)?;
+                        for (j, b) in jobs.iter_mut().zip(biases) {
+                            add_bias(pool, j.out, b, None);
+                        }
+                    }
+                    let (qb, rest) = qkv.split_at(n_tok * e);
+                    let (kb, vb) = rest.split_at(n_tok * e);
                     (qb, kb, vb, e)
                 }
             };
