@@ -1090,6 +1090,46 @@ mod x86 {
         }
     }
 
+    /// One chunk's two dots (`lo` against the broadcast dword `xl`, `hi` against `xh`): with
+    /// AVX-VNNI into the i32 lanes of `ia`; with AVX2 the `vpmaddubsw` pair sums are added into
+    /// the i16 lanes of `pa` (exact while the caller flushes in time: 4-bit weights give pair
+    /// sums of at most 2 x 15 x 128 = 3840, 8 of them fit i16; 5-bit ones 7936, 4 fit), then
+    /// `flush` widens them once (one `vpmaddwd` per block instead of one per dot).
+    #[inline(always)]
+    unsafe fn dot2<const V: bool>(
+        ia: &mut __m256i,
+        pa: &mut __m256i,
+        lo: __m256i,
+        hi: __m256i,
+        xl: i32,
+        xh: i32,
+    ) {
+        // SAFETY: the enclosing function enables AVX-VNNI when V, AVX2 always.
+        unsafe {
+            let (xl, xh) = (_mm256_set1_epi32(xl), _mm256_set1_epi32(xh));
+            if V {
+                *ia = _mm256_dpbusd_avx_epi32(*ia, lo, xl);
+                *ia = _mm256_dpbusd_avx_epi32(*ia, hi, xh);
+            } else {
+                let p =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                *pa = _mm256_add_epi16(*pa, p);
+            }
+        }
+    }
+
+    /// Add the i16 pair sums of `pa` into the i32 lanes of `ia` and clear `pa` (AVX2 only).
+    #[inline(always)]
+    unsafe fn flush<const V: bool>(ia: &mut __m256i, pa: &mut __m256i) {
+        if !V {
+            // SAFETY: the enclosing function enables AVX2.
+            unsafe {
+                *ia = _mm256_add_epi32(*ia, _mm256_madd_epi16(*pa, _mm256_set1_epi16(1)));
+                *pa = _mm256_setzero_si256();
+            }
+        }
+    }
+
     /// `(v << 4 - c) & 0x10` for c in 0..4 (a 1-bit plane's bit c to bit 4), `(v >> c) & 0x10`
     /// with `HI` (bit 4 + c to bit 4); per byte (16-bit shifts, bits crossing bytes masked).
     #[inline(always)]
@@ -1204,6 +1244,7 @@ mod x86 {
                     } else {
                         _mm256_setzero_si256()
                     };
+                    let mut pacc = [_mm256_setzero_si256(); C];
                     for c in 0..4 {
                         let w = _mm256_loadu_si256(q.add(4 * W * c).cast());
                         let mut lo = _mm256_and_si256(w, mask);
@@ -1212,14 +1253,17 @@ mod x86 {
                             lo = _mm256_or_si256(lo, bit5::<false>(hp, c));
                             hi = _mm256_or_si256(hi, bit5::<true>(hp, c));
                         }
-                        for (t, ia) in iacc.iter_mut().enumerate() {
+                        for (t, (ia, pa)) in iacc.iter_mut().zip(&mut pacc).enumerate() {
                             let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
                             let xh = xs
                                 .add(t * xstride + 4 * c + 16)
                                 .cast::<i32>()
                                 .read_unaligned();
-                            *ia = dot::<V>(*ia, lo, _mm256_set1_epi32(xl));
-                            *ia = dot::<V>(*ia, hi, _mm256_set1_epi32(xh));
+                            dot2::<V>(ia, pa, lo, hi, xl, xh);
+                            // 5-bit values: widen after every 2 chunks (4 pair sums).
+                            if c == 3 || (F == 5 && c == 1) {
+                                flush::<V>(ia, pa);
+                            }
                         }
                     }
                 }
@@ -1286,18 +1330,21 @@ mod x86 {
                     let q = hdr.add(20 * W + 16 * W * j);
                     let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
                     let mut iacc = [_mm256_setzero_si256(); C];
+                    let mut pacc = [_mm256_setzero_si256(); C];
                     for c in 0..4 {
                         let w = _mm256_loadu_si256(q.add(4 * W * c).cast());
                         let lo = _mm256_and_si256(w, mask);
                         let hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
-                        for (t, ia) in iacc.iter_mut().enumerate() {
+                        for (t, (ia, pa)) in iacc.iter_mut().zip(&mut pacc).enumerate() {
                             let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
                             let xh = xs
                                 .add(t * xstride + 4 * c + 16)
                                 .cast::<i32>()
                                 .read_unaligned();
-                            *ia = dot::<V>(*ia, lo, _mm256_set1_epi32(xl));
-                            *ia = dot::<V>(*ia, hi, _mm256_set1_epi32(xh));
+                            dot2::<V>(ia, pa, lo, hi, xl, xh);
+                            if c == 3 {
+                                flush::<V>(ia, pa);
+                            }
                         }
                     }
                     for (t, (fa, ia)) in facc.iter_mut().zip(iacc).enumerate() {
