@@ -1437,21 +1437,36 @@ mod x86 {
                         // Each row's scale in both i16 halves of its dword.
                         let sa16 = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(sa, sa));
                         let sb16 = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(sb8, sb8));
-                        for c in 0..4 {
-                            let w = _mm256_loadu_si256(area.add(4 * W * c).cast());
-                            let lo = _mm256_or_si256(_mm256_and_si256(w, mask), bits56(h0, c));
-                            let hi = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(w, 4), mask),
+                        // Two chunks at a time: two pair sums of 6-bit values (at most
+                        // 2 x 16128 = 32256) still fit i16, so one `vpmaddwd` widens both.
+                        for c in [0, 2] {
+                            let w0 = _mm256_loadu_si256(area.add(4 * W * c).cast());
+                            let w1 = _mm256_loadu_si256(area.add(4 * W * (c + 1)).cast());
+                            let lo0 = _mm256_or_si256(_mm256_and_si256(w0, mask), bits56(h0, c));
+                            let lo1 =
+                                _mm256_or_si256(_mm256_and_si256(w1, mask), bits56(h0, c + 1));
+                            let hi0 = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(w0, 4), mask),
                                 bits56(h1, c),
                             );
+                            let hi1 = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(w1, 4), mask),
+                                bits56(h1, c + 1),
+                            );
                             for (t, sa_t) in sacc.iter_mut().enumerate() {
-                                let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
-                                let xh = xs
-                                    .add(t * xstride + 4 * c + 16)
-                                    .cast::<i32>()
-                                    .read_unaligned();
-                                let pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(xl));
-                                let ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xh));
+                                let x = |o: usize| {
+                                    _mm256_set1_epi32(
+                                        xs.add(t * xstride + o).cast::<i32>().read_unaligned(),
+                                    )
+                                };
+                                let pl = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(lo0, x(4 * c)),
+                                    _mm256_maddubs_epi16(lo1, x(4 * c + 4)),
+                                );
+                                let ph = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(hi0, x(4 * c + 16)),
+                                    _mm256_maddubs_epi16(hi1, x(4 * c + 20)),
+                                );
                                 *sa_t = _mm256_add_epi32(
                                     *sa_t,
                                     _mm256_add_epi32(
