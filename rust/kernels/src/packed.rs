@@ -167,7 +167,8 @@ fn has_vnni() -> bool {
 }
 
 impl PackedMatrix {
-    /// Weight types that can be packed.
+    /// Weight types packed in 32-value blocks with one scale per block (Q4_0, Q4_1, Q8_0);
+    /// [`Self::supports_kernel`] lists every packed type.
     pub fn supports(t: QuantType) -> bool {
         matches!(t, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0)
     }
