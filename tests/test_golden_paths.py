@@ -62,3 +62,47 @@ def test_golden_with_path_forced(name: str, env: dict[str, str], select: str) ->
         f"{name}: golden checks failed\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
     )
     assert " passed" in r.stdout and " failed" not in r.stdout, r.stdout[-500:]
+
+
+# Logits of one prompt through Gemma 3 (its matrices are Q5_0, Q4_K, Q6_K and Q8_0: every
+# packed format but Q4_0/Q4_1), in one batch on two threads and in chunks of 7 on one thread.
+_PROBE = """
+import hashlib, sys
+import hologram
+import numpy as np
+path = sys.argv[1]
+ids = None
+out = []
+for threads, batch in ((2, 512), (1, 7)):
+    e = hologram.Engine(path, n_ctx=256, n_threads=threads, n_batch=batch)
+    if ids is None:
+        ids = list(e.tokenize("The quick brown fox jumps over the lazy dog. " * 6))[:60]
+    lp = np.asarray(e.logits(ids), dtype=np.float32)
+    out.append(hashlib.sha256(lp.tobytes()).hexdigest())
+print(hologram._core.kernel_info()["packed_kernel"], *out)
+"""
+
+
+@pytest.mark.skipif(not ("avx2" in ISAS and _has_flag("avx_vnni")), reason="needs AVX-VNNI")
+def test_avx2_and_avx_vnni_packed_kernels_give_the_same_logits(gemma3_path: Path) -> None:
+    """The AVX2 and AVX-VNNI tiers differ only in the packed kernel's integer dot (exact in
+    both), so Gemma 3's logits are the same bits, and batch-invariant on each."""
+    seen = {}
+    for env in ({"HOLOGRAM_NO_VNNI": "1"}, {}):
+        full_env = dict(os.environ, HOLOGRAM_ISA="avx2", **env)
+        full_env.pop("HOLOGRAM_NO_PACK", None)
+        if not env:
+            full_env.pop("HOLOGRAM_NO_VNNI", None)
+        r = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(gemma3_path)],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        kernel, whole, chunked = r.stdout.split()[-3:]
+        assert whole == chunked, f"{kernel}: chunked prefill differs"
+        seen[kernel] = whole
+    assert set(seen) == {"avx2", "avx-vnni"}, seen
+    assert seen["avx2"] == seen["avx-vnni"], seen

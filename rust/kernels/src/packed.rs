@@ -15,6 +15,9 @@
 //! - Q4_0 / Q4_1: 4 chunks of 32 bytes; chunk `c`, dword `r` = row r's values `4c..4c+4`
 //!   (low nibbles) and `4c+16..4c+20` (high nibbles), as unsigned 0..15;
 //! - Q8_0: 8 chunks of 32 bytes; chunk `k`, dword `r` = row r's values `4k..4k+4` (i8).
+//! - Q5_0 (as Q4_0, values q + 16), Q4_K and Q6_K (per 256-value super-block: a header of
+//!   scales, then 32-value blocks of nibble chunks and 1- or 2-bit planes, see `sb_bytes_w`):
+//!   the same layouts on 8-row and 16-row panels, scaled by the width.
 //!
 //! Activations are quantized per token to 32-value blocks: i8 quants (values `4k..4k+4` of a
 //! block in dword k), the f32 scale and the i32 sum of the quants.
@@ -164,17 +167,16 @@ fn has_vnni() -> bool {
 }
 
 impl PackedMatrix {
-    /// Weight types that can be packed.
+    /// Weight types packed in 32-value blocks with one scale per block (Q4_0, Q4_1, Q8_0);
+    /// [`Self::supports_kernel`] lists every packed type.
     pub fn supports(t: QuantType) -> bool {
         matches!(t, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0)
     }
 
-    /// Weight types kernel `k` runs: Q4_0 / Q4_1 / Q8_0 on every kernel, plus Q5_0, Q4_K and
-    /// Q6_K on the 16-row AVX-512 kernel.
-    pub fn supports_kernel(t: QuantType, k: PackedKernel) -> bool {
-        Self::supports(t)
-            || (k == PackedKernel::Avx512Vnni
-                && matches!(t, QuantType::Q5_0 | QuantType::Q4_K | QuantType::Q6_K))
+    /// Weight types kernel `k` runs: Q4_0 / Q4_1 / Q8_0 and Q5_0, Q4_K, Q6_K on every kernel
+    /// (8-row AVX2 / AVX-VNNI and 16-row AVX-512 VNNI panels alike).
+    pub fn supports_kernel(t: QuantType, _k: PackedKernel) -> bool {
+        Self::supports(t) || matches!(t, QuantType::Q5_0 | QuantType::Q4_K | QuantType::Q6_K)
     }
 
     /// Repack `rows x cols` weights `w` of type `t` (row-major, whole blocks) for this
@@ -196,7 +198,7 @@ impl PackedMatrix {
             return Err(KernelError::UnsupportedType(t));
         }
         if !Self::supports(t) {
-            return pack_wide(w, t, rows, cols);
+            return pack_wide(w, t, rows, cols, width);
         }
         if !cols.is_multiple_of(QK) {
             return Err(KernelError::NotBlockAligned { t, n: cols });
@@ -325,31 +327,40 @@ fn zeroed_huge(n: usize) -> Vec<u8> {
     v
 }
 
-/// Bytes of one super-block (256 values) of one 16-row panel: Q4_K (`d`, `dmin` f16, 8 scales
-/// and 8 mins as bytes, then 8 blocks of nibble chunks) and Q6_K (`d` f16, 16 scales as i8,
-/// then 8 blocks of nibble chunks + 2-bit planes).
+/// Bytes of one super-block (256 values) of one 16-row panel (see `sb_bytes_w`).
 fn sb_bytes(t: QuantType) -> usize {
+    sb_bytes_w(t, 16)
+}
+
+/// Bytes of one super-block (256 values) of one panel of `width` (W) rows. Q4_K: W f16 `d`,
+/// W f16 `dmin`, then 8 x W sub-block scales and 8 x W mins as bytes (sub-block j, row r at
+/// `4W + W j + r` and `12W + W j + r`), then from `20W` 8 blocks of 4 nibble chunks (16W bytes
+/// each). Q6_K: W f16 `d`, 16 x W i8 sub-block scales (`2W + W k + r`), then from `18W` 8
+/// blocks of 4 nibble chunks + two 2-bit planes (24W bytes each).
+fn sb_bytes_w(t: QuantType, width: usize) -> usize {
     match t {
-        QuantType::Q4_K => 64 + 256 + 8 * 256,
-        _ => 32 + 256 + 8 * 384,
+        QuantType::Q4_K => 148 * width,
+        _ => 210 * width,
     }
 }
 
-/// Write row `r`'s 32 unsigned values `u` (each < 64) of one block into a 16-row block area:
-/// nibble chunks at `q` (chunk c, dword r: values 4c..4c+4 low | 4c+16..4c+20 high), and, when
-/// `hbits` is 1 or 2, the bits above the nibble into the plane(s) at `h`: one 64-byte plane for
-/// 1 bit (byte 4r+j: bit c = value 4c+j, bit 4+c = value 16+4c+j) or two for 2 bits (plane 0
-/// byte 4r+j: bits 2c..2c+2 = value 4c+j; plane 1 the same for 16+4c+j).
-fn put_values16(q: &mut [u8], h: &mut [u8], r: usize, u: &[u8; QK], hbits: u32) {
+/// Write row `r`'s 32 unsigned values `u` (each < 64) of one block into a block area of a
+/// `width`-row panel: nibble chunks at `q` (chunk c, 4 x width bytes, dword r: values 4c..4c+4
+/// low | 4c+16..4c+20 high), and, when `hbits` is 1 or 2, the bits above the nibble into the
+/// plane(s) at `h`: one plane of 4 x width bytes for 1 bit (byte 4r+j: bit c = value 4c+j, bit
+/// 4+c = value 16+4c+j) or two for 2 bits (plane 0 byte 4r+j: bits 2c..2c+2 = value 4c+j;
+/// plane 1 the same for 16+4c+j).
+fn put_values(q: &mut [u8], h: &mut [u8], r: usize, u: &[u8; QK], hbits: u32, width: usize) {
+    let cw = 4 * width; // bytes per chunk / plane
     for c in 0..4 {
         for j in 0..4 {
             let (a, b) = (u[4 * c + j], u[4 * c + 16 + j]);
-            q[c * 64 + 4 * r + j] = (a & 0x0F) | ((b & 0x0F) << 4);
+            q[c * cw + 4 * r + j] = (a & 0x0F) | ((b & 0x0F) << 4);
             match hbits {
                 1 => h[4 * r + j] |= ((a >> 4) << c) | ((b >> 4) << (4 + c)),
                 2 => {
                     h[4 * r + j] |= (a >> 4) << (2 * c);
-                    h[64 + 4 * r + j] |= (b >> 4) << (2 * c);
+                    h[cw + 4 * r + j] |= (b >> 4) << (2 * c);
                 }
                 _ => {}
             }
@@ -357,15 +368,17 @@ fn put_values16(q: &mut [u8], h: &mut [u8], r: usize, u: &[u8; QK], hbits: u32) 
     }
 }
 
-/// Pack Q5_0 / Q4_K / Q6_K into 16-row panels (the AVX-512 kernel only).
+/// Pack Q5_0 / Q4_K / Q6_K into panels of `width` rows (8: AVX2 / AVX-VNNI, 16: AVX-512).
 fn pack_wide(
     w: &[u8],
     t: QuantType,
     rows: usize,
     cols: usize,
+    width: usize,
 ) -> Result<PackedMatrix, KernelError> {
     use crate::quant::{q4_k, q5_0, q6_k};
-    const W: usize = 16;
+    #[allow(non_snake_case)]
+    let W = width;
     let bs = t.block_size();
     if !cols.is_multiple_of(bs) {
         return Err(KernelError::NotBlockAligned { t, n: cols });
@@ -382,7 +395,7 @@ fn pack_wide(
     let pb = if t == QuantType::Q5_0 {
         block_bytes(t, W)
     } else {
-        sb_bytes(t)
+        sb_bytes_w(t, W)
     }; // bytes per source block
     let mut data = zeroed_huge(n_panels * nbs * pb);
     for p in 0..n_panels {
@@ -402,31 +415,31 @@ fn pack_wide(
                         for (o, &v) in u.iter_mut().zip(blk.quants().iter()) {
                             *o = (v + 16) as u8;
                         }
-                        let (q, h) = dst[64..].split_at_mut(256);
-                        put_values16(q, h, r, &u, 1);
+                        let (q, h) = dst[4 * W..].split_at_mut(16 * W);
+                        put_values(q, h, r, &u, 1, W);
                     }
                     QuantType::Q4_K => {
                         let blk: q4_k::BlockQ4_K = bytemuck::pod_read_unaligned(src);
                         dst[2 * r..2 * r + 2].copy_from_slice(&src[0..2]);
-                        dst[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&src[2..4]);
+                        dst[2 * W + 2 * r..2 * W + 2 * r + 2].copy_from_slice(&src[2..4]);
                         let (sc, mn) = q4_k::scales_mins(&blk.scales);
                         for j in 0..8 {
-                            dst[64 + 16 * j + r] = sc[j];
-                            dst[192 + 16 * j + r] = mn[j];
+                            dst[4 * W + W * j + r] = sc[j];
+                            dst[12 * W + W * j + r] = mn[j];
                         }
                         let all = blk.quants();
                         for j in 0..8 {
                             let mut u = [0u8; QK];
                             u.copy_from_slice(&all[32 * j..32 * j + 32]);
-                            let area = &mut dst[320 + 256 * j..320 + 256 * (j + 1)];
-                            put_values16(area, &mut [], r, &u, 0);
+                            let area = &mut dst[20 * W + 16 * W * j..20 * W + 16 * W * (j + 1)];
+                            put_values(area, &mut [], r, &u, 0, W);
                         }
                     }
                     _ => {
                         let blk: q6_k::BlockQ6_K = bytemuck::pod_read_unaligned(src);
                         dst[2 * r..2 * r + 2].copy_from_slice(&blk.d.to_le_bytes());
                         for k in 0..16 {
-                            dst[32 + 16 * k + r] = blk.scales[k] as u8;
+                            dst[2 * W + W * k + r] = blk.scales[k] as u8;
                         }
                         let all = blk.quants();
                         for j in 0..8 {
@@ -434,9 +447,9 @@ fn pack_wide(
                             for (o, &v) in u.iter_mut().zip(&all[32 * j..32 * j + 32]) {
                                 *o = (v + 32) as u8;
                             }
-                            let area = &mut dst[288 + 384 * j..288 + 384 * (j + 1)];
-                            let (q, h) = area.split_at_mut(256);
-                            put_values16(q, h, r, &u, 2);
+                            let area = &mut dst[18 * W + 24 * W * j..18 * W + 24 * W * (j + 1)];
+                            let (q, h) = area.split_at_mut(16 * W);
+                            put_values(q, h, r, &u, 2, W);
                         }
                     }
                 }
@@ -946,6 +959,8 @@ mod x86 {
     use crate::quant::QuantType;
     use std::arch::x86_64::*;
 
+    const W: usize = PANEL_ROWS;
+
     /// Panels `p0..p1` of `m` against every token of `acts`, into `out` (`n_tok x rows`).
     ///
     /// # Safety
@@ -958,13 +973,19 @@ mod x86 {
         out: *mut f32,
         vnni: bool,
     ) {
-        // SAFETY: forwarded contract; the variants differ only in the integer dot instruction.
+        // SAFETY: forwarded contract; the variants differ only in the integer dot instructions.
         unsafe {
             match (m.quant_type(), vnni) {
                 (QuantType::Q4_0, true) => run::<0, true>(m, p0, p1, acts, out),
                 (QuantType::Q4_0, false) => run::<0, false>(m, p0, p1, acts, out),
                 (QuantType::Q4_1, true) => run::<1, true>(m, p0, p1, acts, out),
                 (QuantType::Q4_1, false) => run::<1, false>(m, p0, p1, acts, out),
+                (QuantType::Q5_0, true) => run::<5, true>(m, p0, p1, acts, out),
+                (QuantType::Q5_0, false) => run::<5, false>(m, p0, p1, acts, out),
+                (QuantType::Q4_K, true) => run::<40, true>(m, p0, p1, acts, out),
+                (QuantType::Q4_K, false) => run::<40, false>(m, p0, p1, acts, out),
+                (QuantType::Q6_K, true) => run::<60, true>(m, p0, p1, acts, out),
+                (QuantType::Q6_K, false) => run::<60, false>(m, p0, p1, acts, out),
                 (_, true) => run::<8, true>(m, p0, p1, acts, out),
                 (_, false) => run::<8, false>(m, p0, p1, acts, out),
             }
@@ -972,7 +993,8 @@ mod x86 {
     }
 
     /// # Safety
-    /// As `panels`; `F` is 0 (Q4_0), 1 (Q4_1) or 8 (Q8_0) matching `m`.
+    /// As `panels`; `F` is 0 (Q4_0), 1 (Q4_1), 5 (Q5_0), 8 (Q8_0), 40 (Q4_K) or 60 (Q6_K)
+    /// matching `m`.
     unsafe fn run<const F: u32, const V: bool>(
         m: &PackedMatrix,
         p0: usize,
@@ -1014,7 +1036,7 @@ mod x86 {
         out: *mut f32,
     ) {
         // SAFETY: forwarded.
-        unsafe { tile::<F, false, C>(m, p, acts, t0, out) }
+        unsafe { dispatch::<F, false, C>(m, p, acts, t0, out) }
     }
 
     /// # Safety
@@ -1028,12 +1050,34 @@ mod x86 {
         out: *mut f32,
     ) {
         // SAFETY: forwarded.
-        unsafe { tile::<F, true, C>(m, p, acts, t0, out) }
+        unsafe { dispatch::<F, true, C>(m, p, acts, t0, out) }
+    }
+
+    /// # Safety
+    /// As `tile`.
+    #[inline(always)]
+    unsafe fn dispatch<const F: u32, const V: bool, const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            match F {
+                40 => tile_q4k::<V, C>(m, p, acts, t0, out),
+                60 => tile_q6k::<V, C>(m, p, acts, t0, out),
+                _ => tile::<F, V, C>(m, p, acts, t0, out),
+            }
+        }
     }
 
     /// Integer dot of unsigned weight bytes `w` with signed activation bytes `x`, added to
-    /// the 8 i32 lanes of `acc` (exact: no intermediate saturates for our operands). Inlined
-    /// into `tile_vnni` / `tile_avx2`, which enable the instructions.
+    /// the 8 i32 lanes of `acc` (exact: no intermediate saturates for our operands, weights
+    /// below 64 and activations in -128..=127 give `vpmaddubsw` pair sums of at most
+    /// 2 x 63 x 128 = 16128). Inlined into `tile_vnni` / `tile_avx2`, which enable the
+    /// instructions.
     #[inline(always)]
     unsafe fn dot<const V: bool>(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
         // SAFETY: the enclosing function enables AVX-VNNI when V, AVX2 always.
@@ -1047,7 +1091,111 @@ mod x86 {
         }
     }
 
-    /// One panel x `C` tokens.
+    /// One chunk's two dots (`lo` against the broadcast dword `xl`, `hi` against `xh`): with
+    /// AVX-VNNI into the i32 lanes of `ia`; with AVX2 the `vpmaddubsw` pair sums are added into
+    /// the i16 lanes of `pa` (exact while the caller flushes in time: 4-bit weights give pair
+    /// sums of at most 2 x 15 x 128 = 3840, 8 of them fit i16; 5-bit ones 7936, 4 fit), then
+    /// `flush` widens them once (one `vpmaddwd` per block instead of one per dot).
+    #[inline(always)]
+    unsafe fn dot2<const V: bool>(
+        ia: &mut __m256i,
+        pa: &mut __m256i,
+        lo: __m256i,
+        hi: __m256i,
+        xl: i32,
+        xh: i32,
+    ) {
+        // SAFETY: the enclosing function enables AVX-VNNI when V, AVX2 always.
+        unsafe {
+            let (xl, xh) = (_mm256_set1_epi32(xl), _mm256_set1_epi32(xh));
+            if V {
+                *ia = _mm256_dpbusd_avx_epi32(*ia, lo, xl);
+                *ia = _mm256_dpbusd_avx_epi32(*ia, hi, xh);
+            } else {
+                let p =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                *pa = _mm256_add_epi16(*pa, p);
+            }
+        }
+    }
+
+    /// Add the i16 pair sums of `pa` into the i32 lanes of `ia` and clear `pa` (AVX2 only).
+    #[inline(always)]
+    unsafe fn flush<const V: bool>(ia: &mut __m256i, pa: &mut __m256i) {
+        if !V {
+            // SAFETY: the enclosing function enables AVX2.
+            unsafe {
+                *ia = _mm256_add_epi32(*ia, _mm256_madd_epi16(*pa, _mm256_set1_epi16(1)));
+                *pa = _mm256_setzero_si256();
+            }
+        }
+    }
+
+    /// `(v << 4 - c) & 0x10` for c in 0..4 (a 1-bit plane's bit c to bit 4), `(v >> c) & 0x10`
+    /// with `HI` (bit 4 + c to bit 4); per byte (16-bit shifts, bits crossing bytes masked).
+    #[inline(always)]
+    unsafe fn bit5<const HI: bool>(v: __m256i, c: usize) -> __m256i {
+        // SAFETY: the enclosing tile function enables AVX2.
+        unsafe {
+            let m = _mm256_set1_epi8(0x10);
+            let s = match (HI, c) {
+                (false, 0) => _mm256_slli_epi16(v, 4),
+                (false, 1) => _mm256_slli_epi16(v, 3),
+                (false, 2) => _mm256_slli_epi16(v, 2),
+                (false, _) => _mm256_slli_epi16(v, 1),
+                (true, 0) => v,
+                (true, 1) => _mm256_srli_epi16(v, 1),
+                (true, 2) => _mm256_srli_epi16(v, 2),
+                (true, _) => _mm256_srli_epi16(v, 3),
+            };
+            _mm256_and_si256(s, m)
+        }
+    }
+
+    /// Bits `2c..2c+2` of each byte moved to bits 4..6 (a 2-bit plane), others zero.
+    #[inline(always)]
+    unsafe fn bits56(v: __m256i, c: usize) -> __m256i {
+        // SAFETY: the enclosing tile function enables AVX2.
+        unsafe {
+            let m = _mm256_set1_epi8(0x30);
+            let s = match c {
+                0 => _mm256_slli_epi16(v, 4),
+                1 => _mm256_slli_epi16(v, 2),
+                2 => v,
+                _ => _mm256_srli_epi16(v, 2),
+            };
+            _mm256_and_si256(s, m)
+        }
+    }
+
+    /// Store `C` tokens' 8 row results of panel `p`.
+    ///
+    /// # Safety
+    /// AVX enabled by the caller; tokens t0..t0 + C exist and `out` is the job's
+    /// `n_tok x rows` output.
+    #[inline(always)]
+    unsafe fn store<const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        t0: usize,
+        facc: &[__m256; C],
+        out: *mut f32,
+    ) {
+        let rows = m.rows();
+        let r0 = p * W;
+        let nr = (rows - r0).min(W);
+        for (t, fa) in facc.iter().enumerate() {
+            let mut v = [0f32; W];
+            // SAFETY: v holds 8 floats; the enclosing function enables AVX.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *fa) };
+            for (r, &x) in v.iter().enumerate().take(nr) {
+                // SAFETY: t0 + t < n_tok and r0 + r < rows: inside the job's output.
+                unsafe { *out.add((t0 + t) * rows + r0 + r) = x };
+            }
+        }
+    }
+
+    /// One panel x `C` tokens (Q4_0, Q4_1, Q5_0, Q8_0).
     ///
     /// # Safety
     /// Inlined into `tile_avx2` / `tile_vnni` only (they enable the instructions); panel `p`
@@ -1062,27 +1210,25 @@ mod x86 {
     ) {
         // SAFETY: the caller enables the instructions (inlined into tile_avx2 / tile_vnni) and
         // guarantees the bounds: panel p has nb blocks of bb bytes inside m.data, tokens
-        // t0..t0 + C have nb blocks of quants/d/s inside acts, and the rows written below are
-        // inside the job's output.
+        // t0..t0 + C have nb blocks of quants/d/s inside acts, and `store` writes inside the
+        // job's output.
         unsafe {
             let nb = acts.nb;
-            let bb = super::block_bytes(m.quant_type(), PANEL_ROWS);
-            // SAFETY (whole function): panel p has nb blocks of bb bytes inside m.data; tokens
-            // t0..t0+C have nb blocks of quants/d/s inside acts; out rows are checked below.
+            let bb = super::block_bytes(m.quant_type(), W);
             let base = m.data.as_ptr().add(p * nb * bb);
             let mask = _mm256_set1_epi8(0x0F);
             let mut facc = [_mm256_setzero_ps(); C];
             for b in 0..nb {
                 let blk = base.add(b * bb);
                 let d8 = _mm256_cvtph_ps(_mm_loadu_si128(blk.cast()));
-                let q = blk.add(32);
+                let q = blk.add(4 * W);
                 let mut iacc = [_mm256_setzero_si256(); C];
                 // Dword k of block b of token t0 + t is at xs + t * xstride + 4k (inside acts.q).
                 let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
                 let xstride = nb * QK;
                 if F == 8 {
                     for k in 0..8 {
-                        let w = _mm256_loadu_si256(q.add(32 * k).cast());
+                        let w = _mm256_loadu_si256(q.add(4 * W * k).cast());
                         // i8 weights: |w| as unsigned, the sign moved onto the activations.
                         let aw = _mm256_sign_epi8(w, w);
                         for (t, ia) in iacc.iter_mut().enumerate() {
@@ -1093,49 +1239,264 @@ mod x86 {
                         }
                     }
                 } else {
+                    // Q5_0: the fifth bits, one 32-byte plane after the 4 nibble chunks.
+                    let hp = if F == 5 {
+                        _mm256_loadu_si256(q.add(16 * W).cast())
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    let mut pacc = [_mm256_setzero_si256(); C];
                     for c in 0..4 {
-                        let w = _mm256_loadu_si256(q.add(32 * c).cast());
-                        let lo = _mm256_and_si256(w, mask);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
-                        for (t, ia) in iacc.iter_mut().enumerate() {
+                        let w = _mm256_loadu_si256(q.add(4 * W * c).cast());
+                        let mut lo = _mm256_and_si256(w, mask);
+                        let mut hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
+                        if F == 5 {
+                            lo = _mm256_or_si256(lo, bit5::<false>(hp, c));
+                            hi = _mm256_or_si256(hi, bit5::<true>(hp, c));
+                        }
+                        for (t, (ia, pa)) in iacc.iter_mut().zip(&mut pacc).enumerate() {
                             let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
                             let xh = xs
                                 .add(t * xstride + 4 * c + 16)
                                 .cast::<i32>()
                                 .read_unaligned();
-                            *ia = dot::<V>(*ia, lo, _mm256_set1_epi32(xl));
-                            *ia = dot::<V>(*ia, hi, _mm256_set1_epi32(xh));
+                            dot2::<V>(ia, pa, lo, hi, xl, xh);
+                            // 5-bit values: widen after every 2 chunks (4 pair sums).
+                            if c == 3 || (F == 5 && c == 1) {
+                                flush::<V>(ia, pa);
+                            }
                         }
                     }
                 }
                 for (t, (fa, ia)) in facc.iter_mut().zip(iacc).enumerate() {
                     let ai = (t0 + t) * nb + b;
                     let (dx, sx) = (*acts.d.get_unchecked(ai), *acts.s.get_unchecked(ai));
-                    let isum = if F == 0 {
-                        // Q4_0 values are q - 8.
-                        _mm256_sub_epi32(ia, _mm256_set1_epi32(8 * sx))
-                    } else {
-                        ia
+                    let isum = match F {
+                        // Q4_0 values are q - 8, Q5_0 q - 16.
+                        0 => _mm256_sub_epi32(ia, _mm256_set1_epi32(8 * sx)),
+                        5 => _mm256_sub_epi32(ia, _mm256_set1_epi32(16 * sx)),
+                        _ => ia,
                     };
                     let scale = _mm256_mul_ps(d8, _mm256_set1_ps(dx));
                     *fa = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), *fa);
                     if F == 1 {
-                        let m8 = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16).cast()));
+                        let m8 = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(2 * W).cast()));
                         *fa = _mm256_fmadd_ps(m8, _mm256_set1_ps(dx * sx as f32), *fa);
                     }
                 }
             }
-            let rows = m.rows();
-            let r0 = p * PANEL_ROWS;
-            let nr = (rows - r0).min(PANEL_ROWS);
-            for (t, fa) in facc.iter().enumerate() {
-                let mut v = [0f32; PANEL_ROWS];
-                _mm256_storeu_ps(v.as_mut_ptr(), *fa);
-                for (r, &x) in v.iter().enumerate().take(nr) {
-                    // SAFETY: t0 + t < n_tok and r0 + r < rows: inside the job's output.
-                    *out.add((t0 + t) * rows + r0 + r) = x;
+            store::<C>(m, p, t0, &facc, out);
+        }
+    }
+
+    /// Q4_K: per super-block `d`, `dmin` and 8 (scale, min) bytes per row; the float work per
+    /// 32-value sub-block is `(d * sc) * dx * isum - (dmin * m) * dx * sum(x)`, the same
+    /// operations in the same order as the 16-row kernel.
+    ///
+    /// # Safety
+    /// As `tile`.
+    #[inline(always)]
+    unsafe fn tile_q4k<const V: bool, const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: panel p has nb / 8 super-blocks of sb_bytes_w inside m.data; tokens
+        // t0..t0 + C have nb blocks inside acts; `store` writes inside the job's output; the
+        // caller enables the instructions.
+        unsafe {
+            let nb = acts.nb;
+            let nsb = nb / 8;
+            let sbb = super::sb_bytes_w(QuantType::Q4_K, W);
+            let base = m.data.as_ptr().add(p * nsb * sbb);
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut facc = [_mm256_setzero_ps(); C];
+            let xstride = nb * QK;
+            for sb in 0..nsb {
+                let hdr = base.add(sb * sbb);
+                let d8 = _mm256_cvtph_ps(_mm_loadu_si128(hdr.cast()));
+                let m8 = _mm256_cvtph_ps(_mm_loadu_si128(hdr.add(2 * W).cast()));
+                for j in 0..8 {
+                    let b = sb * 8 + j;
+                    let scj = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        hdr.add(4 * W + W * j).cast(),
+                    )));
+                    let mnj = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        hdr.add(12 * W + W * j).cast(),
+                    )));
+                    let dd = _mm256_mul_ps(d8, scj);
+                    let mm = _mm256_mul_ps(m8, mnj);
+                    let q = hdr.add(20 * W + 16 * W * j);
+                    let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
+                    let mut iacc = [_mm256_setzero_si256(); C];
+                    let mut pacc = [_mm256_setzero_si256(); C];
+                    for c in 0..4 {
+                        let w = _mm256_loadu_si256(q.add(4 * W * c).cast());
+                        let lo = _mm256_and_si256(w, mask);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
+                        for (t, (ia, pa)) in iacc.iter_mut().zip(&mut pacc).enumerate() {
+                            let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
+                            let xh = xs
+                                .add(t * xstride + 4 * c + 16)
+                                .cast::<i32>()
+                                .read_unaligned();
+                            dot2::<V>(ia, pa, lo, hi, xl, xh);
+                            if c == 3 {
+                                flush::<V>(ia, pa);
+                            }
+                        }
+                    }
+                    for (t, (fa, ia)) in facc.iter_mut().zip(iacc).enumerate() {
+                        let ai = (t0 + t) * nb + b;
+                        let (dx, sx) = (*acts.d.get_unchecked(ai), *acts.s.get_unchecked(ai));
+                        let scale = _mm256_mul_ps(dd, _mm256_set1_ps(dx));
+                        *fa = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ia), *fa);
+                        *fa = _mm256_fnmadd_ps(mm, _mm256_set1_ps(dx * sx as f32), *fa);
+                    }
                 }
             }
+            store::<C>(m, p, t0, &facc, out);
+        }
+    }
+
+    /// Q6_K: per super-block `d` and 16 i8 sub-block scales per row; values `q - 32` with q in
+    /// 0..64 (nibble chunks + a 2-bit plane per half block). The super-block's integer sum
+    /// `sum_k sc_k * (dot_k - 32 * sum(x_k))` over its 16-value sub-blocks is exact in i32 (the
+    /// same value as the 16-row kernel's, however it is grouped), then one float step.
+    ///
+    /// AVX-VNNI: `vpdpbusd` sums per 16-value sub-block, scaled with `vpmulld` per block. AVX2:
+    /// the `vpmaddubsw` pair sums (exact i16) are scaled by `vpmaddwd` against the sub-block
+    /// scale instead of ones, so the scaling costs no extra instruction.
+    ///
+    /// # Safety
+    /// As `tile`.
+    #[inline(always)]
+    unsafe fn tile_q6k<const V: bool, const C: usize>(
+        m: &PackedMatrix,
+        p: usize,
+        acts: &PackedActs,
+        t0: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: as tile_q4k.
+        unsafe {
+            let nb = acts.nb;
+            let nsb = nb / 8;
+            let sbb = super::sb_bytes_w(QuantType::Q6_K, W);
+            let base = m.data.as_ptr().add(p * nsb * sbb);
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut facc = [_mm256_setzero_ps(); C];
+            let xstride = nb * QK;
+            for sb in 0..nsb {
+                let hdr = base.add(sb * sbb);
+                let d8 = _mm256_cvtph_ps(_mm_loadu_si128(hdr.cast()));
+                let mut sacc = [_mm256_setzero_si256(); C];
+                for j in 0..8 {
+                    let b = sb * 8 + j;
+                    // Row r's scales of the block's two 16-value halves, as bytes.
+                    let sa = _mm_loadl_epi64(hdr.add(2 * W + 2 * W * j).cast());
+                    let sb8 = _mm_loadl_epi64(hdr.add(3 * W + 2 * W * j).cast());
+                    // i16 pairs (sa_r, sb_r) in dword r: `vpmaddwd` against the pairs
+                    // (sum of the first half's x, of the second half's) gives the offset term.
+                    let sab = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(sa, sb8));
+                    let area = hdr.add(18 * W + 24 * W * j);
+                    let h0 = _mm256_loadu_si256(area.add(16 * W).cast());
+                    let h1 = _mm256_loadu_si256(area.add(20 * W).cast());
+                    let xs = acts.q.as_ptr().add((t0 * nb + b) * QK);
+                    if V {
+                        let sca = _mm256_cvtepi8_epi32(sa);
+                        let scb = _mm256_cvtepi8_epi32(sb8);
+                        let mut ia = [_mm256_setzero_si256(); C];
+                        let mut ib = [_mm256_setzero_si256(); C];
+                        for c in 0..4 {
+                            let w = _mm256_loadu_si256(area.add(4 * W * c).cast());
+                            let lo = _mm256_or_si256(_mm256_and_si256(w, mask), bits56(h0, c));
+                            let hi = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(w, 4), mask),
+                                bits56(h1, c),
+                            );
+                            for t in 0..C {
+                                let xl = xs.add(t * xstride + 4 * c).cast::<i32>().read_unaligned();
+                                let xh = xs
+                                    .add(t * xstride + 4 * c + 16)
+                                    .cast::<i32>()
+                                    .read_unaligned();
+                                ia[t] = dot::<true>(ia[t], lo, _mm256_set1_epi32(xl));
+                                ib[t] = dot::<true>(ib[t], hi, _mm256_set1_epi32(xh));
+                            }
+                        }
+                        for t in 0..C {
+                            let s = _mm256_add_epi32(
+                                _mm256_mullo_epi32(sca, ia[t]),
+                                _mm256_mullo_epi32(scb, ib[t]),
+                            );
+                            sacc[t] = _mm256_add_epi32(sacc[t], s);
+                        }
+                    } else {
+                        // Each row's scale in both i16 halves of its dword.
+                        let sa16 = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(sa, sa));
+                        let sb16 = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(sb8, sb8));
+                        // Two chunks at a time: two pair sums of 6-bit values (at most
+                        // 2 x 16128 = 32256) still fit i16, so one `vpmaddwd` widens both.
+                        for c in [0, 2] {
+                            let w0 = _mm256_loadu_si256(area.add(4 * W * c).cast());
+                            let w1 = _mm256_loadu_si256(area.add(4 * W * (c + 1)).cast());
+                            let lo0 = _mm256_or_si256(_mm256_and_si256(w0, mask), bits56(h0, c));
+                            let lo1 =
+                                _mm256_or_si256(_mm256_and_si256(w1, mask), bits56(h0, c + 1));
+                            let hi0 = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(w0, 4), mask),
+                                bits56(h1, c),
+                            );
+                            let hi1 = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(w1, 4), mask),
+                                bits56(h1, c + 1),
+                            );
+                            for (t, sa_t) in sacc.iter_mut().enumerate() {
+                                let x = |o: usize| {
+                                    _mm256_set1_epi32(
+                                        xs.add(t * xstride + o).cast::<i32>().read_unaligned(),
+                                    )
+                                };
+                                let pl = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(lo0, x(4 * c)),
+                                    _mm256_maddubs_epi16(lo1, x(4 * c + 4)),
+                                );
+                                let ph = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(hi0, x(4 * c + 16)),
+                                    _mm256_maddubs_epi16(hi1, x(4 * c + 20)),
+                                );
+                                *sa_t = _mm256_add_epi32(
+                                    *sa_t,
+                                    _mm256_add_epi32(
+                                        _mm256_madd_epi16(pl, sa16),
+                                        _mm256_madd_epi16(ph, sb16),
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    // The values are q - 32: subtract 32 x (sa * sum(x of the first half)
+                    // + sb * sum(x of the second half)), exact in i32.
+                    for (t, sa_t) in sacc.iter_mut().enumerate() {
+                        let ai = (t0 + t) * nb + b;
+                        let (sx, hx) = (*acts.s.get_unchecked(ai), *acts.h.get_unchecked(ai));
+                        // Both half sums fit i16 (|sum| <= 16 x 128).
+                        let xp = (hx as u32 & 0xFFFF) | (((sx - hx) as u32) << 16);
+                        let off = _mm256_madd_epi16(sab, _mm256_set1_epi32(xp as i32));
+                        *sa_t = _mm256_sub_epi32(*sa_t, _mm256_slli_epi32(off, 5));
+                    }
+                }
+                // One float step per super-block (Q8_K: one activation scale per 256 values).
+                for (t, (fa, sa_t)) in facc.iter_mut().zip(sacc).enumerate() {
+                    let dx = *acts.d.get_unchecked((t0 + t) * nb + sb * 8);
+                    let scale = _mm256_mul_ps(d8, _mm256_set1_ps(dx));
+                    *fa = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sa_t), *fa);
+                }
+            }
+            store::<C>(m, p, t0, &facc, out);
         }
     }
 }

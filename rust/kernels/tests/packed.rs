@@ -195,22 +195,98 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
             }
         }
     }
-    // Every format runs where its kernel exists (the wide formats need AVX-512 VNNI).
-    let want = if PackedKernel::Avx512Vnni.is_available() {
-        6
-    } else {
-        3
-    };
-    assert_eq!(tested.len(), want, "{tested:?}");
+    // Every format runs on every kernel this CPU has.
+    assert_eq!(tested.len(), 6, "{tested:?}");
+}
+
+/// Weights at the top of their range (every quant bit set: Q5_0 value 31, Q6_K 63, Q4_K 15)
+/// against activations that all quantize to +-127: the largest integer pair sums the AVX2
+/// `vpmaddubsw` path meets. Every kernel must give the same bits (no i16 saturation) and the
+/// value the f64 dot of the dequantized weights predicts.
+#[test]
+fn extreme_values_give_the_same_bits_on_every_kernel() {
+    if !packed::available() {
+        return;
+    }
+    let pool = Pool::new(2).unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    for t in [
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q8_0,
+        QuantType::Q5_0,
+        QuantType::Q4_K,
+        QuantType::Q6_K,
+    ] {
+        let (rows, cols) = (24, 512);
+        let mut w = random_weights(t, rows, cols, &mut rng);
+        // Every byte past the scales all ones, the scales kept (Q4_K: sub-block scales and
+        // mins all 63; Q6_K: i8 scales of -1 in the 0xFF pattern, d at the end kept).
+        for blk in w.chunks_exact_mut(t.type_size()) {
+            let (from, to) = match t {
+                QuantType::Q4_1 | QuantType::Q4_K => (4, blk.len()),
+                QuantType::Q6_K => (0, 208),
+                _ => (2, blk.len()),
+            };
+            blk[from..to].fill(0xFF);
+        }
+        for sign in [1.0f32, -1.0] {
+            let n_tok = 5;
+            let x = vec![0.75 * sign; n_tok * cols];
+            let mut first: Option<Vec<f32>> = None;
+            for k in PackedKernel::all_available() {
+                let m = PackedMatrix::pack_for(&w, t, rows, cols, k).unwrap();
+                let got = run(&pool, &m, &x, n_tok, k);
+                match &first {
+                    None => {
+                        let rb = t.row_bytes(cols).unwrap();
+                        let mut wf = vec![0f32; cols];
+                        let xq = quantized(t, &x);
+                        for r in 0..rows {
+                            dequantize_row_isa(Isa::Scalar, t, &w[r * rb..(r + 1) * rb], &mut wf)
+                                .unwrap();
+                            let exact: f64 =
+                                wf.iter().zip(&xq).map(|(&a, &b)| f64::from(a) * b).sum();
+                            let norm: f64 = wf
+                                .iter()
+                                .zip(&xq)
+                                .map(|(&a, &b)| (f64::from(a) * b).abs())
+                                .sum();
+                            for tk in 0..n_tok {
+                                let g = f64::from(got[tk * rows + r]);
+                                assert!(
+                                    (g - exact).abs() <= 1e-5 * norm + 1e-6,
+                                    "{t:?} {k:?} row {r}: {g} vs exact {exact}"
+                                );
+                            }
+                        }
+                        first = Some(got);
+                    }
+                    Some(f) => {
+                        for (i, (a, b)) in got.iter().zip(f).enumerate() {
+                            assert_eq!(a.to_bits(), b.to_bits(), "{t:?} {k:?} [{i}]");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
 fn packing_refuses_what_it_cannot_pack() {
     assert!(PackedMatrix::pack(&[0u8; 18], QuantType::Q2_K, 1, 32).is_err());
     assert!(
-        PackedMatrix::pack_for(&[0u8; 144], QuantType::Q4_K, 1, 256, PackedKernel::Avx2).is_err()
+        PackedMatrix::pack_for(&[0u8; 84], QuantType::Q2_K, 1, 256, PackedKernel::Avx2).is_err()
     );
     assert!(PackedMatrix::pack(&[0u8; 17], QuantType::Q4_0, 1, 32).is_err());
+    // K-quants need whole 256-value super-blocks, on 8-row panels as on 16-row ones.
+    assert!(
+        PackedMatrix::pack_for(&[0u8; 144], QuantType::Q4_K, 1, 128, PackedKernel::Avx2).is_err()
+    );
+    assert!(
+        PackedMatrix::pack_for(&[0u8; 209], QuantType::Q6_K, 1, 256, PackedKernel::Avx2).is_err()
+    );
     assert!(PackedMatrix::pack(&[0u8; 18], QuantType::Q4_0, 1, 31).is_err());
     let mut acts = PackedActs::default();
     assert!(acts.quantize(&[0.0; 31], 31, 1).is_err());
