@@ -10,6 +10,16 @@ use hologram_kernels::{dequantize_row_isa, Isa, Pool, QuantType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Every format the packed kernels take.
+const PACKED_TYPES: [QuantType; 6] = [
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q8_0,
+    QuantType::Q5_0,
+    QuantType::Q4_K,
+    QuantType::Q6_K,
+];
+
 fn random_weights(t: QuantType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
     let rb = t.row_bytes(cols).unwrap();
     let mut v: Vec<u8> = (0..rows * rb).map(|_| rng.gen()).collect();
@@ -89,14 +99,7 @@ fn packed_matmul_matches_reference_and_is_batch_invariant() {
     let mut rng = StdRng::seed_from_u64(7);
     let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
     let mut tested = Vec::new();
-    for t in [
-        QuantType::Q4_0,
-        QuantType::Q4_1,
-        QuantType::Q8_0,
-        QuantType::Q5_0,
-        QuantType::Q4_K,
-        QuantType::Q6_K,
-    ] {
+    for t in PACKED_TYPES {
         // The first kernel that runs t is the one the others must equal bit for bit.
         let Some(first) = PackedKernel::all_available()
             .into_iter()
@@ -210,14 +213,7 @@ fn extreme_values_give_the_same_bits_on_every_kernel() {
     }
     let pool = Pool::new(2).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
-    for t in [
-        QuantType::Q4_0,
-        QuantType::Q4_1,
-        QuantType::Q8_0,
-        QuantType::Q5_0,
-        QuantType::Q4_K,
-        QuantType::Q6_K,
-    ] {
+    for t in PACKED_TYPES {
         let (rows, cols) = (24, 512);
         let mut w = random_weights(t, rows, cols, &mut rng);
         // Every byte past the scales all ones, the scales kept (Q4_K: sub-block scales and
