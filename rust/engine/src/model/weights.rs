@@ -15,8 +15,9 @@ pub struct Linear {
     pub ttype: QuantType,
     pub rows: usize,
     pub cols: usize,
-    /// The matrix repacked into 8-row panels (x86 with AVX2, for the formats the packed
-    /// kernel runs): then every matmul reads this copy, never the mapped bytes.
+    /// The matrix repacked into interleaved row panels (x86: 16 rows for AVX-512 VNNI, 8 for
+    /// AVX2 / AVX-VNNI; the formats the packed kernel runs): then every matmul reads this
+    /// copy, never the mapped bytes.
     pub packed: Option<Arc<PackedMatrix>>,
 }
 
