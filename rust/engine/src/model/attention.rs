@@ -24,10 +24,12 @@ use crate::model::blocks::Attention;
 use crate::model::config::ModelConfig;
 use crate::model::decoder::Row;
 
-/// Per-thread buffers: one block of values as f32, and per query its running max and sum.
+/// Per-thread buffers: one block of values as f32, (for the transposed kernels) one block of
+/// keys as f32 transposed, and per query its running max and sum.
 #[derive(Default)]
 struct Scratch {
     v: Vec<f32>,
+    kt: Vec<f32>,
     m: Vec<f32>,
     l: Vec<f32>,
 }
@@ -96,7 +98,17 @@ pub fn attention(
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             let nq = (rb - ra) * group;
+            // The transposed kernels when the tier has them and enough queries share each
+            // converted key block (a decode row of a small group keeps the per-query kernel).
+            let tkern = if nq >= TRANSPOSED_MIN_QUERIES {
+                TKernel::pick(hd, hdv)
+            } else {
+                None
+            };
             s.v.resize(BLOCK_SIZE * hdv, 0.0);
+            if tkern.is_some() {
+                s.kt.resize(hd * KT_STRIDE + KT_PAD, 0.0);
+            }
             s.m.clear();
             s.m.resize(nq, f32::NEG_INFINITY);
             s.l.clear();
@@ -120,6 +132,7 @@ pub fn attention(
             };
             let last_end = rows[rb - 1].pos + 1;
             let mut sc = [0f32; BLOCK_SIZE];
+            let mut sct = [0f32; SC_LEN];
             for (bi, &blk) in blocks
                 .iter()
                 .enumerate()
@@ -134,6 +147,9 @@ pub fn attention(
                 let lo = first_start.max(base) - base;
                 let hi = last_end.min(base + BLOCK_SIZE) - base;
                 f16_to_f32(&vb[lo * hdv..hi * hdv], &mut s.v[lo * hdv..hi * hdv]);
+                if let Some(tk) = tkern {
+                    tk.transpose(kb, hd, lo, hi, &mut s.kt);
+                }
                 for r in ra..rb {
                     let end = rows[r].pos + 1;
                     let start = match window {
@@ -153,9 +169,19 @@ pub fn attention(
                             std::slice::from_raw_parts_mut(optr.get().add((r * nh + h) * hdv), hdv)
                         };
                         let (mut m, mut l) = (s.m[qi], s.l[qi]);
-                        let kq = &kb[s0 * hd..s1 * hd];
                         let vq = &s.v[s0 * hdv..s1 * hdv];
-                        query_block(qv, kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
+                        if let Some(tk) = tkern {
+                            let st = TState {
+                                m: &mut m,
+                                l: &mut l,
+                                o,
+                                sc: &mut sct,
+                            };
+                            tk.query_block(qv, &s.kt, s0, vq, scale, softcap, st);
+                        } else {
+                            let kq = &kb[s0 * hd..s1 * hd];
+                            query_block(qv, kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
+                        }
                         s.m[qi] = m;
                         s.l[qi] = l;
                     }
@@ -439,6 +465,498 @@ unsafe fn query_block_regs(
     }
 }
 
+/// Row stride of a transposed key block: `kt[d * KT_STRIDE + t]` is dimension `d` of key `t`.
+const KT_STRIDE: usize = BLOCK_SIZE;
+/// Floats after the last row of a transposed key block: the kernels read whole vectors of
+/// keys from a query's first key on (up to 31 keys past the block's end, discarded).
+const KT_PAD: usize = 32;
+/// Length of the transposed kernels' score buffer (whole vectors are stored, then trimmed).
+const SC_LEN: usize = BLOCK_SIZE + 32;
+/// Queries per task (rows of the run x query heads of the group) from which the transposed
+/// kernels are used: each key block is converted and transposed once per task, which pays for
+/// itself when several queries read it (a decode row of a small group keeps
+/// [`query_block_regs`]; both give the same bits, so batch invariance holds either way).
+const TRANSPOSED_MIN_QUERIES: usize = 8;
+
+/// A query's streaming-softmax state and the score buffer, for the transposed kernels.
+struct TState<'a> {
+    m: &'a mut f32,
+    l: &'a mut f32,
+    o: &'a mut [f32],
+    sc: &'a mut [f32; SC_LEN],
+}
+
+/// The transposed kernels: the task converts each key block to f32 once, transposed (F16C's
+/// conversion is exact, so the keys are the values `dot_f32_f16` multiplies), and a query's
+/// scores are computed for a vector of keys at a time: lane `t` of accumulator `j` takes the
+/// products of dimensions `16c + j` of key `t` (c = 0, 1, ...) in the same order as lane `j`
+/// of `dot_f32_f16`'s two accumulators (j < 8: the first, else the second), and the
+/// accumulators are then added with that function's reduction tree (the first accumulator
+/// plus the second, then lanes j + 4 and j, then j + 2, then j + 1) as vertical adds. Each
+/// score is therefore the same sequence of roundings with no horizontal reduction per key;
+/// the softmax and the output update are [`query_block_body`]'s operations, lane for lane.
+#[derive(Clone, Copy)]
+enum TKernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl TKernel {
+    /// The kernel for the active tier and these head sizes, if there is one.
+    fn pick(hd: usize, hdv: usize) -> Option<TKernel> {
+        if !hd.is_multiple_of(16) || !hdv.is_multiple_of(8) || hd == 0 || hdv == 0 {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use hologram_kernels::simd::{self, Isa};
+            match simd::active() {
+                Isa::Avx512 => Some(TKernel::Avx512),
+                Isa::Avx2 => Some(TKernel::Avx2),
+                _ => None,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// Keys `lo..hi` of block `k` (`BLOCK_SIZE x hd` f16) -> `kt` as f32, transposed
+    /// (whole groups of 8 keys around `lo..hi` are converted).
+    fn transpose(self, k: &[f16], hd: usize, lo: usize, hi: usize, kt: &mut [f32]) {
+        assert!(
+            hd.is_multiple_of(8)
+                && lo <= hi
+                && hi <= BLOCK_SIZE
+                && k.len() >= BLOCK_SIZE * hd
+                && kt.len() >= hd * KT_STRIDE
+        );
+        match self {
+            // SAFETY: both tiers include AVX2, FMA and F16C (simd::active only returns
+            // available tiers); the sizes were checked above.
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx2 | TKernel::Avx512 => unsafe { transpose_keys_avx2(k, hd, lo, hi, kt) },
+        }
+    }
+
+    /// One query (`q`, `hd` floats) against keys `s0..s0 + n` of the transposed block `kt` and
+    /// their values `v` (`n x hdv` f32): scores, then the streaming-softmax update of `st`.
+    #[allow(clippy::too_many_arguments)]
+    fn query_block(
+        self,
+        q: &[f32],
+        kt: &[f32],
+        s0: usize,
+        v: &[f32],
+        scale: f32,
+        softcap: Option<(f32, f32)>,
+        st: TState<'_>,
+    ) {
+        let (hd, hdv) = (q.len(), st.o.len());
+        assert!(hd.is_multiple_of(16) && hdv.is_multiple_of(8) && hdv > 0);
+        let n = v.len() / hdv;
+        assert!(v.len() == n * hdv && s0 + n <= BLOCK_SIZE && kt.len() >= hd * KT_STRIDE + KT_PAD);
+        match self {
+            // SAFETY: the tier is available (simd::active only returns available tiers);
+            // sizes checked above.
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx2 => unsafe { query_block_t256(q, kt, s0, v, scale, softcap, st) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx512 => unsafe { query_block_t512(q, kt, s0, v, scale, softcap, st) },
+        }
+    }
+}
+
+/// See [`TKernel::transpose`].
+///
+/// # Safety
+/// AVX2 and F16C must be available; `hd` a multiple of 8, `lo <= hi <= BLOCK_SIZE`,
+/// `k.len() >= BLOCK_SIZE * hd`, `kt.len() >= hd * KT_STRIDE`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose_keys_avx2(k: &[f16], hd: usize, lo: usize, hi: usize, kt: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut t0 = lo & !7;
+    while t0 < hi {
+        let mut d = 0;
+        while d + 8 <= hd {
+            // SAFETY: t0 is a multiple of 8 below hi <= BLOCK_SIZE (a multiple of 8), so
+            // rows t0..t0 + 8 are inside k; d + 8 <= hd; the stores go to rows d..d + 8 of kt,
+            // columns t0..t0 + 8 <= KT_STRIDE.
+            unsafe {
+                let kp = k.as_ptr().add(t0 * hd + d);
+                let r: [__m256; 8] = std::array::from_fn(|i| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i * hd) as *const __m128i))
+                });
+                let t: [__m256; 8] = [
+                    _mm256_unpacklo_ps(r[0], r[1]),
+                    _mm256_unpackhi_ps(r[0], r[1]),
+                    _mm256_unpacklo_ps(r[2], r[3]),
+                    _mm256_unpackhi_ps(r[2], r[3]),
+                    _mm256_unpacklo_ps(r[4], r[5]),
+                    _mm256_unpackhi_ps(r[4], r[5]),
+                    _mm256_unpacklo_ps(r[6], r[7]),
+                    _mm256_unpackhi_ps(r[6], r[7]),
+                ];
+                let u: [__m256; 8] = [
+                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0xee>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0xee>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0xee>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                    _mm256_shuffle_ps::<0xee>(t[5], t[7]),
+                ];
+                let op = kt.as_mut_ptr().add(d * KT_STRIDE + t0);
+                for i in 0..4 {
+                    let lo4 = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+                    let hi4 = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
+                    _mm256_storeu_ps(op.add(i * KT_STRIDE), lo4);
+                    _mm256_storeu_ps(op.add((i + 4) * KT_STRIDE), hi4);
+                }
+            }
+            d += 8;
+        }
+        t0 += 8;
+    }
+}
+
+/// The softmax part of a transposed kernel, once `st.sc[..n]` holds the scaled scores: soft
+/// cap, block max, running-max correction, exponentials and the sum, as in
+/// [`query_block_body`]. Returns the correction factor to apply to the output, if any.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `n <= BLOCK_SIZE`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn softmax_update(
+    n: usize,
+    softcap: Option<(f32, f32)>,
+    st: &mut TState<'_>,
+) -> Option<f32> {
+    use std::arch::x86_64::*;
+    if let Some((cap, inv)) = softcap {
+        for x in st.sc.iter_mut().take(n) {
+            *x = (*x * inv).tanh() * cap;
+        }
+    }
+    // The block max, 8 lanes at a time over the scores padded with -inf. maxps returns its
+    // second operand when either is NaN, so NaN scores are skipped as `f32::max` skips them,
+    // and the max of the remaining values is exact in any order; only the sign of a zero
+    // maximum could differ, so that case takes the sequential loop.
+    st.sc[n..n.next_multiple_of(8)].fill(f32::NEG_INFINITY);
+    // SAFETY: register operations and loads inside sc (n.next_multiple_of(8) <= SC_LEN).
+    let mut bmax = unsafe {
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut t = 0;
+        while t < n {
+            acc = _mm256_max_ps(_mm256_loadu_ps(st.sc.as_ptr().add(t)), acc);
+            t += 8;
+        }
+        let m4 = _mm_max_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)))
+    };
+    if bmax == 0.0 {
+        bmax = f32::NEG_INFINITY;
+        for &x in st.sc.iter().take(n) {
+            bmax = bmax.max(x);
+        }
+    }
+    let m = *st.m;
+    let m_new = m.max(bmax);
+    let corr = if m != f32::NEG_INFINITY && m_new > m {
+        Some((m - m_new).exp())
+    } else {
+        None
+    };
+    if let Some(c) = corr {
+        *st.l *= c;
+    }
+    *st.m = m_new;
+    // SAFETY: AVX2 and FMA are available (this function's contract).
+    unsafe { exp_shifted_avx2(&mut st.sc[..n], m_new) };
+    let mut l = *st.l;
+    for &p in st.sc.iter().take(n) {
+        l += p;
+    }
+    *st.l = l;
+    corr
+}
+
+/// Output lanes `0..8 * R` of `op`: times `corr`, then `+= p_t * v_t` for every key `t` in
+/// order (`vp` rows of `hdv`), the lanes held in R registers.
+///
+/// # Safety
+/// AVX and FMA must be available; `8 * R` lanes inside the output row and every value row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn out_ymm<const R: usize>(
+    op: *mut f32,
+    vp: *const f32,
+    hdv: usize,
+    p: &[f32],
+    corr: Option<f32>,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r: [__m256; R] = std::array::from_fn(|j| _mm256_loadu_ps(op.add(8 * j)));
+        if let Some(c) = corr {
+            let vc = _mm256_set1_ps(c);
+            r.iter_mut().for_each(|rj| *rj = _mm256_mul_ps(*rj, vc));
+        }
+        for (t, &pt) in p.iter().enumerate() {
+            let vpp = _mm256_set1_ps(pt);
+            let row = vp.add(t * hdv);
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj = _mm256_fmadd_ps(vpp, _mm256_loadu_ps(row.add(8 * j)), *rj);
+            }
+        }
+        for (j, rj) in r.iter().enumerate() {
+            _mm256_storeu_ps(op.add(8 * j), *rj);
+        }
+    }
+}
+
+/// [`out_ymm`] with 16-lane registers (`16 * R` lanes).
+///
+/// # Safety
+/// AVX-512F must be available; `16 * R` lanes inside the output row and every value row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn out_zmm<const R: usize>(
+    op: *mut f32,
+    vp: *const f32,
+    hdv: usize,
+    p: &[f32],
+    corr: Option<f32>,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(op.add(16 * j)));
+        if let Some(c) = corr {
+            let vc = _mm512_set1_ps(c);
+            r.iter_mut().for_each(|rj| *rj = _mm512_mul_ps(*rj, vc));
+        }
+        for (t, &pt) in p.iter().enumerate() {
+            let vpp = _mm512_set1_ps(pt);
+            let row = vp.add(t * hdv);
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj = _mm512_fmadd_ps(vpp, _mm512_loadu_ps(row.add(16 * j)), *rj);
+            }
+        }
+        for (j, rj) in r.iter().enumerate() {
+            _mm512_storeu_ps(op.add(16 * j), *rj);
+        }
+    }
+}
+
+/// Scores of 8 keys: `sp[0..8]` = scale x (q . key t) for the keys whose transposed
+/// dimensions start at `kp` (see [`TKernel`] for the order of the operations).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `hd` a multiple of 16; `qp[..hd]`, `kp[d * KT_STRIDE..+8]`
+/// for d < hd and `sp[..8]` valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_ymm(
+    qp: *const f32,
+    hd: usize,
+    kp: *const f32,
+    scale: std::arch::x86_64::__m256,
+    sp: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [_mm256_setzero_ps(); 8];
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            let mut c = 8 * h;
+            while c < hd {
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(*qp.add(c + j));
+                    *aj = _mm256_fmadd_ps(x, _mm256_loadu_ps(kp.add((c + j) * KT_STRIDE)), *aj);
+                }
+                c += 16;
+            }
+            for (aj, accj) in a.iter_mut().zip(acc) {
+                *aj = if h == 0 {
+                    accj
+                } else {
+                    _mm256_add_ps(*aj, accj)
+                };
+            }
+        }
+        let s4: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(a[j + 4], a[j]));
+        let s2 = [_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3])];
+        _mm256_storeu_ps(sp, _mm256_mul_ps(_mm256_add_ps(s2[0], s2[1]), scale));
+    }
+}
+
+/// Scores of `16 * NV` keys with 16-lane registers (see [`scores_ymm`]).
+///
+/// # Safety
+/// AVX-512F must be available; `hd` a multiple of 16; `qp[..hd]`,
+/// `kp[d * KT_STRIDE..+16 * NV]` for d < hd and `sp[..16 * NV]` valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_zmm<const NV: usize>(
+    qp: *const f32,
+    hd: usize,
+    kp: *const f32,
+    scale: std::arch::x86_64::__m512,
+    sp: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [[_mm512_setzero_ps(); NV]; 8];
+        for h in 0..2 {
+            let mut acc = [[_mm512_setzero_ps(); NV]; 8];
+            let mut c = 8 * h;
+            while c < hd {
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*qp.add(c + j));
+                    let row = kp.add((c + j) * KT_STRIDE);
+                    for (u, aju) in aj.iter_mut().enumerate() {
+                        *aju = _mm512_fmadd_ps(x, _mm512_loadu_ps(row.add(16 * u)), *aju);
+                    }
+                }
+                c += 16;
+            }
+            for (aj, accj) in a.iter_mut().zip(acc) {
+                for (aju, accju) in aj.iter_mut().zip(accj) {
+                    *aju = if h == 0 {
+                        accju
+                    } else {
+                        _mm512_add_ps(*aju, accju)
+                    };
+                }
+            }
+        }
+        for u in 0..NV {
+            let s4: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(a[j + 4][u], a[j][u]));
+            let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
+            let s = _mm512_add_ps(s2[0], s2[1]);
+            _mm512_storeu_ps(sp.add(16 * u), _mm512_mul_ps(s, scale));
+        }
+    }
+}
+
+/// The AVX2 transposed kernel (see [`TKernel::query_block`]).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; the sizes [`TKernel::query_block`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_block_t256(
+    q: &[f32],
+    kt: &[f32],
+    s0: usize,
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    mut st: TState<'_>,
+) {
+    use std::arch::x86_64::*;
+    let (hd, hdv) = (q.len(), st.o.len());
+    let n = v.len() / hdv;
+    let vs = _mm256_set1_ps(scale);
+    let mut g = 0;
+    while g < n {
+        // SAFETY: keys s0 + g..s0 + g + 8 < s0 + n + 8 <= BLOCK_SIZE + 8 of every row of kt
+        // (KT_PAD covers the last row); g + 8 <= SC_LEN.
+        unsafe {
+            scores_ymm(
+                q.as_ptr(),
+                hd,
+                kt.as_ptr().add(s0 + g),
+                vs,
+                st.sc.as_mut_ptr().add(g),
+            )
+        };
+        g += 8;
+    }
+    // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
+    let corr = unsafe { softmax_update(n, softcap, &mut st) };
+    let (op, vp) = (st.o.as_mut_ptr(), v.as_ptr());
+    let p = &st.sc[..n];
+    let mut c0 = 0;
+    while c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv bounds the output row and the n value rows.
+        unsafe { out_ymm::<8>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 64;
+    }
+    while c0 + 8 <= hdv {
+        // SAFETY: c0 + 8 <= hdv, as above.
+        unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 8;
+    }
+}
+
+/// The AVX-512 transposed kernel (see [`TKernel::query_block`]): the same operations as
+/// [`query_block_t256`] on 16-lane registers.
+///
+/// # Safety
+/// AVX-512F, AVX2, FMA and F16C must be available; the sizes [`TKernel::query_block`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn query_block_t512(
+    q: &[f32],
+    kt: &[f32],
+    s0: usize,
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    mut st: TState<'_>,
+) {
+    use std::arch::x86_64::*;
+    let (hd, hdv) = (q.len(), st.o.len());
+    let n = v.len() / hdv;
+    let vs = _mm512_set1_ps(scale);
+    let (qp, sp) = (q.as_ptr(), st.sc.as_mut_ptr());
+    // SAFETY: keys s0..s0 + 32 (or + 16) of every row of kt: s0 + 32 <= BLOCK_SIZE + 31
+    // (KT_PAD covers the last row); scores 0..32 <= SC_LEN.
+    unsafe {
+        let kp = kt.as_ptr().add(s0);
+        if n > 16 {
+            scores_zmm::<2>(qp, hd, kp, vs, sp);
+        } else if n > 0 {
+            scores_zmm::<1>(qp, hd, kp, vs, sp);
+        }
+    }
+    // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
+    let corr = unsafe { softmax_update(n, softcap, &mut st) };
+    let (op, vp) = (st.o.as_mut_ptr(), v.as_ptr());
+    let p = &st.sc[..n];
+    let mut c0 = 0;
+    while c0 + 128 <= hdv {
+        // SAFETY: c0 + 128 <= hdv bounds the output row and the n value rows.
+        unsafe { out_zmm::<8>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 128;
+    }
+    if c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv, as above.
+        unsafe { out_zmm::<4>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 64;
+    }
+    while c0 + 16 <= hdv {
+        // SAFETY: c0 + 16 <= hdv, as above.
+        unsafe { out_zmm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 16;
+    }
+    if c0 + 8 <= hdv {
+        // SAFETY: c0 + 8 <= hdv, as above.
+        unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+    }
+}
+
 /// glibc's `expf` table: `2^(i/32)` as f64 bits, less `i << 47` (the exponent adjustment
 /// the algorithm adds back), for i in 0..32.
 #[cfg(target_arch = "x86_64")]
@@ -643,6 +1161,108 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Every tier's transposed kernel gives the generic kernel's bits: head sizes of the
+    /// supported models and odd ones, key counts 1 to a whole block at several offsets in the
+    /// block, with and without a soft cap, over three blocks (so the running-max correction
+    /// runs); the transposed buffer and the score buffer start out as NaN, so a lane read
+    /// outside a query's keys would show.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transposed_kernels_match_generic_bitwise() {
+        use hologram_kernels::simd::Isa;
+        let mut kernels = Vec::new();
+        if Isa::Avx2.is_available() {
+            kernels.push(TKernel::Avx2);
+        }
+        if Isa::Avx512.is_available() {
+            kernels.push(TKernel::Avx512);
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for tk in kernels {
+            for &(hd, hdv) in &[
+                (64usize, 64usize),
+                (128, 128),
+                (256, 256),
+                (16, 8),
+                (80, 72),
+                (48, 200),
+            ] {
+                for &n in &[1usize, 2, 7, 8, 9, 16, 17, 24, BLOCK_SIZE] {
+                    for s0 in [0, (BLOCK_SIZE - n) / 2, BLOCK_SIZE - n] {
+                        for softcap in [None, Some((50.0f32, 1.0 / 50.0))] {
+                            let q = fill(&mut seed, hd);
+                            let (mut m0, mut l0, mut m1, mut l1) =
+                                (f32::NEG_INFINITY, 0.0f32, f32::NEG_INFINITY, 0.0f32);
+                            let mut o0 = vec![0f32; hdv];
+                            let mut o1 = vec![0f32; hdv];
+                            let mut sc = [0f32; BLOCK_SIZE];
+                            let mut sct = [f32::NAN; SC_LEN];
+                            let mut kt = vec![f32::NAN; hd * KT_STRIDE + KT_PAD];
+                            for blk in 0..3 {
+                                let gain = 1.0 + blk as f32;
+                                let k: Vec<f16> = fill(&mut seed, BLOCK_SIZE * hd)
+                                    .into_iter()
+                                    .map(|x| f16::from_f32(x * 4.0 * gain))
+                                    .collect();
+                                let v = fill(&mut seed, BLOCK_SIZE * hdv);
+                                let (kq, vq) =
+                                    (&k[s0 * hd..(s0 + n) * hd], &v[s0 * hdv..(s0 + n) * hdv]);
+                                query_block_body(
+                                    &q, kq, vq, 0.125, softcap, &mut m0, &mut l0, &mut o0, &mut sc,
+                                );
+                                tk.transpose(&k, hd, s0, s0 + n, &mut kt);
+                                let st = TState {
+                                    m: &mut m1,
+                                    l: &mut l1,
+                                    o: &mut o1,
+                                    sc: &mut sct,
+                                };
+                                tk.query_block(&q, &kt, s0, vq, 0.125, softcap, st);
+                                let what = format!("hd {hd} hdv {hdv} n {n} s0 {s0} blk {blk}");
+                                assert_eq!(m0.to_bits(), m1.to_bits(), "{what}");
+                                assert_eq!(l0.to_bits(), l1.to_bits(), "{what}");
+                                for (a, b) in o0.iter().zip(&o1) {
+                                    assert_eq!(a.to_bits(), b.to_bits(), "{what}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transposition puts dimension d of key t at `kt[d * KT_STRIDE + t]` for the keys
+    /// asked for (and leaves rows of other dimensions alone).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_places_every_key() {
+        use hologram_kernels::simd::Isa;
+        if !Isa::Avx2.is_available() {
+            return;
+        }
+        let mut seed = 0x1357_9bdf_2468_ace0u64;
+        for hd in [8usize, 64, 72] {
+            let k: Vec<f16> = fill(&mut seed, BLOCK_SIZE * hd)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            for (lo, hi) in [(0, BLOCK_SIZE), (3, 5), (7, 9), (13, 32), (31, 32), (0, 1)] {
+                let mut kt = vec![f32::NAN; hd * KT_STRIDE + KT_PAD];
+                TKernel::Avx2.transpose(&k, hd, lo, hi, &mut kt);
+                for t in lo..hi {
+                    for d in 0..hd {
+                        assert_eq!(
+                            kt[d * KT_STRIDE + t].to_bits(),
+                            k[t * hd + d].to_f32().to_bits()
+                        );
+                    }
+                }
+                assert!(kt[hd * KT_STRIDE..].iter().all(|x| x.is_nan()));
             }
         }
     }
