@@ -132,7 +132,7 @@ pub fn attention(
             };
             let last_end = rows[rb - 1].pos + 1;
             let mut sc = [0f32; BLOCK_SIZE];
-            let mut sct = [0f32; SC_LEN];
+            let mut sct = [[0f32; SC_LEN]; 2];
             for (bi, &blk) in blocks
                 .iter()
                 .enumerate()
@@ -161,29 +161,66 @@ pub fn attention(
                     }
                     let s0 = start.max(base) - base;
                     let s1 = end.min(base + BLOCK_SIZE) - base;
-                    for h in g * group..(g + 1) * group {
-                        let qi = (r - ra) * group + (h - g * group);
-                        let qv = &q[(r * nh + h) * hd..(r * nh + h + 1) * hd];
+                    let vq = &s.v[s0 * hdv..s1 * hdv];
+                    let qv = |h: usize| &q[(r * nh + h) * hd..(r * nh + h + 1) * hd];
+                    let ov = |h: usize| {
                         // SAFETY: as above.
-                        let o = unsafe {
+                        unsafe {
                             std::slice::from_raw_parts_mut(optr.get().add((r * nh + h) * hdv), hdv)
-                        };
-                        let (mut m, mut l) = (s.m[qi], s.l[qi]);
-                        let vq = &s.v[s0 * hdv..s1 * hdv];
-                        if let Some(tk) = tkern {
-                            let st = TState {
-                                m: &mut m,
-                                l: &mut l,
-                                o,
-                                sc: &mut sct,
-                            };
-                            tk.query_block(qv, &s.kt, s0, vq, scale, softcap, st);
-                        } else {
-                            let kq = &kb[s0 * hd..s1 * hd];
-                            query_block(qv, kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
                         }
-                        s.m[qi] = m;
-                        s.l[qi] = l;
+                    };
+                    let (h0, h1) = (g * group, (g + 1) * group);
+                    let mut h = h0;
+                    while h < h1 {
+                        let qi = (r - ra) * group + (h - h0);
+                        let Some(tk) = tkern else {
+                            let (mut m, mut l) = (s.m[qi], s.l[qi]);
+                            let kq = &kb[s0 * hd..s1 * hd];
+                            let o = ov(h);
+                            query_block(qv(h), kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
+                            (s.m[qi], s.l[qi]) = (m, l);
+                            h += 1;
+                            continue;
+                        };
+                        if h + 2 <= h1 {
+                            // Two heads of the group at once (same keys).
+                            let [sa, sb] = &mut sct;
+                            let (ma, mb) = s.m[qi..qi + 2].split_at_mut(1);
+                            let (la, lb) = s.l[qi..qi + 2].split_at_mut(1);
+                            let st = [
+                                TState {
+                                    m: &mut ma[0],
+                                    l: &mut la[0],
+                                    o: ov(h),
+                                    sc: sa,
+                                },
+                                TState {
+                                    m: &mut mb[0],
+                                    l: &mut lb[0],
+                                    o: ov(h + 1),
+                                    sc: sb,
+                                },
+                            ];
+                            tk.query_block_x2(
+                                [qv(h), qv(h + 1)],
+                                &s.kt,
+                                s0,
+                                vq,
+                                scale,
+                                softcap,
+                                st,
+                            );
+                            h += 2;
+                        } else {
+                            let st = TState {
+                                m: &mut s.m[qi],
+                                l: &mut s.l[qi],
+                                o: ov(h),
+                                sc: &mut sct[0],
+                            };
+                            tk.query_block(qv(h), &s.kt, s0, vq, scale, softcap, st);
+                            h += 1;
+                        }
                     }
                 }
             }
@@ -569,6 +606,46 @@ impl TKernel {
     }
 }
 
+impl TKernel {
+    /// [`TKernel::query_block`] for two queries with the same keys (two heads of a group,
+    /// same row); the same results as two single calls.
+    #[allow(clippy::too_many_arguments)]
+    fn query_block_x2(
+        self,
+        q: [&[f32]; 2],
+        kt: &[f32],
+        s0: usize,
+        v: &[f32],
+        scale: f32,
+        softcap: Option<(f32, f32)>,
+        st: [TState<'_>; 2],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx512 => {
+                let (hd, hdv) = (q[0].len(), st[0].o.len());
+                assert!(hd.is_multiple_of(16) && hdv.is_multiple_of(8) && hdv > 0);
+                assert!(q[1].len() == hd && st[1].o.len() == hdv);
+                let n = v.len() / hdv;
+                assert!(
+                    v.len() == n * hdv
+                        && s0 + n <= BLOCK_SIZE
+                        && kt.len() >= hd * KT_STRIDE + KT_PAD
+                );
+                // SAFETY: the tier is available (simd::active only returns available
+                // tiers); sizes checked above.
+                unsafe { query_block_t512_x2(q, kt, s0, v, scale, softcap, st) }
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                let [a, b] = st;
+                self.query_block(q[0], kt, s0, v, scale, softcap, a);
+                self.query_block(q[1], kt, s0, v, scale, softcap, b);
+            }
+        }
+    }
+}
+
 /// See [`TKernel::transpose`].
 ///
 /// # Safety
@@ -624,19 +701,16 @@ unsafe fn transpose_keys_avx2(k: &[f16], hd: usize, lo: usize, hi: usize, kt: &m
     }
 }
 
-/// The softmax part of a transposed kernel, once `st.sc[..n]` holds the scaled scores: soft
-/// cap, block max, running-max correction, exponentials and the sum, as in
-/// [`query_block_body`]. Returns the correction factor to apply to the output, if any.
+/// The first half of the softmax part of a transposed kernel, once `st.sc[..n]` holds the
+/// scaled scores: soft cap, block max and running-max correction of `st.l` and `st.m`, as in
+/// [`query_block_body`]. Returns the correction factor to apply to the output, if any; the
+/// exponentials and the sum follow ([`softmax_update`]).
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `n <= BLOCK_SIZE`.
+/// AVX2 must be available; `n <= BLOCK_SIZE`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn softmax_update(
-    n: usize,
-    softcap: Option<(f32, f32)>,
-    st: &mut TState<'_>,
-) -> Option<f32> {
+unsafe fn softmax_max(n: usize, softcap: Option<(f32, f32)>, st: &mut TState<'_>) -> Option<f32> {
     use std::arch::x86_64::*;
     if let Some((cap, inv)) = softcap {
         for x in st.sc.iter_mut().take(n) {
@@ -677,14 +751,50 @@ unsafe fn softmax_update(
         *st.l *= c;
     }
     *st.m = m_new;
-    // SAFETY: AVX2 and FMA are available (this function's contract).
-    unsafe { exp_shifted_avx2(&mut st.sc[..n], m_new) };
-    let mut l = *st.l;
-    for &p in st.sc.iter().take(n) {
-        l += p;
-    }
-    *st.l = l;
     corr
+}
+
+/// The softmax part of a transposed kernel for one query: [`softmax_max`], the exponentials
+/// (`x512`: 8 lanes with AVX-512F, else 4) and the sum.
+///
+/// # Safety
+/// AVX2 and FMA (and AVX-512F when `x512`) must be available; `n <= BLOCK_SIZE`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn softmax_update(
+    n: usize,
+    softcap: Option<(f32, f32)>,
+    st: &mut TState<'_>,
+    x512: bool,
+) -> Option<f32> {
+    // SAFETY: this function's contract.
+    unsafe {
+        let corr = softmax_max(n, softcap, st);
+        exp_block(&mut st.sc[..n], *st.m, x512);
+        let mut l = *st.l;
+        for &p in st.sc.iter().take(n) {
+            l += p;
+        }
+        *st.l = l;
+        corr
+    }
+}
+
+/// `x[i] = expf(x[i] - m)` with [`exp_shifted_avx512`] or [`exp_shifted_avx2`].
+///
+/// # Safety
+/// AVX2 and FMA (and AVX-512F when `x512`) must be available.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp_block(x: &mut [f32], m: f32, x512: bool) {
+    // SAFETY: this function's contract.
+    unsafe {
+        if x512 {
+            exp_shifted_avx512(x, m)
+        } else {
+            exp_shifted_avx2(x, m)
+        }
+    }
 }
 
 /// Output lanes `0..8 * R` of `op`: times `corr`, then `+= p_t * v_t` for every key `t` in
@@ -884,7 +994,7 @@ unsafe fn query_block_t256(
         g += 8;
     }
     // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
-    let corr = unsafe { softmax_update(n, softcap, &mut st) };
+    let corr = unsafe { softmax_update(n, softcap, &mut st, false) };
     let (op, vp) = (st.o.as_mut_ptr(), v.as_ptr());
     let p = &st.sc[..n];
     let mut c0 = 0;
@@ -932,7 +1042,7 @@ unsafe fn query_block_t512(
         }
     }
     // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
-    let corr = unsafe { softmax_update(n, softcap, &mut st) };
+    let corr = unsafe { softmax_update(n, softcap, &mut st, true) };
     let (op, vp) = (st.o.as_mut_ptr(), v.as_ptr());
     let p = &st.sc[..n];
     let mut c0 = 0;
@@ -954,6 +1064,171 @@ unsafe fn query_block_t512(
     if c0 + 8 <= hdv {
         // SAFETY: c0 + 8 <= hdv, as above.
         unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+    }
+}
+
+/// Scores of 16 keys for two queries at once (each key vector loaded once for both); per
+/// query the operations of [`scores_zmm`].
+///
+/// # Safety
+/// AVX-512F must be available; `hd` a multiple of 16; `qp[i][..hd]`,
+/// `kp[d * KT_STRIDE..+16]` for d < hd and `sp[i][..16]` valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_zmm_x2(
+    qp: [*const f32; 2],
+    hd: usize,
+    kp: *const f32,
+    scale: std::arch::x86_64::__m512,
+    sp: [*mut f32; 2],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [[_mm512_setzero_ps(); 2]; 8];
+        for h in 0..2 {
+            let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+            let mut c = 8 * h;
+            while c < hd {
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let kv = _mm512_loadu_ps(kp.add((c + j) * KT_STRIDE));
+                    for (u, aju) in aj.iter_mut().enumerate() {
+                        *aju = _mm512_fmadd_ps(_mm512_set1_ps(*qp[u].add(c + j)), kv, *aju);
+                    }
+                }
+                c += 16;
+            }
+            for (aj, accj) in a.iter_mut().zip(acc) {
+                for (aju, accju) in aj.iter_mut().zip(accj) {
+                    *aju = if h == 0 {
+                        accju
+                    } else {
+                        _mm512_add_ps(*aju, accju)
+                    };
+                }
+            }
+        }
+        for u in 0..2 {
+            let s4: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(a[j + 4][u], a[j][u]));
+            let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
+            let s = _mm512_add_ps(s2[0], s2[1]);
+            _mm512_storeu_ps(sp[u], _mm512_mul_ps(s, scale));
+        }
+    }
+}
+
+/// [`out_zmm`] for two queries at once: each value vector is loaded once for both, and the
+/// two queries' lanes are independent chains of fused multiply-adds.
+///
+/// # Safety
+/// AVX-512F must be available; `16 * R` lanes inside both output rows and every value row;
+/// `p[i]` holds the value rows' weights for query i (the same count for both).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn out_zmm_x2<const R: usize>(
+    op: [*mut f32; 2],
+    vp: *const f32,
+    hdv: usize,
+    p: [&[f32]; 2],
+    corr: [Option<f32>; 2],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r: [[__m512; R]; 2] =
+            std::array::from_fn(|u| std::array::from_fn(|j| _mm512_loadu_ps(op[u].add(16 * j))));
+        for (ru, cu) in r.iter_mut().zip(corr) {
+            if let Some(c) = cu {
+                let vc = _mm512_set1_ps(c);
+                ru.iter_mut().for_each(|rj| *rj = _mm512_mul_ps(*rj, vc));
+            }
+        }
+        let n = p[0].len().min(p[1].len());
+        for t in 0..n {
+            let row = vp.add(t * hdv);
+            let vr: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(row.add(16 * j)));
+            for (ru, pu) in r.iter_mut().zip(p) {
+                let vpp = _mm512_set1_ps(*pu.get_unchecked(t));
+                for (rj, vj) in ru.iter_mut().zip(vr) {
+                    *rj = _mm512_fmadd_ps(vpp, vj, *rj);
+                }
+            }
+        }
+        for (ru, opu) in r.iter().zip(op) {
+            for (j, rj) in ru.iter().enumerate() {
+                _mm512_storeu_ps(opu.add(16 * j), *rj);
+            }
+        }
+    }
+}
+
+/// [`query_block_t512`] for two queries with the same keys (two heads of a group, same row):
+/// each key and value vector is loaded once for both, and the two queries' dependency chains
+/// (output lanes, the sum) interleave. Per query, the same operations in the same order.
+///
+/// # Safety
+/// As [`query_block_t512`], for both queries (same head sizes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn query_block_t512_x2(
+    q: [&[f32]; 2],
+    kt: &[f32],
+    s0: usize,
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    st: [TState<'_>; 2],
+) {
+    use std::arch::x86_64::*;
+    let [mut sa, mut sb] = st;
+    let (hd, hdv) = (q[0].len(), sa.o.len());
+    let n = v.len() / hdv;
+    let vs = _mm512_set1_ps(scale);
+    let qp = [q[0].as_ptr(), q[1].as_ptr()];
+    let mut g = 0;
+    while g < n {
+        // SAFETY: keys s0 + g..s0 + g + 16 of every row of kt: s0 + g + 16 <= BLOCK_SIZE + 15
+        // (KT_PAD covers the last row); scores g..g + 16 <= SC_LEN.
+        unsafe {
+            let sp = [sa.sc.as_mut_ptr().add(g), sb.sc.as_mut_ptr().add(g)];
+            scores_zmm_x2(qp, hd, kt.as_ptr().add(s0 + g), vs, sp);
+        }
+        g += 16;
+    }
+    // SAFETY: AVX-512F, AVX2 and FMA are available; n <= BLOCK_SIZE.
+    let corr = unsafe {
+        let ca = softmax_max(n, softcap, &mut sa);
+        let cb = softmax_max(n, softcap, &mut sb);
+        exp_shifted_avx512(&mut sa.sc[..n], *sa.m);
+        exp_shifted_avx512(&mut sb.sc[..n], *sb.m);
+        [ca, cb]
+    };
+    let (mut la, mut lb) = (*sa.l, *sb.l);
+    for (&pa, &pb) in sa.sc.iter().zip(sb.sc.iter()).take(n) {
+        la += pa;
+        lb += pb;
+    }
+    (*sa.l, *sb.l) = (la, lb);
+    let op = [sa.o.as_mut_ptr(), sb.o.as_mut_ptr()];
+    let vp = v.as_ptr();
+    let p = [&sa.sc[..n], &sb.sc[..n]];
+    let at = |c0: usize| [op[0].wrapping_add(c0), op[1].wrapping_add(c0)];
+    let mut c0 = 0;
+    while c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv bounds both output rows and the n value rows.
+        unsafe { out_zmm_x2::<4>(at(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 64;
+    }
+    while c0 + 16 <= hdv {
+        // SAFETY: c0 + 16 <= hdv, as above.
+        unsafe { out_zmm_x2::<1>(at(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 16;
+    }
+    if c0 + 8 <= hdv {
+        for u in 0..2 {
+            // SAFETY: c0 + 8 <= hdv, as above.
+            unsafe { out_ymm::<1>(op[u].add(c0), vp.add(c0), hdv, p[u], corr[u]) };
+        }
     }
 }
 
@@ -1053,6 +1328,68 @@ unsafe fn exp_shifted_avx2(x: &mut [f32], m: f32) {
     }
 }
 
+/// [`exp_shifted_avx2`] with 8 lanes per step, the table lookup done with two-table permutes
+/// of the 32 entries held in registers instead of a gather (the same entries, so the same
+/// bits).
+///
+/// # Safety
+/// AVX-512F, AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_shifted_avx512(x: &mut [f32], m: f32) {
+    use std::arch::x86_64::*;
+    let inv_ln2_n = _mm512_set1_pd(f64::from_bits(0x40471547652b82fe));
+    let shift = _mm512_set1_pd(f64::from_bits(0x4338000000000000));
+    let c0 = _mm512_set1_pd(f64::from_bits(0x3ebc6af84b912394));
+    let c1 = _mm512_set1_pd(f64::from_bits(0x3f2ebfce50fac4f3));
+    let c2 = _mm512_set1_pd(f64::from_bits(0x3f962e42ff0c52d6));
+    let one = _mm512_set1_pd(1.0);
+    let vm = _mm256_set1_ps(m);
+    let limit = _mm256_set1_epi32(0x42a);
+    let mask = _mm256_set1_epi32(0x7ff);
+    // SAFETY: EXP2F_TAB holds 32 u64s: four unaligned 8-lane loads.
+    let tab: [__m512i; 4] = std::array::from_fn(|i| unsafe {
+        _mm512_loadu_si512(EXP2F_TAB.as_ptr().add(8 * i) as *const __m512i)
+    });
+    let idx_mask = _mm512_set1_epi64(31);
+    let bit4 = _mm512_set1_epi64(16);
+    let mut i = 0;
+    while i + 8 <= x.len() {
+        // SAFETY: i + 8 <= x.len(); unaligned load and store.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            let xs = _mm256_sub_ps(_mm256_loadu_ps(p), vm);
+            let abstop = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(xs), 20), mask);
+            if _mm256_movemask_epi8(_mm256_cmpgt_epi32(abstop, limit)) != 0 {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), xs);
+                for (j, v) in lanes.iter().enumerate() {
+                    *p.add(j) = v.exp();
+                }
+            } else {
+                let xd = _mm512_cvtps_pd(xs);
+                let kd = _mm512_fmadd_pd(inv_ln2_n, xd, shift);
+                let ki = _mm512_castpd_si512(kd);
+                let kd = _mm512_sub_pd(kd, shift);
+                let r = _mm512_fmsub_pd(inv_ln2_n, xd, kd);
+                let idx = _mm512_and_si512(ki, idx_mask);
+                let lo = _mm512_permutex2var_epi64(tab[0], idx, tab[1]);
+                let hi = _mm512_permutex2var_epi64(tab[2], idx, tab[3]);
+                let t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(idx, bit4), lo, hi);
+                let s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64::<47>(ki)));
+                let z = _mm512_fmadd_pd(r, c0, c1);
+                let r2 = _mm512_mul_pd(r, r);
+                let y = _mm512_fmadd_pd(r, c2, one);
+                let y = _mm512_fmadd_pd(z, r2, y);
+                _mm256_storeu_ps(p, _mm512_cvtpd_ps(_mm512_mul_pd(y, s)));
+            }
+        }
+        i += 8;
+    }
+    // SAFETY: AVX2 and FMA are available.
+    unsafe { exp_shifted_avx2(&mut x[i..], m) };
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     use std::sync::OnceLock;
@@ -1111,6 +1448,25 @@ mod tests {
         // SAFETY: as above.
         unsafe { exp_shifted_avx2(&mut nan, 0.0) };
         assert!(nan.iter().all(|v| v.is_nan()));
+        if !hologram_kernels::simd::Isa::Avx512.is_available() {
+            return;
+        }
+        // The 8-lane version, with lengths that leave 4- and 1-lane tails.
+        for m in [0.0f32, 3.5, -7.25] {
+            for len in [xs.len(), xs.len() - 3, xs.len() - 5] {
+                let want: Vec<f32> = xs[..len].iter().map(|&x| (x - m).exp()).collect();
+                let mut got = xs[..len].to_vec();
+                // SAFETY: the AVX-512 tier includes AVX-512F, AVX2 and FMA.
+                unsafe { exp_shifted_avx512(&mut got, m) };
+                for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "x {} m {m}", xs[k]);
+                }
+            }
+        }
+        let mut nan = vec![f32::NAN; 13];
+        // SAFETY: as above.
+        unsafe { exp_shifted_avx512(&mut nan, 0.0) };
+        assert!(nan.iter().all(|v| v.is_nan()));
     }
 
     /// The register-resident kernel gives the generic kernel's bits, over two blocks (so the
@@ -1165,11 +1521,11 @@ mod tests {
         }
     }
 
-    /// Every tier's transposed kernel gives the generic kernel's bits: head sizes of the
-    /// supported models and odd ones, key counts 1 to a whole block at several offsets in the
-    /// block, with and without a soft cap, over three blocks (so the running-max correction
-    /// runs); the transposed buffer and the score buffer start out as NaN, so a lane read
-    /// outside a query's keys would show.
+    /// Every tier's transposed kernels (one query, two queries) give the generic kernel's
+    /// bits: head sizes of the supported models and odd ones, key counts 1 to a whole block
+    /// at several offsets in the block, with and without a soft cap, over three blocks (so
+    /// the running-max correction runs); the transposed buffer and the score buffers start
+    /// out as NaN, so a lane read outside a query's keys would show.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn transposed_kernels_match_generic_bitwise() {
@@ -1181,6 +1537,17 @@ mod tests {
         if Isa::Avx512.is_available() {
             kernels.push(TKernel::Avx512);
         }
+        /// m, l and o of one query.
+        struct Q {
+            m: f32,
+            l: f32,
+            o: Vec<f32>,
+        }
+        let new = |hdv: usize| Q {
+            m: f32::NEG_INFINITY,
+            l: 0.0,
+            o: vec![0.0; hdv],
+        };
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for tk in kernels {
             for &(hd, hdv) in &[
@@ -1194,13 +1561,12 @@ mod tests {
                 for &n in &[1usize, 2, 7, 8, 9, 16, 17, 24, BLOCK_SIZE] {
                     for s0 in [0, (BLOCK_SIZE - n) / 2, BLOCK_SIZE - n] {
                         for softcap in [None, Some((50.0f32, 1.0 / 50.0))] {
-                            let q = fill(&mut seed, hd);
-                            let (mut m0, mut l0, mut m1, mut l1) =
-                                (f32::NEG_INFINITY, 0.0f32, f32::NEG_INFINITY, 0.0f32);
-                            let mut o0 = vec![0f32; hdv];
-                            let mut o1 = vec![0f32; hdv];
+                            let qs = [fill(&mut seed, hd), fill(&mut seed, hd)];
+                            // Per query: generic, transposed alone, transposed in a pair.
+                            let mut st: Vec<[Q; 3]> =
+                                (0..2).map(|_| [new(hdv), new(hdv), new(hdv)]).collect();
                             let mut sc = [0f32; BLOCK_SIZE];
-                            let mut sct = [f32::NAN; SC_LEN];
+                            let mut sct = [[f32::NAN; SC_LEN]; 2];
                             let mut kt = vec![f32::NAN; hd * KT_STRIDE + KT_PAD];
                             for blk in 0..3 {
                                 let gain = 1.0 + blk as f32;
@@ -1211,22 +1577,48 @@ mod tests {
                                 let v = fill(&mut seed, BLOCK_SIZE * hdv);
                                 let (kq, vq) =
                                     (&k[s0 * hd..(s0 + n) * hd], &v[s0 * hdv..(s0 + n) * hdv]);
-                                query_block_body(
-                                    &q, kq, vq, 0.125, softcap, &mut m0, &mut l0, &mut o0, &mut sc,
-                                );
                                 tk.transpose(&k, hd, s0, s0 + n, &mut kt);
-                                let st = TState {
-                                    m: &mut m1,
-                                    l: &mut l1,
-                                    o: &mut o1,
-                                    sc: &mut sct,
-                                };
-                                tk.query_block(&q, &kt, s0, vq, 0.125, softcap, st);
-                                let what = format!("hd {hd} hdv {hdv} n {n} s0 {s0} blk {blk}");
-                                assert_eq!(m0.to_bits(), m1.to_bits(), "{what}");
-                                assert_eq!(l0.to_bits(), l1.to_bits(), "{what}");
-                                for (a, b) in o0.iter().zip(&o1) {
-                                    assert_eq!(a.to_bits(), b.to_bits(), "{what}");
+                                for (qv, [g, t1, _]) in qs.iter().zip(st.iter_mut()) {
+                                    query_block_body(
+                                        qv, kq, vq, 0.125, softcap, &mut g.m, &mut g.l, &mut g.o,
+                                        &mut sc,
+                                    );
+                                    let one = TState {
+                                        m: &mut t1.m,
+                                        l: &mut t1.l,
+                                        o: &mut t1.o,
+                                        sc: &mut sct[0],
+                                    };
+                                    tk.query_block(qv, &kt, s0, vq, 0.125, softcap, one);
+                                }
+                                let (s_a, s_b) = st.split_at_mut(1);
+                                let (pa, pb) = (&mut s_a[0][2], &mut s_b[0][2]);
+                                let [sa, sb] = &mut sct;
+                                let pair = [
+                                    TState {
+                                        m: &mut pa.m,
+                                        l: &mut pa.l,
+                                        o: &mut pa.o,
+                                        sc: sa,
+                                    },
+                                    TState {
+                                        m: &mut pb.m,
+                                        l: &mut pb.l,
+                                        o: &mut pb.o,
+                                        sc: sb,
+                                    },
+                                ];
+                                let qp = [&qs[0][..], &qs[1][..]];
+                                tk.query_block_x2(qp, &kt, s0, vq, 0.125, softcap, pair);
+                                for [g, t1, t2] in &st {
+                                    for t in [t1, t2] {
+                                        let what = format!("hd {hd} hdv {hdv} n {n} s0 {s0}");
+                                        assert_eq!(g.m.to_bits(), t.m.to_bits(), "{what}");
+                                        assert_eq!(g.l.to_bits(), t.l.to_bits(), "{what}");
+                                        for (a, b) in g.o.iter().zip(&t.o) {
+                                            assert_eq!(a.to_bits(), b.to_bits(), "{what}");
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -1265,5 +1657,117 @@ mod tests {
                 assert!(kt[hd * KT_STRIDE..].iter().all(|x| x.is_nan()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn time_kernels() {
+        let (hd, hdv) = (64usize, 64usize);
+        let nq = 256;
+        let nblk: usize = std::env::var("NBLK")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(32);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let f = |seed: &mut u64, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    *seed ^= *seed << 13;
+                    *seed ^= *seed >> 7;
+                    *seed ^= *seed << 17;
+                    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let q = f(&mut seed, nq * hd);
+        let k: Vec<f16> = f(&mut seed, nblk * BLOCK_SIZE * hd)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let vf: Vec<f16> = f(&mut seed, nblk * BLOCK_SIZE * hdv)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let mut v = vec![0f32; BLOCK_SIZE * hdv];
+        let mut kt = vec![0f32; hd * KT_STRIDE + KT_PAD];
+        let mut o = vec![0f32; nq * hdv];
+        let mut m = vec![f32::NEG_INFINITY; nq];
+        let mut l = vec![0f32; nq];
+        let mut sc = [0f32; BLOCK_SIZE];
+        let mut sct = [[0f32; SC_LEN]; 2];
+        let mut best = [f64::INFINITY; 4];
+        for _rep in 0..15 {
+            for which in 0..4 {
+                let t0 = Instant::now();
+                for b in 0..nblk {
+                    let kb = &k[b * BLOCK_SIZE * hd..(b + 1) * BLOCK_SIZE * hd];
+                    f16_to_f32(
+                        &vf[b * BLOCK_SIZE * hdv..(b + 1) * BLOCK_SIZE * hdv],
+                        &mut v,
+                    );
+                    let tk = match which {
+                        1 | 3 => Some(TKernel::Avx512),
+                        2 => Some(TKernel::Avx2),
+                        _ => None,
+                    };
+                    if let Some(tk) = tk {
+                        tk.transpose(kb, hd, 0, BLOCK_SIZE, &mut kt);
+                    }
+                    if which == 3 {
+                        for i in (0..nq).step_by(2) {
+                            let (oa, ob) = o[i * hdv..(i + 2) * hdv].split_at_mut(hdv);
+                            let (ma, mb) = m[i..i + 2].split_at_mut(1);
+                            let (la, lb) = l[i..i + 2].split_at_mut(1);
+                            let [sa, sb] = &mut sct;
+                            let st = [
+                                TState {
+                                    m: &mut ma[0],
+                                    l: &mut la[0],
+                                    o: oa,
+                                    sc: sa,
+                                },
+                                TState {
+                                    m: &mut mb[0],
+                                    l: &mut lb[0],
+                                    o: ob,
+                                    sc: sb,
+                                },
+                            ];
+                            let qs = [&q[i * hd..(i + 1) * hd], &q[(i + 1) * hd..(i + 2) * hd]];
+                            TKernel::Avx512.query_block_x2(qs, &kt, 0, &v, 0.125, None, st);
+                        }
+                        continue;
+                    }
+                    for i in 0..nq {
+                        let qv = &q[i * hd..(i + 1) * hd];
+                        let oo = &mut o[i * hdv..(i + 1) * hdv];
+                        if let Some(tk) = tk {
+                            let st = TState {
+                                m: &mut m[i],
+                                l: &mut l[i],
+                                o: oo,
+                                sc: &mut sct[0],
+                            };
+                            tk.query_block(qv, &kt, 0, &v, 0.125, None, st);
+                        } else {
+                            query_block(qv, kb, &v, 0.125, None, &mut m[i], &mut l[i], oo, &mut sc);
+                        }
+                    }
+                }
+                let dt = t0.elapsed().as_secs_f64();
+                let pairs = (nblk * BLOCK_SIZE * nq) as f64;
+                best[which] = best[which].min(dt * 1e9 / pairs);
+            }
+        }
+        println!(
+            "min ns/pair: regs {:.2} t512 {:.2} t256 {:.2} t512x2 {:.2}",
+            best[0], best[1], best[2], best[3]
+        );
     }
 }
