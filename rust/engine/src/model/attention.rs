@@ -950,6 +950,7 @@ unsafe fn scores_zmm<const NV: usize>(
                 }
             }
         }
+        #[allow(clippy::needless_range_loop)]
         for u in 0..NV {
             let s4: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(a[j + 4][u], a[j][u]));
             let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
@@ -1118,19 +1119,22 @@ unsafe fn scores_zmm_x2(
 }
 
 /// [`out_zmm`] for two queries at once: each value vector is loaded once for both, and the
-/// two queries' lanes are independent chains of fused multiply-adds.
+/// two queries' lanes are independent chains of fused multiply-adds. With `SUM`, also
+/// `l[i] += p[i][t]` for every key in order (the softmax sum: a chain of dependent adds, as
+/// long per key as the multiply-add chains it runs alongside).
 ///
 /// # Safety
 /// AVX-512F must be available; `16 * R` lanes inside both output rows and every value row;
 /// `p[i]` holds the value rows' weights for query i (the same count for both).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn out_zmm_x2<const R: usize>(
+unsafe fn out_zmm_x2<const R: usize, const SUM: bool>(
     op: [*mut f32; 2],
     vp: *const f32,
     hdv: usize,
     p: [&[f32]; 2],
     corr: [Option<f32>; 2],
+    l: &mut [f32; 2],
 ) {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract.
@@ -1147,6 +1151,10 @@ unsafe fn out_zmm_x2<const R: usize>(
         for t in 0..n {
             let row = vp.add(t * hdv);
             let vr: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(row.add(16 * j)));
+            if SUM {
+                l[0] += *p[0].get_unchecked(t);
+                l[1] += *p[1].get_unchecked(t);
+            }
             for (ru, pu) in r.iter_mut().zip(p) {
                 let vpp = _mm512_set1_ps(*pu.get_unchecked(t));
                 for (rj, vj) in ru.iter_mut().zip(vr) {
@@ -1203,25 +1211,37 @@ unsafe fn query_block_t512_x2(
         exp_shifted_avx512(&mut sb.sc[..n], *sb.m);
         [ca, cb]
     };
-    let (mut la, mut lb) = (*sa.l, *sb.l);
-    for (&pa, &pb) in sa.sc.iter().zip(sb.sc.iter()).take(n) {
-        la += pa;
-        lb += pb;
-    }
-    (*sa.l, *sb.l) = (la, lb);
+    // The sums run inside the first output chunk (the same adds in the same order).
+    let mut l = [*sa.l, *sb.l];
     let op = [sa.o.as_mut_ptr(), sb.o.as_mut_ptr()];
     let vp = v.as_ptr();
     let p = [&sa.sc[..n], &sb.sc[..n]];
     let at = |c0: usize| [op[0].wrapping_add(c0), op[1].wrapping_add(c0)];
     let mut c0 = 0;
+    if hdv >= 64 {
+        // SAFETY: 64 <= hdv bounds both output rows and the n value rows.
+        unsafe { out_zmm_x2::<4, true>(at(0), vp, hdv, p, corr, &mut l) };
+        c0 = 64;
+    } else if hdv >= 16 {
+        // SAFETY: 16 <= hdv, as above.
+        unsafe { out_zmm_x2::<1, true>(at(0), vp, hdv, p, corr, &mut l) };
+        c0 = 16;
+    } else {
+        for (lu, pu) in l.iter_mut().zip(p) {
+            for &pt in pu {
+                *lu += pt;
+            }
+        }
+    }
+    (*sa.l, *sb.l) = (l[0], l[1]);
     while c0 + 64 <= hdv {
         // SAFETY: c0 + 64 <= hdv bounds both output rows and the n value rows.
-        unsafe { out_zmm_x2::<4>(at(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_zmm_x2::<4, false>(at(c0), vp.add(c0), hdv, p, corr, &mut l) };
         c0 += 64;
     }
     while c0 + 16 <= hdv {
         // SAFETY: c0 + 16 <= hdv, as above.
-        unsafe { out_zmm_x2::<1>(at(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_zmm_x2::<1, false>(at(c0), vp.add(c0), hdv, p, corr, &mut l) };
         c0 += 16;
     }
     if c0 + 8 <= hdv {
@@ -1701,6 +1721,7 @@ mod timing {
         let mut l = vec![0f32; nq];
         let mut sc = [0f32; BLOCK_SIZE];
         let mut sct = [[0f32; SC_LEN]; 2];
+        #[allow(clippy::needless_range_loop)]
         let mut best = [f64::INFINITY; 4];
         for _rep in 0..15 {
             for which in 0..4 {
