@@ -9,6 +9,14 @@
 //! positions when only the summation order of the scores changes). Each query keeps a
 //! streaming softmax (running max, sum and output), so there is no score matrix.
 //!
+//! With AVX2 (or AVX-512) and enough queries per task, the task also converts each key block
+//! to f32 once, transposed, and the [`TKernel`] kernels compute a query's scores for a vector
+//! of keys at a time with `dot_f32_f16`'s per-lane order and reduction tree as vertical adds
+//! (F16C's conversion is exact, so the products are the same); the AVX-512 kernel takes two
+//! heads of the group at once (each key and value vector loaded once for both). Every score,
+//! exponential and accumulation is still the same operation, so the results are the same bits
+//! as the per-query kernel's (tested), whichever kernel a task uses.
+//!
 //! Batch invariance: a query's result depends only on its own row: blocks are visited in
 //! ascending order with the same key range per block, and every score, exponential and
 //! accumulation is the same operation whatever else is in the task.
@@ -1677,118 +1685,5 @@ mod tests {
                 assert!(kt[hd * KT_STRIDE..].iter().all(|x| x.is_nan()));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn time_kernels() {
-        let (hd, hdv) = (64usize, 64usize);
-        let nq = 256;
-        let nblk: usize = std::env::var("NBLK")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(32);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let f = |seed: &mut u64, n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    *seed ^= *seed << 13;
-                    *seed ^= *seed >> 7;
-                    *seed ^= *seed << 17;
-                    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
-        let q = f(&mut seed, nq * hd);
-        let k: Vec<f16> = f(&mut seed, nblk * BLOCK_SIZE * hd)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
-        let vf: Vec<f16> = f(&mut seed, nblk * BLOCK_SIZE * hdv)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
-        let mut v = vec![0f32; BLOCK_SIZE * hdv];
-        let mut kt = vec![0f32; hd * KT_STRIDE + KT_PAD];
-        let mut o = vec![0f32; nq * hdv];
-        let mut m = vec![f32::NEG_INFINITY; nq];
-        let mut l = vec![0f32; nq];
-        let mut sc = [0f32; BLOCK_SIZE];
-        let mut sct = [[0f32; SC_LEN]; 2];
-        #[allow(clippy::needless_range_loop)]
-        let mut best = [f64::INFINITY; 4];
-        for _rep in 0..15 {
-            for which in 0..4 {
-                let t0 = Instant::now();
-                for b in 0..nblk {
-                    let kb = &k[b * BLOCK_SIZE * hd..(b + 1) * BLOCK_SIZE * hd];
-                    f16_to_f32(
-                        &vf[b * BLOCK_SIZE * hdv..(b + 1) * BLOCK_SIZE * hdv],
-                        &mut v,
-                    );
-                    let tk = match which {
-                        1 | 3 => Some(TKernel::Avx512),
-                        2 => Some(TKernel::Avx2),
-                        _ => None,
-                    };
-                    if let Some(tk) = tk {
-                        tk.transpose(kb, hd, 0, BLOCK_SIZE, &mut kt);
-                    }
-                    if which == 3 {
-                        for i in (0..nq).step_by(2) {
-                            let (oa, ob) = o[i * hdv..(i + 2) * hdv].split_at_mut(hdv);
-                            let (ma, mb) = m[i..i + 2].split_at_mut(1);
-                            let (la, lb) = l[i..i + 2].split_at_mut(1);
-                            let [sa, sb] = &mut sct;
-                            let st = [
-                                TState {
-                                    m: &mut ma[0],
-                                    l: &mut la[0],
-                                    o: oa,
-                                    sc: sa,
-                                },
-                                TState {
-                                    m: &mut mb[0],
-                                    l: &mut lb[0],
-                                    o: ob,
-                                    sc: sb,
-                                },
-                            ];
-                            let qs = [&q[i * hd..(i + 1) * hd], &q[(i + 1) * hd..(i + 2) * hd]];
-                            TKernel::Avx512.query_block_x2(qs, &kt, 0, &v, 0.125, None, st);
-                        }
-                        continue;
-                    }
-                    for i in 0..nq {
-                        let qv = &q[i * hd..(i + 1) * hd];
-                        let oo = &mut o[i * hdv..(i + 1) * hdv];
-                        if let Some(tk) = tk {
-                            let st = TState {
-                                m: &mut m[i],
-                                l: &mut l[i],
-                                o: oo,
-                                sc: &mut sct[0],
-                            };
-                            tk.query_block(qv, &kt, 0, &v, 0.125, None, st);
-                        } else {
-                            query_block(qv, kb, &v, 0.125, None, &mut m[i], &mut l[i], oo, &mut sc);
-                        }
-                    }
-                }
-                let dt = t0.elapsed().as_secs_f64();
-                let pairs = (nblk * BLOCK_SIZE * nq) as f64;
-                best[which] = best[which].min(dt * 1e9 / pairs);
-            }
-        }
-        println!(
-            "min ns/pair: regs {:.2} t512 {:.2} t256 {:.2} t512x2 {:.2}",
-            best[0], best[1], best[2], best[3]
-        );
     }
 }
