@@ -76,11 +76,43 @@ pub fn attention(
     out: &mut [f32],
     pool: &Pool,
 ) {
-    let window = a.window;
+    let shape = Shape {
+        hd: c.head_dim,
+        hdv: c.head_dim_v,
+        nh: c.n_head,
+        nkv: c.n_head_kv,
+    };
     let softcap = a.softcap.map(|cap| (cap, 1.0 / cap));
-    let (hd, hdv, nh, nkv) = (c.head_dim, c.head_dim_v, c.n_head, c.n_head_kv);
+    attention_rows(
+        shape, a.scale, softcap, a.window, kv, il, rows, q, out, pool,
+    );
+}
+
+/// Head sizes and counts.
+#[derive(Clone, Copy)]
+struct Shape {
+    hd: usize,
+    hdv: usize,
+    nh: usize,
+    nkv: usize,
+}
+
+/// [`attention`] with the model's settings spelled out (`softcap`: the cap and its inverse).
+#[allow(clippy::too_many_arguments)]
+fn attention_rows(
+    shape: Shape,
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    window: Option<usize>,
+    kv: &KvPool,
+    il: usize,
+    rows: &[Row],
+    q: &[f32],
+    out: &mut [f32],
+    pool: &Pool,
+) {
+    let Shape { hd, hdv, nh, nkv } = shape;
     let group = nh / nkv;
-    let scale = a.scale;
     assert!(q.len() >= rows.len() * nh * hd && out.len() >= rows.len() * nh * hdv);
     // Runs of consecutive rows of one sequence at consecutive positions, at most RUN rows
     // each (so a long prompt chunk still spreads over the threads when there are few KV heads).
@@ -1683,6 +1715,59 @@ mod tests {
                     }
                 }
                 assert!(kt[hd * KT_STRIDE..].iter().all(|x| x.is_nan()));
+            }
+        }
+    }
+
+    /// The whole attention: a prompt in one call (runs of up to 32 rows: the transposed
+    /// kernels where the tier has them) gives the bits of the same rows one call each (a
+    /// single row of a group below `TRANSPOSED_MIN_QUERIES` heads: the per-query kernel), for
+    /// even and odd groups, several head sizes, a sliding window and a soft cap, and prompts
+    /// that end inside a block.
+    #[test]
+    fn prompt_matches_row_by_row_bitwise() {
+        use crate::kv::KvPool;
+        let pool = Pool::new(2).expect("pool");
+        let mut seed = 0x0bad_5eed_1234_5678u64;
+        for &(hd, hdv, nh, nkv, window, softcap) in &[
+            (64usize, 64usize, 8usize, 2usize, None, None),
+            (64, 64, 9, 3, None, None),
+            (256, 256, 4, 1, Some(45usize), Some(50.0f32)),
+            (128, 128, 6, 2, Some(33), None),
+            (80, 72, 5, 1, None, Some(30.0)),
+        ] {
+            assert!(nh / nkv < TRANSPOSED_MIN_QUERIES);
+            let n = 101;
+            let mut kv = KvPool::new(1, nkv, hd, hdv, 128, 1, 128).expect("kv");
+            let seq = kv.seq_new().expect("seq");
+            kv.seq_append(seq, n).expect("append");
+            for pos in 0..n {
+                let k: Vec<f32> = fill(&mut seed, nkv * hd).iter().map(|x| x * 3.0).collect();
+                let v = fill(&mut seed, nkv * hdv);
+                kv.write(0, seq, pos, &k, &v);
+            }
+            let rows: Vec<Row> = (0..n).map(|pos| Row { seq, pos, token: 0 }).collect();
+            let q = fill(&mut seed, n * nh * hd);
+            let shape = Shape { hd, hdv, nh, nkv };
+            let softcap = softcap.map(|c| (c, 1.0 / c));
+            let mut all = vec![0f32; n * nh * hdv];
+            attention_rows(
+                shape, 0.125, softcap, window, &kv, 0, &rows, &q, &mut all, &pool,
+            );
+            for (r, row) in rows.iter().enumerate() {
+                let mut one = vec![0f32; nh * hdv];
+                let qr = &q[r * nh * hd..(r + 1) * nh * hd];
+                let rr = std::slice::from_ref(row);
+                attention_rows(
+                    shape, 0.125, softcap, window, &kv, 0, rr, qr, &mut one, &pool,
+                );
+                for (a, b) in all[r * nh * hdv..(r + 1) * nh * hdv].iter().zip(&one) {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "hd {hd} nh {nh} nkv {nkv} row {r}"
+                    );
+                }
             }
         }
     }
