@@ -555,6 +555,9 @@ const SC_LEN: usize = BLOCK_SIZE + 32;
 /// [`query_block_regs`]; both give the same bits, so batch invariance holds either way).
 const TRANSPOSED_MIN_QUERIES: usize = 8;
 
+/// The largest key head size for which the AVX2 tier uses the transposed kernel.
+const AVX2_TRANSPOSED_MAX_HD: usize = 128;
+
 /// A query's streaming-softmax state and the score buffer, for the transposed kernels.
 struct TState<'a> {
     m: &'a mut f32,
@@ -591,7 +594,11 @@ impl TKernel {
             use hologram_kernels::simd::{self, Isa};
             match simd::active() {
                 Isa::Avx512 => Some(TKernel::Avx512),
-                Isa::Avx2 => Some(TKernel::Avx2),
+                // With 8-lane vectors each multiply-add of the scores needs a key load and a
+                // query broadcast: against the per-query kernel that wins up to 128 dimensions
+                // (64: 5.9 vs 7.0 ns per query and key, 128: 12.0 vs 13.4) and loses at 256
+                // (33 vs 26).
+                Isa::Avx2 if hd <= AVX2_TRANSPOSED_MAX_HD => Some(TKernel::Avx2),
                 _ => None,
             }
         }
