@@ -9,6 +9,14 @@
 //! positions when only the summation order of the scores changes). Each query keeps a
 //! streaming softmax (running max, sum and output), so there is no score matrix.
 //!
+//! With AVX2 (or AVX-512) and enough queries per task, the task also converts each key block
+//! to f32 once, transposed, and the [`TKernel`] kernels compute a query's scores for a vector
+//! of keys at a time with `dot_f32_f16`'s per-lane order and reduction tree as vertical adds
+//! (F16C's conversion is exact, so the products are the same); the AVX-512 kernel takes two
+//! heads of the group at once (each key and value vector loaded once for both). Every score,
+//! exponential and accumulation is still the same operation, so the results are the same bits
+//! as the per-query kernel's (tested), whichever kernel a task uses.
+//!
 //! Batch invariance: a query's result depends only on its own row: blocks are visited in
 //! ascending order with the same key range per block, and every score, exponential and
 //! accumulation is the same operation whatever else is in the task.
@@ -24,10 +32,12 @@ use crate::model::blocks::Attention;
 use crate::model::config::ModelConfig;
 use crate::model::decoder::Row;
 
-/// Per-thread buffers: one block of values as f32, and per query its running max and sum.
+/// Per-thread buffers: one block of values as f32, (for the transposed kernels) one block of
+/// keys as f32 transposed, and per query its running max and sum.
 #[derive(Default)]
 struct Scratch {
     v: Vec<f32>,
+    kt: Vec<f32>,
     m: Vec<f32>,
     l: Vec<f32>,
 }
@@ -66,11 +76,43 @@ pub fn attention(
     out: &mut [f32],
     pool: &Pool,
 ) {
-    let window = a.window;
+    let shape = Shape {
+        hd: c.head_dim,
+        hdv: c.head_dim_v,
+        nh: c.n_head,
+        nkv: c.n_head_kv,
+    };
     let softcap = a.softcap.map(|cap| (cap, 1.0 / cap));
-    let (hd, hdv, nh, nkv) = (c.head_dim, c.head_dim_v, c.n_head, c.n_head_kv);
+    attention_rows(
+        shape, a.scale, softcap, a.window, kv, il, rows, q, out, pool,
+    );
+}
+
+/// Head sizes and counts.
+#[derive(Clone, Copy)]
+struct Shape {
+    hd: usize,
+    hdv: usize,
+    nh: usize,
+    nkv: usize,
+}
+
+/// [`attention`] with the model's settings spelled out (`softcap`: the cap and its inverse).
+#[allow(clippy::too_many_arguments)]
+fn attention_rows(
+    shape: Shape,
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    window: Option<usize>,
+    kv: &KvPool,
+    il: usize,
+    rows: &[Row],
+    q: &[f32],
+    out: &mut [f32],
+    pool: &Pool,
+) {
+    let Shape { hd, hdv, nh, nkv } = shape;
     let group = nh / nkv;
-    let scale = a.scale;
     assert!(q.len() >= rows.len() * nh * hd && out.len() >= rows.len() * nh * hdv);
     // Runs of consecutive rows of one sequence at consecutive positions, at most RUN rows
     // each (so a long prompt chunk still spreads over the threads when there are few KV heads).
@@ -96,7 +138,17 @@ pub fn attention(
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             let nq = (rb - ra) * group;
+            // The transposed kernels when the tier has them and enough queries share each
+            // converted key block (a decode row of a small group keeps the per-query kernel).
+            let tkern = if nq >= TRANSPOSED_MIN_QUERIES {
+                TKernel::pick(hd, hdv)
+            } else {
+                None
+            };
             s.v.resize(BLOCK_SIZE * hdv, 0.0);
+            if tkern.is_some() {
+                s.kt.resize(hd * KT_STRIDE + KT_PAD, 0.0);
+            }
             s.m.clear();
             s.m.resize(nq, f32::NEG_INFINITY);
             s.l.clear();
@@ -120,6 +172,7 @@ pub fn attention(
             };
             let last_end = rows[rb - 1].pos + 1;
             let mut sc = [0f32; BLOCK_SIZE];
+            let mut sct = [[0f32; SC_LEN]; 2];
             for (bi, &blk) in blocks
                 .iter()
                 .enumerate()
@@ -134,6 +187,9 @@ pub fn attention(
                 let lo = first_start.max(base) - base;
                 let hi = last_end.min(base + BLOCK_SIZE) - base;
                 f16_to_f32(&vb[lo * hdv..hi * hdv], &mut s.v[lo * hdv..hi * hdv]);
+                if let Some(tk) = tkern {
+                    tk.transpose(kb, hd, lo, hi, &mut s.kt);
+                }
                 for r in ra..rb {
                     let end = rows[r].pos + 1;
                     let start = match window {
@@ -145,19 +201,66 @@ pub fn attention(
                     }
                     let s0 = start.max(base) - base;
                     let s1 = end.min(base + BLOCK_SIZE) - base;
-                    for h in g * group..(g + 1) * group {
-                        let qi = (r - ra) * group + (h - g * group);
-                        let qv = &q[(r * nh + h) * hd..(r * nh + h + 1) * hd];
+                    let vq = &s.v[s0 * hdv..s1 * hdv];
+                    let qv = |h: usize| &q[(r * nh + h) * hd..(r * nh + h + 1) * hd];
+                    let ov = |h: usize| {
                         // SAFETY: as above.
-                        let o = unsafe {
+                        unsafe {
                             std::slice::from_raw_parts_mut(optr.get().add((r * nh + h) * hdv), hdv)
+                        }
+                    };
+                    let (h0, h1) = (g * group, (g + 1) * group);
+                    let mut h = h0;
+                    while h < h1 {
+                        let qi = (r - ra) * group + (h - h0);
+                        let Some(tk) = tkern else {
+                            let (mut m, mut l) = (s.m[qi], s.l[qi]);
+                            let kq = &kb[s0 * hd..s1 * hd];
+                            let o = ov(h);
+                            query_block(qv(h), kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
+                            (s.m[qi], s.l[qi]) = (m, l);
+                            h += 1;
+                            continue;
                         };
-                        let (mut m, mut l) = (s.m[qi], s.l[qi]);
-                        let kq = &kb[s0 * hd..s1 * hd];
-                        let vq = &s.v[s0 * hdv..s1 * hdv];
-                        query_block(qv, kq, vq, scale, softcap, &mut m, &mut l, o, &mut sc);
-                        s.m[qi] = m;
-                        s.l[qi] = l;
+                        if h + 2 <= h1 {
+                            // Two heads of the group at once (same keys).
+                            let [sa, sb] = &mut sct;
+                            let (ma, mb) = s.m[qi..qi + 2].split_at_mut(1);
+                            let (la, lb) = s.l[qi..qi + 2].split_at_mut(1);
+                            let st = [
+                                TState {
+                                    m: &mut ma[0],
+                                    l: &mut la[0],
+                                    o: ov(h),
+                                    sc: sa,
+                                },
+                                TState {
+                                    m: &mut mb[0],
+                                    l: &mut lb[0],
+                                    o: ov(h + 1),
+                                    sc: sb,
+                                },
+                            ];
+                            tk.query_block_x2(
+                                [qv(h), qv(h + 1)],
+                                &s.kt,
+                                s0,
+                                vq,
+                                scale,
+                                softcap,
+                                st,
+                            );
+                            h += 2;
+                        } else {
+                            let st = TState {
+                                m: &mut s.m[qi],
+                                l: &mut s.l[qi],
+                                o: ov(h),
+                                sc: &mut sct[0],
+                            };
+                            tk.query_block(qv(h), &s.kt, s0, vq, scale, softcap, st);
+                            h += 1;
+                        }
                     }
                 }
             }
@@ -439,6 +542,763 @@ unsafe fn query_block_regs(
     }
 }
 
+/// Row stride of a transposed key block: `kt[d * KT_STRIDE + t]` is dimension `d` of key `t`.
+const KT_STRIDE: usize = BLOCK_SIZE;
+/// Floats after the last row of a transposed key block: the kernels read whole vectors of
+/// keys from a query's first key on (up to 31 keys past the block's end, discarded).
+const KT_PAD: usize = 32;
+/// Length of the transposed kernels' score buffer (whole vectors are stored, then trimmed).
+const SC_LEN: usize = BLOCK_SIZE + 32;
+/// Queries per task (rows of the run x query heads of the group) from which the transposed
+/// kernels are used: each key block is converted and transposed once per task, which pays for
+/// itself when several queries read it (a decode row of a small group keeps
+/// [`query_block_regs`]; both give the same bits, so batch invariance holds either way).
+const TRANSPOSED_MIN_QUERIES: usize = 8;
+
+/// The largest key head size for which the AVX2 tier uses the transposed kernel.
+const AVX2_TRANSPOSED_MAX_HD: usize = 128;
+
+/// A query's streaming-softmax state and the score buffer, for the transposed kernels.
+struct TState<'a> {
+    m: &'a mut f32,
+    l: &'a mut f32,
+    o: &'a mut [f32],
+    sc: &'a mut [f32; SC_LEN],
+}
+
+/// The transposed kernels: the task converts each key block to f32 once, transposed (F16C's
+/// conversion is exact, so the keys are the values `dot_f32_f16` multiplies), and a query's
+/// scores are computed for a vector of keys at a time: lane `t` of accumulator `j` takes the
+/// products of dimensions `16c + j` of key `t` (c = 0, 1, ...) in the same order as lane `j`
+/// of `dot_f32_f16`'s two accumulators (j < 8: the first, else the second), and the
+/// accumulators are then added with that function's reduction tree (the first accumulator
+/// plus the second, then lanes j + 4 and j, then j + 2, then j + 1) as vertical adds. Each
+/// score is therefore the same sequence of roundings with no horizontal reduction per key;
+/// the softmax and the output update are [`query_block_body`]'s operations, lane for lane.
+#[derive(Clone, Copy)]
+enum TKernel {
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl TKernel {
+    /// The kernel for the active tier and these head sizes, if there is one.
+    fn pick(hd: usize, hdv: usize) -> Option<TKernel> {
+        if !hd.is_multiple_of(16) || !hdv.is_multiple_of(8) || hd == 0 || hdv == 0 {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use hologram_kernels::simd::{self, Isa};
+            match simd::active() {
+                Isa::Avx512 => Some(TKernel::Avx512),
+                // With 8-lane vectors each multiply-add of the scores needs a key load and a
+                // query broadcast: against the per-query kernel that wins up to 128 dimensions
+                // (64: 5.9 vs 7.0 ns per query and key, 128: 12.0 vs 13.4) and loses at 256
+                // (33 vs 26).
+                Isa::Avx2 if hd <= AVX2_TRANSPOSED_MAX_HD => Some(TKernel::Avx2),
+                _ => None,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// Keys `lo..hi` of block `k` (`BLOCK_SIZE x hd` f16) -> `kt` as f32, transposed
+    /// (whole groups of 8 keys around `lo..hi` are converted).
+    fn transpose(self, k: &[f16], hd: usize, lo: usize, hi: usize, kt: &mut [f32]) {
+        assert!(
+            hd.is_multiple_of(8)
+                && lo <= hi
+                && hi <= BLOCK_SIZE
+                && k.len() >= BLOCK_SIZE * hd
+                && kt.len() >= hd * KT_STRIDE
+        );
+        match self {
+            // SAFETY: both tiers include AVX2, FMA and F16C (simd::active only returns
+            // available tiers); the sizes were checked above.
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx2 | TKernel::Avx512 => unsafe { transpose_keys_avx2(k, hd, lo, hi, kt) },
+        }
+    }
+
+    /// One query (`q`, `hd` floats) against keys `s0..s0 + n` of the transposed block `kt` and
+    /// their values `v` (`n x hdv` f32): scores, then the streaming-softmax update of `st`.
+    #[allow(clippy::too_many_arguments)]
+    fn query_block(
+        self,
+        q: &[f32],
+        kt: &[f32],
+        s0: usize,
+        v: &[f32],
+        scale: f32,
+        softcap: Option<(f32, f32)>,
+        st: TState<'_>,
+    ) {
+        let (hd, hdv) = (q.len(), st.o.len());
+        assert!(hd.is_multiple_of(16) && hdv.is_multiple_of(8) && hdv > 0);
+        let n = v.len() / hdv;
+        assert!(v.len() == n * hdv && s0 + n <= BLOCK_SIZE && kt.len() >= hd * KT_STRIDE + KT_PAD);
+        match self {
+            // SAFETY: the tier is available (simd::active only returns available tiers);
+            // sizes checked above.
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx2 => unsafe { query_block_t256(q, kt, s0, v, scale, softcap, st) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx512 => unsafe { query_block_t512(q, kt, s0, v, scale, softcap, st) },
+        }
+    }
+}
+
+impl TKernel {
+    /// [`TKernel::query_block`] for two queries with the same keys (two heads of a group,
+    /// same row); the same results as two single calls.
+    #[allow(clippy::too_many_arguments)]
+    fn query_block_x2(
+        self,
+        q: [&[f32]; 2],
+        kt: &[f32],
+        s0: usize,
+        v: &[f32],
+        scale: f32,
+        softcap: Option<(f32, f32)>,
+        st: [TState<'_>; 2],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            TKernel::Avx512 => {
+                let (hd, hdv) = (q[0].len(), st[0].o.len());
+                assert!(hd.is_multiple_of(16) && hdv.is_multiple_of(8) && hdv > 0);
+                assert!(q[1].len() == hd && st[1].o.len() == hdv);
+                let n = v.len() / hdv;
+                assert!(
+                    v.len() == n * hdv
+                        && s0 + n <= BLOCK_SIZE
+                        && kt.len() >= hd * KT_STRIDE + KT_PAD
+                );
+                // SAFETY: the tier is available (simd::active only returns available
+                // tiers); sizes checked above.
+                unsafe { query_block_t512_x2(q, kt, s0, v, scale, softcap, st) }
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                let [a, b] = st;
+                self.query_block(q[0], kt, s0, v, scale, softcap, a);
+                self.query_block(q[1], kt, s0, v, scale, softcap, b);
+            }
+        }
+    }
+}
+
+/// See [`TKernel::transpose`].
+///
+/// # Safety
+/// AVX2 and F16C must be available; `hd` a multiple of 8, `lo <= hi <= BLOCK_SIZE`,
+/// `k.len() >= BLOCK_SIZE * hd`, `kt.len() >= hd * KT_STRIDE`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose_keys_avx2(k: &[f16], hd: usize, lo: usize, hi: usize, kt: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut t0 = lo & !7;
+    while t0 < hi {
+        let mut d = 0;
+        while d + 8 <= hd {
+            // SAFETY: t0 is a multiple of 8 below hi <= BLOCK_SIZE (a multiple of 8), so
+            // rows t0..t0 + 8 are inside k; d + 8 <= hd; the stores go to rows d..d + 8 of kt,
+            // columns t0..t0 + 8 <= KT_STRIDE.
+            unsafe {
+                let kp = k.as_ptr().add(t0 * hd + d);
+                let r: [__m256; 8] = std::array::from_fn(|i| {
+                    _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i * hd) as *const __m128i))
+                });
+                let t: [__m256; 8] = [
+                    _mm256_unpacklo_ps(r[0], r[1]),
+                    _mm256_unpackhi_ps(r[0], r[1]),
+                    _mm256_unpacklo_ps(r[2], r[3]),
+                    _mm256_unpackhi_ps(r[2], r[3]),
+                    _mm256_unpacklo_ps(r[4], r[5]),
+                    _mm256_unpackhi_ps(r[4], r[5]),
+                    _mm256_unpacklo_ps(r[6], r[7]),
+                    _mm256_unpackhi_ps(r[6], r[7]),
+                ];
+                let u: [__m256; 8] = [
+                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0xee>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0xee>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0xee>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                    _mm256_shuffle_ps::<0xee>(t[5], t[7]),
+                ];
+                let op = kt.as_mut_ptr().add(d * KT_STRIDE + t0);
+                for i in 0..4 {
+                    let lo4 = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+                    let hi4 = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
+                    _mm256_storeu_ps(op.add(i * KT_STRIDE), lo4);
+                    _mm256_storeu_ps(op.add((i + 4) * KT_STRIDE), hi4);
+                }
+            }
+            d += 8;
+        }
+        t0 += 8;
+    }
+}
+
+/// The first half of the softmax part of a transposed kernel, once `st.sc[..n]` holds the
+/// scaled scores: soft cap, block max and running-max correction of `st.l` and `st.m`, as in
+/// [`query_block_body`]. Returns the correction factor to apply to the output, if any; the
+/// exponentials and the sum follow ([`softmax_update`]).
+///
+/// # Safety
+/// AVX2 must be available; `n <= BLOCK_SIZE`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn softmax_max(n: usize, softcap: Option<(f32, f32)>, st: &mut TState<'_>) -> Option<f32> {
+    use std::arch::x86_64::*;
+    if let Some((cap, inv)) = softcap {
+        for x in st.sc.iter_mut().take(n) {
+            *x = (*x * inv).tanh() * cap;
+        }
+    }
+    // The block max, 8 lanes at a time over the scores padded with -inf. maxps returns its
+    // second operand when either is NaN, so NaN scores are skipped as `f32::max` skips them,
+    // and the max of the remaining values is exact in any order; only the sign of a zero
+    // maximum could differ, so that case takes the sequential loop.
+    st.sc[n..n.next_multiple_of(8)].fill(f32::NEG_INFINITY);
+    // SAFETY: register operations and loads inside sc (n.next_multiple_of(8) <= SC_LEN).
+    let mut bmax = unsafe {
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut t = 0;
+        while t < n {
+            acc = _mm256_max_ps(_mm256_loadu_ps(st.sc.as_ptr().add(t)), acc);
+            t += 8;
+        }
+        let m4 = _mm_max_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)))
+    };
+    if bmax == 0.0 {
+        bmax = f32::NEG_INFINITY;
+        for &x in st.sc.iter().take(n) {
+            bmax = bmax.max(x);
+        }
+    }
+    let m = *st.m;
+    let m_new = m.max(bmax);
+    let corr = if m != f32::NEG_INFINITY && m_new > m {
+        Some((m - m_new).exp())
+    } else {
+        None
+    };
+    if let Some(c) = corr {
+        *st.l *= c;
+    }
+    *st.m = m_new;
+    corr
+}
+
+/// The softmax part of a transposed kernel for one query: [`softmax_max`], the exponentials
+/// (`x512`: 8 lanes with AVX-512F, else 4) and the sum.
+///
+/// # Safety
+/// AVX2 and FMA (and AVX-512F when `x512`) must be available; `n <= BLOCK_SIZE`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn softmax_update(
+    n: usize,
+    softcap: Option<(f32, f32)>,
+    st: &mut TState<'_>,
+    x512: bool,
+) -> Option<f32> {
+    // SAFETY: this function's contract.
+    unsafe {
+        let corr = softmax_max(n, softcap, st);
+        exp_block(&mut st.sc[..n], *st.m, x512);
+        let mut l = *st.l;
+        for &p in st.sc.iter().take(n) {
+            l += p;
+        }
+        *st.l = l;
+        corr
+    }
+}
+
+/// `x[i] = expf(x[i] - m)` with [`exp_shifted_avx512`] or [`exp_shifted_avx2`].
+///
+/// # Safety
+/// AVX2 and FMA (and AVX-512F when `x512`) must be available.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn exp_block(x: &mut [f32], m: f32, x512: bool) {
+    // SAFETY: this function's contract.
+    unsafe {
+        if x512 {
+            exp_shifted_avx512(x, m)
+        } else {
+            exp_shifted_avx2(x, m)
+        }
+    }
+}
+
+/// Output lanes `0..8 * R` of `op`: times `corr`, then `+= p_t * v_t` for every key `t` in
+/// order (`vp` rows of `hdv`), the lanes held in R registers.
+///
+/// # Safety
+/// AVX and FMA must be available; `8 * R` lanes inside the output row and every value row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn out_ymm<const R: usize>(
+    op: *mut f32,
+    vp: *const f32,
+    hdv: usize,
+    p: &[f32],
+    corr: Option<f32>,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r: [__m256; R] = std::array::from_fn(|j| _mm256_loadu_ps(op.add(8 * j)));
+        if let Some(c) = corr {
+            let vc = _mm256_set1_ps(c);
+            r.iter_mut().for_each(|rj| *rj = _mm256_mul_ps(*rj, vc));
+        }
+        for (t, &pt) in p.iter().enumerate() {
+            let vpp = _mm256_set1_ps(pt);
+            let row = vp.add(t * hdv);
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj = _mm256_fmadd_ps(vpp, _mm256_loadu_ps(row.add(8 * j)), *rj);
+            }
+        }
+        for (j, rj) in r.iter().enumerate() {
+            _mm256_storeu_ps(op.add(8 * j), *rj);
+        }
+    }
+}
+
+/// [`out_ymm`] with 16-lane registers (`16 * R` lanes).
+///
+/// # Safety
+/// AVX-512F must be available; `16 * R` lanes inside the output row and every value row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn out_zmm<const R: usize>(
+    op: *mut f32,
+    vp: *const f32,
+    hdv: usize,
+    p: &[f32],
+    corr: Option<f32>,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(op.add(16 * j)));
+        if let Some(c) = corr {
+            let vc = _mm512_set1_ps(c);
+            r.iter_mut().for_each(|rj| *rj = _mm512_mul_ps(*rj, vc));
+        }
+        for (t, &pt) in p.iter().enumerate() {
+            let vpp = _mm512_set1_ps(pt);
+            let row = vp.add(t * hdv);
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj = _mm512_fmadd_ps(vpp, _mm512_loadu_ps(row.add(16 * j)), *rj);
+            }
+        }
+        for (j, rj) in r.iter().enumerate() {
+            _mm512_storeu_ps(op.add(16 * j), *rj);
+        }
+    }
+}
+
+/// Scores of 8 keys: `sp[0..8]` = scale x (q . key t) for the keys whose transposed
+/// dimensions start at `kp` (see [`TKernel`] for the order of the operations).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `hd` a multiple of 16; `qp[..hd]`, `kp[d * KT_STRIDE..+8]`
+/// for d < hd and `sp[..8]` valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_ymm(
+    qp: *const f32,
+    hd: usize,
+    kp: *const f32,
+    scale: std::arch::x86_64::__m256,
+    sp: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [_mm256_setzero_ps(); 8];
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            let mut c = 8 * h;
+            while c < hd {
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(*qp.add(c + j));
+                    *aj = _mm256_fmadd_ps(x, _mm256_loadu_ps(kp.add((c + j) * KT_STRIDE)), *aj);
+                }
+                c += 16;
+            }
+            for (aj, accj) in a.iter_mut().zip(acc) {
+                *aj = if h == 0 {
+                    accj
+                } else {
+                    _mm256_add_ps(*aj, accj)
+                };
+            }
+        }
+        let s4: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(a[j + 4], a[j]));
+        let s2 = [_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3])];
+        _mm256_storeu_ps(sp, _mm256_mul_ps(_mm256_add_ps(s2[0], s2[1]), scale));
+    }
+}
+
+/// Scores of `16 * NV` keys with 16-lane registers (see [`scores_ymm`]).
+///
+/// # Safety
+/// AVX-512F must be available; `hd` a multiple of 16; `qp[..hd]`,
+/// `kp[d * KT_STRIDE..+16 * NV]` for d < hd and `sp[..16 * NV]` valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_zmm<const NV: usize>(
+    qp: *const f32,
+    hd: usize,
+    kp: *const f32,
+    scale: std::arch::x86_64::__m512,
+    sp: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [[_mm512_setzero_ps(); NV]; 8];
+        for h in 0..2 {
+            let mut acc = [[_mm512_setzero_ps(); NV]; 8];
+            let mut c = 8 * h;
+            while c < hd {
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*qp.add(c + j));
+                    let row = kp.add((c + j) * KT_STRIDE);
+                    for (u, aju) in aj.iter_mut().enumerate() {
+                        *aju = _mm512_fmadd_ps(x, _mm512_loadu_ps(row.add(16 * u)), *aju);
+                    }
+                }
+                c += 16;
+            }
+            for (aj, accj) in a.iter_mut().zip(acc) {
+                for (aju, accju) in aj.iter_mut().zip(accj) {
+                    *aju = if h == 0 {
+                        accju
+                    } else {
+                        _mm512_add_ps(*aju, accju)
+                    };
+                }
+            }
+        }
+        #[allow(clippy::needless_range_loop)]
+        for u in 0..NV {
+            let s4: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(a[j + 4][u], a[j][u]));
+            let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
+            let s = _mm512_add_ps(s2[0], s2[1]);
+            _mm512_storeu_ps(sp.add(16 * u), _mm512_mul_ps(s, scale));
+        }
+    }
+}
+
+/// The AVX2 transposed kernel (see [`TKernel::query_block`]).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; the sizes [`TKernel::query_block`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn query_block_t256(
+    q: &[f32],
+    kt: &[f32],
+    s0: usize,
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    mut st: TState<'_>,
+) {
+    use std::arch::x86_64::*;
+    let (hd, hdv) = (q.len(), st.o.len());
+    let n = v.len() / hdv;
+    let vs = _mm256_set1_ps(scale);
+    let mut g = 0;
+    while g < n {
+        // SAFETY: keys s0 + g..s0 + g + 8 < s0 + n + 8 <= BLOCK_SIZE + 8 of every row of kt
+        // (KT_PAD covers the last row); g + 8 <= SC_LEN.
+        unsafe {
+            scores_ymm(
+                q.as_ptr(),
+                hd,
+                kt.as_ptr().add(s0 + g),
+                vs,
+                st.sc.as_mut_ptr().add(g),
+            )
+        };
+        g += 8;
+    }
+    // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
+    let corr = unsafe { softmax_update(n, softcap, &mut st, false) };
+    let (op, vp) = (st.o.as_mut_ptr(), v.as_ptr());
+    let p = &st.sc[..n];
+    let mut c0 = 0;
+    while c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv bounds the output row and the n value rows.
+        unsafe { out_ymm::<8>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 64;
+    }
+    while c0 + 8 <= hdv {
+        // SAFETY: c0 + 8 <= hdv, as above.
+        unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 8;
+    }
+}
+
+/// The AVX-512 transposed kernel (see [`TKernel::query_block`]): the same operations as
+/// [`query_block_t256`] on 16-lane registers.
+///
+/// # Safety
+/// AVX-512F, AVX2, FMA and F16C must be available; the sizes [`TKernel::query_block`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn query_block_t512(
+    q: &[f32],
+    kt: &[f32],
+    s0: usize,
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    mut st: TState<'_>,
+) {
+    use std::arch::x86_64::*;
+    let (hd, hdv) = (q.len(), st.o.len());
+    let n = v.len() / hdv;
+    let vs = _mm512_set1_ps(scale);
+    let (qp, sp) = (q.as_ptr(), st.sc.as_mut_ptr());
+    // SAFETY: keys s0..s0 + 32 (or + 16) of every row of kt: s0 + 32 <= BLOCK_SIZE + 31
+    // (KT_PAD covers the last row); scores 0..32 <= SC_LEN.
+    unsafe {
+        let kp = kt.as_ptr().add(s0);
+        if n > 16 {
+            scores_zmm::<2>(qp, hd, kp, vs, sp);
+        } else if n > 0 {
+            scores_zmm::<1>(qp, hd, kp, vs, sp);
+        }
+    }
+    // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
+    let corr = unsafe { softmax_update(n, softcap, &mut st, true) };
+    let (op, vp) = (st.o.as_mut_ptr(), v.as_ptr());
+    let p = &st.sc[..n];
+    let mut c0 = 0;
+    while c0 + 128 <= hdv {
+        // SAFETY: c0 + 128 <= hdv bounds the output row and the n value rows.
+        unsafe { out_zmm::<8>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 128;
+    }
+    if c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv, as above.
+        unsafe { out_zmm::<4>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 64;
+    }
+    while c0 + 16 <= hdv {
+        // SAFETY: c0 + 16 <= hdv, as above.
+        unsafe { out_zmm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        c0 += 16;
+    }
+    if c0 + 8 <= hdv {
+        // SAFETY: c0 + 8 <= hdv, as above.
+        unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+    }
+}
+
+/// Scores of 16 keys for two queries at once (each key vector loaded once for both); per
+/// query the operations of [`scores_zmm`].
+///
+/// # Safety
+/// AVX-512F must be available; `hd` a multiple of 16; `qp[i][..hd]`,
+/// `kp[d * KT_STRIDE..+16]` for d < hd and `sp[i][..16]` valid.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scores_zmm_x2(
+    qp: [*const f32; 2],
+    hd: usize,
+    kp: *const f32,
+    scale: std::arch::x86_64::__m512,
+    sp: [*mut f32; 2],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut a = [[_mm512_setzero_ps(); 2]; 8];
+        for h in 0..2 {
+            let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+            let mut c = 8 * h;
+            while c < hd {
+                for (j, aj) in acc.iter_mut().enumerate() {
+                    let kv = _mm512_loadu_ps(kp.add((c + j) * KT_STRIDE));
+                    for (u, aju) in aj.iter_mut().enumerate() {
+                        *aju = _mm512_fmadd_ps(_mm512_set1_ps(*qp[u].add(c + j)), kv, *aju);
+                    }
+                }
+                c += 16;
+            }
+            for (aj, accj) in a.iter_mut().zip(acc) {
+                for (aju, accju) in aj.iter_mut().zip(accj) {
+                    *aju = if h == 0 {
+                        accju
+                    } else {
+                        _mm512_add_ps(*aju, accju)
+                    };
+                }
+            }
+        }
+        for u in 0..2 {
+            let s4: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(a[j + 4][u], a[j][u]));
+            let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
+            let s = _mm512_add_ps(s2[0], s2[1]);
+            _mm512_storeu_ps(sp[u], _mm512_mul_ps(s, scale));
+        }
+    }
+}
+
+/// [`out_zmm`] for two queries at once: each value vector is loaded once for both, and the
+/// two queries' lanes are independent chains of fused multiply-adds. With `SUM`, also
+/// `l[i] += p[i][t]` for every key in order (the softmax sum: a chain of dependent adds, as
+/// long per key as the multiply-add chains it runs alongside).
+///
+/// # Safety
+/// AVX-512F must be available; `16 * R` lanes inside both output rows and every value row;
+/// `p[i]` holds the value rows' weights for query i (the same count for both).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn out_zmm_x2<const R: usize, const SUM: bool>(
+    op: [*mut f32; 2],
+    vp: *const f32,
+    hdv: usize,
+    p: [&[f32]; 2],
+    corr: [Option<f32>; 2],
+    l: &mut [f32; 2],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut r: [[__m512; R]; 2] =
+            std::array::from_fn(|u| std::array::from_fn(|j| _mm512_loadu_ps(op[u].add(16 * j))));
+        for (ru, cu) in r.iter_mut().zip(corr) {
+            if let Some(c) = cu {
+                let vc = _mm512_set1_ps(c);
+                ru.iter_mut().for_each(|rj| *rj = _mm512_mul_ps(*rj, vc));
+            }
+        }
+        let n = p[0].len().min(p[1].len());
+        for t in 0..n {
+            let row = vp.add(t * hdv);
+            let vr: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(row.add(16 * j)));
+            if SUM {
+                l[0] += *p[0].get_unchecked(t);
+                l[1] += *p[1].get_unchecked(t);
+            }
+            for (ru, pu) in r.iter_mut().zip(p) {
+                let vpp = _mm512_set1_ps(*pu.get_unchecked(t));
+                for (rj, vj) in ru.iter_mut().zip(vr) {
+                    *rj = _mm512_fmadd_ps(vpp, vj, *rj);
+                }
+            }
+        }
+        for (ru, opu) in r.iter().zip(op) {
+            for (j, rj) in ru.iter().enumerate() {
+                _mm512_storeu_ps(opu.add(16 * j), *rj);
+            }
+        }
+    }
+}
+
+/// [`query_block_t512`] for two queries with the same keys (two heads of a group, same row):
+/// each key and value vector is loaded once for both, and the two queries' dependency chains
+/// (output lanes, the sum) interleave. Per query, the same operations in the same order.
+///
+/// # Safety
+/// As [`query_block_t512`], for both queries (same head sizes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn query_block_t512_x2(
+    q: [&[f32]; 2],
+    kt: &[f32],
+    s0: usize,
+    v: &[f32],
+    scale: f32,
+    softcap: Option<(f32, f32)>,
+    st: [TState<'_>; 2],
+) {
+    use std::arch::x86_64::*;
+    let [mut sa, mut sb] = st;
+    let (hd, hdv) = (q[0].len(), sa.o.len());
+    let n = v.len() / hdv;
+    let vs = _mm512_set1_ps(scale);
+    let qp = [q[0].as_ptr(), q[1].as_ptr()];
+    let mut g = 0;
+    while g < n {
+        // SAFETY: keys s0 + g..s0 + g + 16 of every row of kt: s0 + g + 16 <= BLOCK_SIZE + 15
+        // (KT_PAD covers the last row); scores g..g + 16 <= SC_LEN.
+        unsafe {
+            let sp = [sa.sc.as_mut_ptr().add(g), sb.sc.as_mut_ptr().add(g)];
+            scores_zmm_x2(qp, hd, kt.as_ptr().add(s0 + g), vs, sp);
+        }
+        g += 16;
+    }
+    // SAFETY: AVX-512F, AVX2 and FMA are available; n <= BLOCK_SIZE.
+    let corr = unsafe {
+        let ca = softmax_max(n, softcap, &mut sa);
+        let cb = softmax_max(n, softcap, &mut sb);
+        exp_shifted_avx512(&mut sa.sc[..n], *sa.m);
+        exp_shifted_avx512(&mut sb.sc[..n], *sb.m);
+        [ca, cb]
+    };
+    // The sums run inside the first output chunk (the same adds in the same order).
+    let mut l = [*sa.l, *sb.l];
+    let op = [sa.o.as_mut_ptr(), sb.o.as_mut_ptr()];
+    let vp = v.as_ptr();
+    let p = [&sa.sc[..n], &sb.sc[..n]];
+    let at = |c0: usize| [op[0].wrapping_add(c0), op[1].wrapping_add(c0)];
+    let mut c0 = 0;
+    if hdv >= 64 {
+        // SAFETY: 64 <= hdv bounds both output rows and the n value rows.
+        unsafe { out_zmm_x2::<4, true>(at(0), vp, hdv, p, corr, &mut l) };
+        c0 = 64;
+    } else if hdv >= 16 {
+        // SAFETY: 16 <= hdv, as above.
+        unsafe { out_zmm_x2::<1, true>(at(0), vp, hdv, p, corr, &mut l) };
+        c0 = 16;
+    } else {
+        for (lu, pu) in l.iter_mut().zip(p) {
+            for &pt in pu {
+                *lu += pt;
+            }
+        }
+    }
+    (*sa.l, *sb.l) = (l[0], l[1]);
+    while c0 + 64 <= hdv {
+        // SAFETY: c0 + 64 <= hdv bounds both output rows and the n value rows.
+        unsafe { out_zmm_x2::<4, false>(at(c0), vp.add(c0), hdv, p, corr, &mut l) };
+        c0 += 64;
+    }
+    while c0 + 16 <= hdv {
+        // SAFETY: c0 + 16 <= hdv, as above.
+        unsafe { out_zmm_x2::<1, false>(at(c0), vp.add(c0), hdv, p, corr, &mut l) };
+        c0 += 16;
+    }
+    if c0 + 8 <= hdv {
+        for u in 0..2 {
+            // SAFETY: c0 + 8 <= hdv, as above.
+            unsafe { out_ymm::<1>(op[u].add(c0), vp.add(c0), hdv, p[u], corr[u]) };
+        }
+    }
+}
+
 /// glibc's `expf` table: `2^(i/32)` as f64 bits, less `i << 47` (the exponent adjustment
 /// the algorithm adds back), for i in 0..32.
 #[cfg(target_arch = "x86_64")]
@@ -535,6 +1395,68 @@ unsafe fn exp_shifted_avx2(x: &mut [f32], m: f32) {
     }
 }
 
+/// [`exp_shifted_avx2`] with 8 lanes per step, the table lookup done with two-table permutes
+/// of the 32 entries held in registers instead of a gather (the same entries, so the same
+/// bits).
+///
+/// # Safety
+/// AVX-512F, AVX2 and FMA must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_shifted_avx512(x: &mut [f32], m: f32) {
+    use std::arch::x86_64::*;
+    let inv_ln2_n = _mm512_set1_pd(f64::from_bits(0x40471547652b82fe));
+    let shift = _mm512_set1_pd(f64::from_bits(0x4338000000000000));
+    let c0 = _mm512_set1_pd(f64::from_bits(0x3ebc6af84b912394));
+    let c1 = _mm512_set1_pd(f64::from_bits(0x3f2ebfce50fac4f3));
+    let c2 = _mm512_set1_pd(f64::from_bits(0x3f962e42ff0c52d6));
+    let one = _mm512_set1_pd(1.0);
+    let vm = _mm256_set1_ps(m);
+    let limit = _mm256_set1_epi32(0x42a);
+    let mask = _mm256_set1_epi32(0x7ff);
+    // SAFETY: EXP2F_TAB holds 32 u64s: four unaligned 8-lane loads.
+    let tab: [__m512i; 4] = std::array::from_fn(|i| unsafe {
+        _mm512_loadu_si512(EXP2F_TAB.as_ptr().add(8 * i) as *const __m512i)
+    });
+    let idx_mask = _mm512_set1_epi64(31);
+    let bit4 = _mm512_set1_epi64(16);
+    let mut i = 0;
+    while i + 8 <= x.len() {
+        // SAFETY: i + 8 <= x.len(); unaligned load and store.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            let xs = _mm256_sub_ps(_mm256_loadu_ps(p), vm);
+            let abstop = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(xs), 20), mask);
+            if _mm256_movemask_epi8(_mm256_cmpgt_epi32(abstop, limit)) != 0 {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), xs);
+                for (j, v) in lanes.iter().enumerate() {
+                    *p.add(j) = v.exp();
+                }
+            } else {
+                let xd = _mm512_cvtps_pd(xs);
+                let kd = _mm512_fmadd_pd(inv_ln2_n, xd, shift);
+                let ki = _mm512_castpd_si512(kd);
+                let kd = _mm512_sub_pd(kd, shift);
+                let r = _mm512_fmsub_pd(inv_ln2_n, xd, kd);
+                let idx = _mm512_and_si512(ki, idx_mask);
+                let lo = _mm512_permutex2var_epi64(tab[0], idx, tab[1]);
+                let hi = _mm512_permutex2var_epi64(tab[2], idx, tab[3]);
+                let t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(idx, bit4), lo, hi);
+                let s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64::<47>(ki)));
+                let z = _mm512_fmadd_pd(r, c0, c1);
+                let r2 = _mm512_mul_pd(r, r);
+                let y = _mm512_fmadd_pd(r, c2, one);
+                let y = _mm512_fmadd_pd(z, r2, y);
+                _mm256_storeu_ps(p, _mm512_cvtpd_ps(_mm512_mul_pd(y, s)));
+            }
+        }
+        i += 8;
+    }
+    // SAFETY: AVX2 and FMA are available.
+    unsafe { exp_shifted_avx2(&mut x[i..], m) };
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     use std::sync::OnceLock;
@@ -593,6 +1515,25 @@ mod tests {
         // SAFETY: as above.
         unsafe { exp_shifted_avx2(&mut nan, 0.0) };
         assert!(nan.iter().all(|v| v.is_nan()));
+        if !hologram_kernels::simd::Isa::Avx512.is_available() {
+            return;
+        }
+        // The 8-lane version, with lengths that leave 4- and 1-lane tails.
+        for m in [0.0f32, 3.5, -7.25] {
+            for len in [xs.len(), xs.len() - 3, xs.len() - 5] {
+                let want: Vec<f32> = xs[..len].iter().map(|&x| (x - m).exp()).collect();
+                let mut got = xs[..len].to_vec();
+                // SAFETY: the AVX-512 tier includes AVX-512F, AVX2 and FMA.
+                unsafe { exp_shifted_avx512(&mut got, m) };
+                for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "x {} m {m}", xs[k]);
+                }
+            }
+        }
+        let mut nan = vec![f32::NAN; 13];
+        // SAFETY: as above.
+        unsafe { exp_shifted_avx512(&mut nan, 0.0) };
+        assert!(nan.iter().all(|v| v.is_nan()));
     }
 
     /// The register-resident kernel gives the generic kernel's bits, over two blocks (so the
@@ -642,6 +1583,197 @@ mod tests {
                             assert_eq!(a.to_bits(), b.to_bits(), "hd {hd} hdv {hdv} n {n}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Every tier's transposed kernels (one query, two queries) give the generic kernel's
+    /// bits: head sizes of the supported models and odd ones, key counts 1 to a whole block
+    /// at several offsets in the block, with and without a soft cap, over three blocks (so
+    /// the running-max correction runs); the transposed buffer and the score buffers start
+    /// out as NaN, so a lane read outside a query's keys would show.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transposed_kernels_match_generic_bitwise() {
+        use hologram_kernels::simd::Isa;
+        let mut kernels = Vec::new();
+        if Isa::Avx2.is_available() {
+            kernels.push(TKernel::Avx2);
+        }
+        if Isa::Avx512.is_available() {
+            kernels.push(TKernel::Avx512);
+        }
+        /// m, l and o of one query.
+        struct Q {
+            m: f32,
+            l: f32,
+            o: Vec<f32>,
+        }
+        let new = |hdv: usize| Q {
+            m: f32::NEG_INFINITY,
+            l: 0.0,
+            o: vec![0.0; hdv],
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for tk in kernels {
+            for &(hd, hdv) in &[
+                (64usize, 64usize),
+                (128, 128),
+                (256, 256),
+                (16, 8),
+                (80, 72),
+                (48, 200),
+            ] {
+                for &n in &[1usize, 2, 7, 8, 9, 16, 17, 24, BLOCK_SIZE] {
+                    for s0 in [0, (BLOCK_SIZE - n) / 2, BLOCK_SIZE - n] {
+                        for softcap in [None, Some((50.0f32, 1.0 / 50.0))] {
+                            let qs = [fill(&mut seed, hd), fill(&mut seed, hd)];
+                            // Per query: generic, transposed alone, transposed in a pair.
+                            let mut st: Vec<[Q; 3]> =
+                                (0..2).map(|_| [new(hdv), new(hdv), new(hdv)]).collect();
+                            let mut sc = [0f32; BLOCK_SIZE];
+                            let mut sct = [[f32::NAN; SC_LEN]; 2];
+                            let mut kt = vec![f32::NAN; hd * KT_STRIDE + KT_PAD];
+                            for blk in 0..3 {
+                                let gain = 1.0 + blk as f32;
+                                let k: Vec<f16> = fill(&mut seed, BLOCK_SIZE * hd)
+                                    .into_iter()
+                                    .map(|x| f16::from_f32(x * 4.0 * gain))
+                                    .collect();
+                                let v = fill(&mut seed, BLOCK_SIZE * hdv);
+                                let (kq, vq) =
+                                    (&k[s0 * hd..(s0 + n) * hd], &v[s0 * hdv..(s0 + n) * hdv]);
+                                tk.transpose(&k, hd, s0, s0 + n, &mut kt);
+                                for (qv, [g, t1, _]) in qs.iter().zip(st.iter_mut()) {
+                                    query_block_body(
+                                        qv, kq, vq, 0.125, softcap, &mut g.m, &mut g.l, &mut g.o,
+                                        &mut sc,
+                                    );
+                                    let one = TState {
+                                        m: &mut t1.m,
+                                        l: &mut t1.l,
+                                        o: &mut t1.o,
+                                        sc: &mut sct[0],
+                                    };
+                                    tk.query_block(qv, &kt, s0, vq, 0.125, softcap, one);
+                                }
+                                let (s_a, s_b) = st.split_at_mut(1);
+                                let (pa, pb) = (&mut s_a[0][2], &mut s_b[0][2]);
+                                let [sa, sb] = &mut sct;
+                                let pair = [
+                                    TState {
+                                        m: &mut pa.m,
+                                        l: &mut pa.l,
+                                        o: &mut pa.o,
+                                        sc: sa,
+                                    },
+                                    TState {
+                                        m: &mut pb.m,
+                                        l: &mut pb.l,
+                                        o: &mut pb.o,
+                                        sc: sb,
+                                    },
+                                ];
+                                let qp = [&qs[0][..], &qs[1][..]];
+                                tk.query_block_x2(qp, &kt, s0, vq, 0.125, softcap, pair);
+                                for [g, t1, t2] in &st {
+                                    for t in [t1, t2] {
+                                        let what = format!("hd {hd} hdv {hdv} n {n} s0 {s0}");
+                                        assert_eq!(g.m.to_bits(), t.m.to_bits(), "{what}");
+                                        assert_eq!(g.l.to_bits(), t.l.to_bits(), "{what}");
+                                        for (a, b) in g.o.iter().zip(&t.o) {
+                                            assert_eq!(a.to_bits(), b.to_bits(), "{what}");
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The transposition puts dimension d of key t at `kt[d * KT_STRIDE + t]` for the keys
+    /// asked for (and leaves rows of other dimensions alone).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose_places_every_key() {
+        use hologram_kernels::simd::Isa;
+        if !Isa::Avx2.is_available() {
+            return;
+        }
+        let mut seed = 0x1357_9bdf_2468_ace0u64;
+        for hd in [8usize, 64, 72] {
+            let k: Vec<f16> = fill(&mut seed, BLOCK_SIZE * hd)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            for (lo, hi) in [(0, BLOCK_SIZE), (3, 5), (7, 9), (13, 32), (31, 32), (0, 1)] {
+                let mut kt = vec![f32::NAN; hd * KT_STRIDE + KT_PAD];
+                TKernel::Avx2.transpose(&k, hd, lo, hi, &mut kt);
+                for t in lo..hi {
+                    for d in 0..hd {
+                        assert_eq!(
+                            kt[d * KT_STRIDE + t].to_bits(),
+                            k[t * hd + d].to_f32().to_bits()
+                        );
+                    }
+                }
+                assert!(kt[hd * KT_STRIDE..].iter().all(|x| x.is_nan()));
+            }
+        }
+    }
+
+    /// The whole attention: a prompt in one call (runs of up to 32 rows: the transposed
+    /// kernels where the tier has them) gives the bits of the same rows one call each (a
+    /// single row of a group below `TRANSPOSED_MIN_QUERIES` heads: the per-query kernel), for
+    /// even and odd groups, several head sizes, a sliding window and a soft cap, and prompts
+    /// that end inside a block.
+    #[test]
+    fn prompt_matches_row_by_row_bitwise() {
+        use crate::kv::KvPool;
+        let pool = Pool::new(2).expect("pool");
+        let mut seed = 0x0bad_5eed_1234_5678u64;
+        for &(hd, hdv, nh, nkv, window, softcap) in &[
+            (64usize, 64usize, 8usize, 2usize, None, None),
+            (64, 64, 9, 3, None, None),
+            (256, 256, 4, 1, Some(45usize), Some(50.0f32)),
+            (128, 128, 6, 2, Some(33), None),
+            (80, 72, 5, 1, None, Some(30.0)),
+        ] {
+            assert!(nh / nkv < TRANSPOSED_MIN_QUERIES);
+            let n = 101;
+            let mut kv = KvPool::new(1, nkv, hd, hdv, 128, 1, 128).expect("kv");
+            let seq = kv.seq_new().expect("seq");
+            kv.seq_append(seq, n).expect("append");
+            for pos in 0..n {
+                let k: Vec<f32> = fill(&mut seed, nkv * hd).iter().map(|x| x * 3.0).collect();
+                let v = fill(&mut seed, nkv * hdv);
+                kv.write(0, seq, pos, &k, &v);
+            }
+            let rows: Vec<Row> = (0..n).map(|pos| Row { seq, pos, token: 0 }).collect();
+            let q = fill(&mut seed, n * nh * hd);
+            let shape = Shape { hd, hdv, nh, nkv };
+            let softcap = softcap.map(|c| (c, 1.0 / c));
+            let mut all = vec![0f32; n * nh * hdv];
+            attention_rows(
+                shape, 0.125, softcap, window, &kv, 0, &rows, &q, &mut all, &pool,
+            );
+            for (r, row) in rows.iter().enumerate() {
+                let mut one = vec![0f32; nh * hdv];
+                let qr = &q[r * nh * hd..(r + 1) * nh * hd];
+                let rr = std::slice::from_ref(row);
+                attention_rows(
+                    shape, 0.125, softcap, window, &kv, 0, rr, qr, &mut one, &pool,
+                );
+                for (a, b) in all[r * nh * hdv..(r + 1) * nh * hdv].iter().zip(&one) {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "hd {hd} nh {nh} nkv {nkv} row {r}"
+                    );
                 }
             }
         }
