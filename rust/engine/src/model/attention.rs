@@ -844,165 +844,182 @@ unsafe fn exp_block(x: &mut [f32], m: f32, x512: bool) {
     }
 }
 
-/// Output lanes `0..8 * R` of `op`: times `corr`, then `+= p_t * v_t` for every key `t` in
+/// The f32 vector operations the transposed kernels use, for 8-lane (AVX) and 16-lane
+/// (AVX-512F) registers: one body of each kernel serves both widths.
+///
+/// # Safety
+/// Every method is an intrinsic of its width: callable only where that width is enabled (the
+/// kernels are inlined into `#[target_feature]` functions); pointers valid for `N` values.
+#[cfg(target_arch = "x86_64")]
+trait Lanes {
+    type V: Copy;
+    const N: usize;
+    unsafe fn zero() -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+/// 8 lanes (AVX + FMA).
+#[cfg(target_arch = "x86_64")]
+struct Ymm;
+/// 16 lanes (AVX-512F).
+#[cfg(target_arch = "x86_64")]
+struct Zmm;
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! impl_lanes {
+    ($t:ty, $v:ty, $n:expr, $zero:ident, $load:ident, $store:ident, $set1:ident, $add:ident,
+     $mul:ident, $fmadd:ident) => {
+        impl Lanes for $t {
+            type V = $v;
+            const N: usize = $n;
+            #[inline(always)]
+            unsafe fn zero() -> $v {
+                // SAFETY: the trait's contract (the width is enabled).
+                unsafe { std::arch::x86_64::$zero() }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> $v {
+                // SAFETY: the trait's contract (N readable values).
+                unsafe { std::arch::x86_64::$load(p) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: $v) {
+                // SAFETY: the trait's contract (N writable values).
+                unsafe { std::arch::x86_64::$store(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> $v {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$set1(x) }
+            }
+            #[inline(always)]
+            unsafe fn add(a: $v, b: $v) -> $v {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$add(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn mul(a: $v, b: $v) -> $v {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$mul(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn fmadd(a: $v, b: $v, c: $v) -> $v {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$fmadd(a, b, c) }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+impl_lanes!(
+    Ymm,
+    std::arch::x86_64::__m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_add_ps,
+    _mm256_mul_ps,
+    _mm256_fmadd_ps
+);
+#[cfg(target_arch = "x86_64")]
+impl_lanes!(
+    Zmm,
+    std::arch::x86_64::__m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_add_ps,
+    _mm512_mul_ps,
+    _mm512_fmadd_ps
+);
+
+/// Output lanes `0..L::N * R` of `op`: times `corr`, then `+= p_t * v_t` for every key `t` in
 /// order (`vp` rows of `hdv`), the lanes held in R registers.
 ///
 /// # Safety
-/// AVX and FMA must be available; `8 * R` lanes inside the output row and every value row.
+/// `L`'s width must be enabled; `L::N * R` lanes inside the output row and every value row.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn out_ymm<const R: usize>(
+unsafe fn out_vec<L: Lanes, const R: usize>(
     op: *mut f32,
     vp: *const f32,
     hdv: usize,
     p: &[f32],
     corr: Option<f32>,
 ) {
-    use std::arch::x86_64::*;
     // SAFETY: the caller's contract.
     unsafe {
-        let mut r: [__m256; R] = std::array::from_fn(|j| _mm256_loadu_ps(op.add(8 * j)));
+        let mut r: [L::V; R] = std::array::from_fn(|j| L::load(op.add(L::N * j)));
         if let Some(c) = corr {
-            let vc = _mm256_set1_ps(c);
-            r.iter_mut().for_each(|rj| *rj = _mm256_mul_ps(*rj, vc));
+            let vc = L::splat(c);
+            r.iter_mut().for_each(|rj| *rj = L::mul(*rj, vc));
         }
         for (t, &pt) in p.iter().enumerate() {
-            let vpp = _mm256_set1_ps(pt);
+            let vpp = L::splat(pt);
             let row = vp.add(t * hdv);
             for (j, rj) in r.iter_mut().enumerate() {
-                *rj = _mm256_fmadd_ps(vpp, _mm256_loadu_ps(row.add(8 * j)), *rj);
+                *rj = L::fmadd(vpp, L::load(row.add(L::N * j)), *rj);
             }
         }
         for (j, rj) in r.iter().enumerate() {
-            _mm256_storeu_ps(op.add(8 * j), *rj);
+            L::store(op.add(L::N * j), *rj);
         }
     }
 }
 
-/// [`out_ymm`] with 16-lane registers (`16 * R` lanes).
+/// Scores of `L::N * NV` keys: `sp[..L::N * NV]` = scale x (q . key t) for the keys whose
+/// transposed dimensions start at `kp` (see [`TKernel`] for the order of the operations).
 ///
 /// # Safety
-/// AVX-512F must be available; `16 * R` lanes inside the output row and every value row.
+/// `L`'s width must be enabled; `hd` a multiple of 16; `qp[..hd]`,
+/// `kp[d * KT_STRIDE..+L::N * NV]` for d < hd and `sp[..L::N * NV]` valid.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn out_zmm<const R: usize>(
-    op: *mut f32,
-    vp: *const f32,
-    hdv: usize,
-    p: &[f32],
-    corr: Option<f32>,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's contract.
-    unsafe {
-        let mut r: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(op.add(16 * j)));
-        if let Some(c) = corr {
-            let vc = _mm512_set1_ps(c);
-            r.iter_mut().for_each(|rj| *rj = _mm512_mul_ps(*rj, vc));
-        }
-        for (t, &pt) in p.iter().enumerate() {
-            let vpp = _mm512_set1_ps(pt);
-            let row = vp.add(t * hdv);
-            for (j, rj) in r.iter_mut().enumerate() {
-                *rj = _mm512_fmadd_ps(vpp, _mm512_loadu_ps(row.add(16 * j)), *rj);
-            }
-        }
-        for (j, rj) in r.iter().enumerate() {
-            _mm512_storeu_ps(op.add(16 * j), *rj);
-        }
-    }
-}
-
-/// Scores of 8 keys: `sp[0..8]` = scale x (q . key t) for the keys whose transposed
-/// dimensions start at `kp` (see [`TKernel`] for the order of the operations).
-///
-/// # Safety
-/// AVX2 and FMA must be available; `hd` a multiple of 16; `qp[..hd]`, `kp[d * KT_STRIDE..+8]`
-/// for d < hd and `sp[..8]` valid.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn scores_ymm(
+unsafe fn scores_vec<L: Lanes, const NV: usize>(
     qp: *const f32,
     hd: usize,
     kp: *const f32,
-    scale: std::arch::x86_64::__m256,
+    scale: L::V,
     sp: *mut f32,
 ) {
-    use std::arch::x86_64::*;
     // SAFETY: the caller's contract.
     unsafe {
-        let mut a = [_mm256_setzero_ps(); 8];
+        let mut a = [[L::zero(); NV]; 8];
         for h in 0..2 {
-            let mut acc = [_mm256_setzero_ps(); 8];
+            let mut acc = [[L::zero(); NV]; 8];
             let mut c = 8 * h;
             while c < hd {
                 for (j, aj) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_ps(*qp.add(c + j));
-                    *aj = _mm256_fmadd_ps(x, _mm256_loadu_ps(kp.add((c + j) * KT_STRIDE)), *aj);
-                }
-                c += 16;
-            }
-            for (aj, accj) in a.iter_mut().zip(acc) {
-                *aj = if h == 0 {
-                    accj
-                } else {
-                    _mm256_add_ps(*aj, accj)
-                };
-            }
-        }
-        let s4: [__m256; 4] = std::array::from_fn(|j| _mm256_add_ps(a[j + 4], a[j]));
-        let s2 = [_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3])];
-        _mm256_storeu_ps(sp, _mm256_mul_ps(_mm256_add_ps(s2[0], s2[1]), scale));
-    }
-}
-
-/// Scores of `16 * NV` keys with 16-lane registers (see [`scores_ymm`]).
-///
-/// # Safety
-/// AVX-512F must be available; `hd` a multiple of 16; `qp[..hd]`,
-/// `kp[d * KT_STRIDE..+16 * NV]` for d < hd and `sp[..16 * NV]` valid.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn scores_zmm<const NV: usize>(
-    qp: *const f32,
-    hd: usize,
-    kp: *const f32,
-    scale: std::arch::x86_64::__m512,
-    sp: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's contract.
-    unsafe {
-        let mut a = [[_mm512_setzero_ps(); NV]; 8];
-        for h in 0..2 {
-            let mut acc = [[_mm512_setzero_ps(); NV]; 8];
-            let mut c = 8 * h;
-            while c < hd {
-                for (j, aj) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*qp.add(c + j));
+                    let x = L::splat(*qp.add(c + j));
                     let row = kp.add((c + j) * KT_STRIDE);
                     for (u, aju) in aj.iter_mut().enumerate() {
-                        *aju = _mm512_fmadd_ps(x, _mm512_loadu_ps(row.add(16 * u)), *aju);
+                        *aju = L::fmadd(x, L::load(row.add(L::N * u)), *aju);
                     }
                 }
                 c += 16;
             }
             for (aj, accj) in a.iter_mut().zip(acc) {
                 for (aju, accju) in aj.iter_mut().zip(accj) {
-                    *aju = if h == 0 {
-                        accju
-                    } else {
-                        _mm512_add_ps(*aju, accju)
-                    };
+                    *aju = if h == 0 { accju } else { L::add(*aju, accju) };
                 }
             }
         }
         #[allow(clippy::needless_range_loop)]
         for u in 0..NV {
-            let s4: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(a[j + 4][u], a[j][u]));
-            let s2 = [_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])];
-            let s = _mm512_add_ps(s2[0], s2[1]);
-            _mm512_storeu_ps(sp.add(16 * u), _mm512_mul_ps(s, scale));
+            let s4: [L::V; 4] = std::array::from_fn(|j| L::add(a[j + 4][u], a[j][u]));
+            let s2 = [L::add(s4[0], s4[2]), L::add(s4[1], s4[3])];
+            let s = L::add(s2[0], s2[1]);
+            L::store(sp.add(L::N * u), L::mul(s, scale));
         }
     }
 }
@@ -1031,7 +1048,7 @@ unsafe fn query_block_t256(
         // SAFETY: keys s0 + g..s0 + g + 8 < s0 + n + 8 <= BLOCK_SIZE + 8 of every row of kt
         // (KT_PAD covers the last row); g + 8 <= SC_LEN.
         unsafe {
-            scores_ymm(
+            scores_vec::<Ymm, 1>(
                 q.as_ptr(),
                 hd,
                 kt.as_ptr().add(s0 + g),
@@ -1048,12 +1065,12 @@ unsafe fn query_block_t256(
     let mut c0 = 0;
     while c0 + 64 <= hdv {
         // SAFETY: c0 + 64 <= hdv bounds the output row and the n value rows.
-        unsafe { out_ymm::<8>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_vec::<Ymm, 8>(op.add(c0), vp.add(c0), hdv, p, corr) };
         c0 += 64;
     }
     while c0 + 8 <= hdv {
         // SAFETY: c0 + 8 <= hdv, as above.
-        unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_vec::<Ymm, 1>(op.add(c0), vp.add(c0), hdv, p, corr) };
         c0 += 8;
     }
 }
@@ -1084,9 +1101,9 @@ unsafe fn query_block_t512(
     unsafe {
         let kp = kt.as_ptr().add(s0);
         if n > 16 {
-            scores_zmm::<2>(qp, hd, kp, vs, sp);
+            scores_vec::<Zmm, 2>(qp, hd, kp, vs, sp);
         } else if n > 0 {
-            scores_zmm::<1>(qp, hd, kp, vs, sp);
+            scores_vec::<Zmm, 1>(qp, hd, kp, vs, sp);
         }
     }
     // SAFETY: AVX2 and FMA are available; n <= BLOCK_SIZE.
@@ -1096,27 +1113,27 @@ unsafe fn query_block_t512(
     let mut c0 = 0;
     while c0 + 128 <= hdv {
         // SAFETY: c0 + 128 <= hdv bounds the output row and the n value rows.
-        unsafe { out_zmm::<8>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_vec::<Zmm, 8>(op.add(c0), vp.add(c0), hdv, p, corr) };
         c0 += 128;
     }
     if c0 + 64 <= hdv {
         // SAFETY: c0 + 64 <= hdv, as above.
-        unsafe { out_zmm::<4>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_vec::<Zmm, 4>(op.add(c0), vp.add(c0), hdv, p, corr) };
         c0 += 64;
     }
     while c0 + 16 <= hdv {
         // SAFETY: c0 + 16 <= hdv, as above.
-        unsafe { out_zmm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_vec::<Zmm, 1>(op.add(c0), vp.add(c0), hdv, p, corr) };
         c0 += 16;
     }
     if c0 + 8 <= hdv {
         // SAFETY: c0 + 8 <= hdv, as above.
-        unsafe { out_ymm::<1>(op.add(c0), vp.add(c0), hdv, p, corr) };
+        unsafe { out_vec::<Ymm, 1>(op.add(c0), vp.add(c0), hdv, p, corr) };
     }
 }
 
 /// Scores of 16 keys for two queries at once (each key vector loaded once for both); per
-/// query the operations of [`scores_zmm`].
+/// query the operations of [`scores_vec`].
 ///
 /// # Safety
 /// AVX-512F must be available; `hd` a multiple of 16; `qp[i][..hd]`,
@@ -1165,7 +1182,7 @@ unsafe fn scores_zmm_x2(
     }
 }
 
-/// [`out_zmm`] for two queries at once: each value vector is loaded once for both, and the
+/// [`out_vec`] for two queries at once: each value vector is loaded once for both, and the
 /// two queries' lanes are independent chains of fused multiply-adds. With `SUM`, also
 /// `l[i] += p[i][t]` for every key in order (the softmax sum: a chain of dependent adds, as
 /// long per key as the multiply-add chains it runs alongside).
@@ -1294,7 +1311,7 @@ unsafe fn query_block_t512_x2(
     if c0 + 8 <= hdv {
         for u in 0..2 {
             // SAFETY: c0 + 8 <= hdv, as above.
-            unsafe { out_ymm::<1>(op[u].add(c0), vp.add(c0), hdv, p[u], corr[u]) };
+            unsafe { out_vec::<Ymm, 1>(op[u].add(c0), vp.add(c0), hdv, p[u], corr[u]) };
         }
     }
 }
