@@ -351,23 +351,12 @@ fn mm_multi<const K: usize>(
         return Ok(());
     }
     if jobs.iter().any(|(w, _)| w.packed.is_some()) {
-        // Mixed formats: the packed matrices' mapped pages were released at load, so they run
-        // packed, one by one; the others share one row-major call.
-        let mut rest = Vec::with_capacity(K);
+        // Mixed formats: the packed matrices' mapped pages were released at load, so each
+        // matrix runs its own path (no shared call, so nothing is allocated; this is rare).
         for (w, out) in jobs {
-            if w.packed.is_some() {
-                mm(pool, f, w, x, n, out, q, pa)?;
-            } else {
-                rest.push(hologram_kernels::MatmulJob {
-                    w: w.bytes(f),
-                    wt: w.ttype,
-                    rows: w.rows,
-                    out: &mut out[..n * w.rows],
-                });
-            }
+            mm(pool, f, w, x, n, out, q, pa)?;
         }
-        return hologram_kernels::matmul_multi(pool, &mut rest, cols, &x[..n * cols], n, q)
-            .map_err(|e| EngineError::Internal(format!("{}: {e}", names.join("+"))));
+        return Ok(());
     }
     let mut mj = jobs.map(|(w, out)| hologram_kernels::MatmulJob {
         w: w.bytes(f),
