@@ -15,10 +15,10 @@
 //! GEMM's stores and GELU applied right after each GEMM task (`gemm_f32_post`). Quantized
 //! weights (Q8_0, Q4_0, ...) are repacked for the integer kernel (`hologram_kernels::packed`,
 //! as the decoders do; the row-major quantized matmul where it does not run) with a separate
-//! bias pass. Attention is computed per input (a token only sees the tokens of its own input: the padding mask of a
-//! padded batch, without the padding), in parallel over (input, block of query rows) tasks,
-//! each task covering all heads of its rows so that it writes one contiguous slice of the
-//! output. GELU, attention and LayerNorm are plain loops compiled once per tier
+//! bias pass. Attention is computed per input (a token only sees the tokens of its own
+//! input: the padding mask of a padded batch, without the padding), in parallel over (input,
+//! block of query rows) tasks, each task covering all heads of its rows so that it writes one
+//! contiguous slice of the output. GELU, attention and LayerNorm are plain loops compiled once per tier
 //! (`#[target_feature]` copies of one body): the same operations in the same order, so every
 //! tier gives the same bits (as the GEMM does). No KV cache: an encoder sees each input once.
 //! Batches larger than [`MAX_BATCH_TOKENS`] are run in slices of whole inputs to bound the
