@@ -181,6 +181,11 @@ pub fn gemm_f32(
 /// `c` (part of one row) a task wrote, right after the task's tiles, while it is in cache.
 pub type PostOp<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
 
+/// An operation on finished output rows: `op(i, row)` gets row `i` of `c` (all `n` values)
+/// once, right after the task that computed it (so while the row is in cache), e.g. a residual
+/// add and a LayerNorm.
+pub type RowOp<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
 /// [`gemm_f32`], then `post` on the outputs (each output element exactly once), fused into the
 /// tiles' stores.
 pub fn gemm_f32_post(
@@ -191,6 +196,42 @@ pub fn gemm_f32_post(
     bias: Option<&[f32]>,
     c: &mut [f32],
     post: Option<PostOp>,
+) -> Result<(), KernelError> {
+    let post = post.map_or(Post::None, Post::Piece);
+    gemm_impl(pool, a, m, w, bias, c, post)
+}
+
+/// [`gemm_f32`], then `op` on every whole output row (once per row, in no particular order
+/// between rows), right after the task that computed the row. The tasks split the rows only
+/// (each computes whole rows).
+pub fn gemm_f32_rows(
+    pool: &Pool,
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    op: RowOp,
+) -> Result<(), KernelError> {
+    gemm_impl(pool, a, m, w, bias, c, Post::Rows(op))
+}
+
+/// What runs on a task's outputs after its tiles.
+#[derive(Clone, Copy)]
+enum Post<'a> {
+    None,
+    Piece(PostOp<'a>),
+    Rows(RowOp<'a>),
+}
+
+fn gemm_impl(
+    pool: &Pool,
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    post: Post,
 ) -> Result<(), KernelError> {
     let (n, k) = (w.n, w.k);
     check_len(
@@ -217,12 +258,17 @@ pub fn gemm_f32_post(
     let macs = m.saturating_mul(n).saturating_mul(k);
     let threads = pool.n_threads();
     let par = threads > 1 && macs >= MIN_PAR_MACS;
-    let rb = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)))
+    let whole_rows = matches!(post, Post::Rows(_));
+    let mut rb = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)))
         .max(mr(w.isa))
         .next_multiple_of(mr(w.isa))
         .min(m.next_multiple_of(mr(w.isa)));
+    if par && whole_rows {
+        // Only the rows are split: enough row blocks for every thread.
+        rb = rb.min(m.div_ceil(threads * 4).next_multiple_of(mr(w.isa)));
+    }
     let n_rb = m.div_ceil(rb);
-    let n_pg = if par {
+    let n_pg = if par && !whole_rows {
         (threads * 8).div_ceil(n_rb).clamp(1, np)
     } else {
         1
@@ -276,16 +322,18 @@ pub fn gemm_f32_post(
                 }
             }
         }
-        if let Some(op) = post {
-            let j0 = gi * pg * width;
-            let j1 = ((gi + 1) * pg * width).min(n);
-            for r in r0..r1 {
-                // SAFETY: row r, columns j0..j1 of `c`: inside `c`, written only by this
-                // task (just now, so mostly still in L2), no other reference to them is live.
-                let piece =
-                    unsafe { std::slice::from_raw_parts_mut(c_ptr.ptr().add(r * n + j0), j1 - j0) };
-                op(piece);
-            }
+        let j0 = gi * pg * width;
+        let j1 = ((gi + 1) * pg * width).min(n);
+        let piece = |r: usize| {
+            // SAFETY: row r < m, columns j0..j1 of `c`: inside `c`, written only by this task
+            // (just now, so mostly still in L2), no other reference to them is live.
+            unsafe { std::slice::from_raw_parts_mut(c_ptr.ptr().add(r * n + j0), j1 - j0) }
+        };
+        match post {
+            Post::None => {}
+            Post::Piece(op) => (r0..r1).for_each(|r| op(piece(r))),
+            // One panel group (whole_rows): j0..j1 is the whole row.
+            Post::Rows(op) => (r0..r1).for_each(|r| op(r, piece(r))),
         }
     };
     let n_tasks = n_rb * n_pg;

@@ -11,7 +11,7 @@ pub mod quant;
 pub mod simd;
 
 pub use error::KernelError;
-pub use gemm_f32::{gemm_f32, gemm_f32_post, PackedF32, PostOp};
+pub use gemm_f32::{gemm_f32, gemm_f32_post, gemm_f32_rows, PackedF32, PostOp, RowOp};
 pub use matmul::{
     dequantize_row, dequantize_row_isa, matmul, matmul_isa, matmul_multi, matmul_multi_isa,
     quantize_row_isa, vec_dot_f32, MatmulJob,

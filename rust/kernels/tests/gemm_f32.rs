@@ -3,7 +3,7 @@
 //! multiples of the blocking, with and without bias, on 1 and 2 threads.
 
 use hologram_kernels::simd::available;
-use hologram_kernels::{gemm_f32, gemm_f32_post, Isa, KernelError, PackedF32, Pool};
+use hologram_kernels::{gemm_f32, gemm_f32_post, gemm_f32_rows, Isa, KernelError, PackedF32, Pool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -169,6 +169,46 @@ fn post_op_runs_once_on_every_output() {
                         (x * 2.0 + 1.0).to_bits(),
                         "{isa:?} ({m},{n},{k}) [{i}]"
                     );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn row_op_gets_every_whole_row_once() {
+    let pools = [Pool::new(1).unwrap(), Pool::new(2).unwrap()];
+    for (si, &(m, n, k)) in SHAPES.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(700 + si as u64);
+        let a = rand_vec(&mut rng, m * k, 2.0);
+        let w = rand_vec(&mut rng, n * k, 1.0);
+        let b = rand_vec(&mut rng, n, 0.5);
+        for &isa in &available() {
+            let p = PackedF32::pack_isa(isa, &w, n, k).unwrap();
+            for pool in &pools {
+                let mut plain = vec![0f32; m * n];
+                gemm_f32(pool, &a, m, &p, Some(&b), &mut plain).unwrap();
+                let calls = std::sync::Mutex::new(vec![0u32; m]);
+                // Depends on the whole row and its index: a partial row, a wrong index or a
+                // second call would show.
+                let op = |i: usize, row: &mut [f32]| {
+                    assert_eq!(row.len(), n);
+                    calls.lock().unwrap()[i] += 1;
+                    let s: f32 = row.iter().sum();
+                    row.iter_mut().for_each(|x| *x = *x * 2.0 + s + i as f32);
+                };
+                let mut fused = vec![f32::NAN; m * n];
+                gemm_f32_rows(pool, &a, m, &p, Some(&b), &mut fused, &op).unwrap();
+                assert!(calls.into_inner().unwrap().iter().all(|&c| c == 1));
+                for (i, (fr, xr)) in fused.chunks(n).zip(plain.chunks(n)).enumerate() {
+                    let s: f32 = xr.iter().sum();
+                    for (j, (f, x)) in fr.iter().zip(xr).enumerate() {
+                        assert_eq!(
+                            f.to_bits(),
+                            (x * 2.0 + s + i as f32).to_bits(),
+                            "{isa:?} ({m},{n},{k}) [{i},{j}]"
+                        );
+                    }
                 }
             }
         }

@@ -12,7 +12,10 @@
 //! each weight matrix is read once per batch. Float weights (F32, and F16 / BF16 widened
 //! exactly) are packed at load for the f32 GEMM (`hologram_kernels::gemm_f32`): Q, K and V
 //! stacked into one matrix (one GEMM writes `[q | k | v]` per token), biases added at the
-//! GEMM's stores and GELU applied right after each GEMM task (`gemm_f32_post`). Quantized
+//! GEMM's stores, GELU applied right after each GEMM task (`gemm_f32_post`), and the residual
+//! add and LayerNorm after the O and FFN-down projections on each output row as soon as its
+//! task has computed it (`gemm_f32_rows`; the normed rows become the next hidden states, the
+//! two buffers swapping roles). Quantized
 //! weights (Q8_0, Q4_0, ...) are repacked for the integer kernel (`hologram_kernels::packed`,
 //! as the decoders do; the row-major quantized matmul where it does not run) with a separate
 //! bias pass. Attention is computed per input (a token only sees the tokens of its own
@@ -30,7 +33,9 @@ use crate::gguf::GgufFile;
 use crate::model::weights::{load_vector, Linear};
 use hologram_kernels::packed::{matmul_packed, PackedActs, PackedJob};
 use hologram_kernels::simd::{self, Isa};
-use hologram_kernels::{gemm_f32, gemm_f32_post, PackedF32, Pool, PostOp, QuantType};
+use hologram_kernels::{
+    gemm_f32, gemm_f32_post, gemm_f32_rows, PackedF32, Pool, PostOp, QuantType,
+};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -655,10 +660,11 @@ impl BertModel {
             mm,
             acts,
         } = b;
-        let x = &mut x[..n_tok * e];
+        let mut x = &mut x[..n_tok * e];
+        let b_x = x.as_ptr();
         let qkv = &mut qkv[..3 * n_tok * e];
         let attn = &mut attn[..n_tok * e];
-        let tmp = &mut tmp[..n_tok * e];
+        let mut tmp = &mut tmp[..n_tok * e];
         let ff = &mut ff[..n_tok * ffn];
 
         // Embeddings.
@@ -721,13 +727,51 @@ impl BertModel {
                 }
             };
             self.attention(pool, &spans, q, k, v, ld, attn);
-            self.dense(f, pool, &layer.o, attn, n_tok, tmp, mm, acts, None)?;
-            add_layer_norm_rows(pool, x, tmp, e, &layer.attn_norm, eps);
+            // tmp = LayerNorm(x + attn W_o^T + b), then tmp is the new x.
+            let res = (&*x, &layer.attn_norm, eps);
+            self.dense_add_norm(f, pool, &layer.o, attn, n_tok, tmp, res, mm, acts)?;
+            std::mem::swap(&mut x, &mut tmp);
 
             self.dense(f, pool, &layer.up, x, n_tok, ff, mm, acts, Some(&gelu))?;
-            self.dense(f, pool, &layer.down, ff, n_tok, tmp, mm, acts, None)?;
-            add_layer_norm_rows(pool, x, tmp, e, &layer.out_norm, eps);
+            let res = (&*x, &layer.out_norm, eps);
+            self.dense_add_norm(f, pool, &layer.down, ff, n_tok, tmp, res, mm, acts)?;
+            std::mem::swap(&mut x, &mut tmp);
         }
+        if !std::ptr::eq(x.as_ptr(), b_x) {
+            // An odd number of swaps: the result is in the other buffer.
+            tmp.copy_from_slice(x);
+        }
+        Ok(())
+    }
+
+    /// `out = LayerNorm(res + input W^T + bias)` row by row (BERT's post-LN residual), `res`
+    /// = (residual rows, norm, eps). On the packed f32 path the residual add and the norm run
+    /// on each output row right after the GEMM task that computed it.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_add_norm(
+        &self,
+        f: &GgufFile,
+        pool: &Pool,
+        d: &Dense,
+        input: &[f32],
+        n_tok: usize,
+        out: &mut [f32],
+        (res, norm, eps): (&[f32], &Norm, f32),
+        scratch: &mut Vec<u8>,
+        acts: &mut PackedActs,
+    ) -> Result<()> {
+        let e = self.cfg.n_embd;
+        if let Some(p) = &d.packed {
+            let isa = simd::active();
+            let op = |i: usize, row: &mut [f32]| {
+                layer_norm_chunk(isa, row, Some(&res[i * e..(i + 1) * e]), e, norm, eps)
+            };
+            return gemm_f32_rows(pool, input, n_tok, p, Some(&d.b), out, &op)
+                .map_err(|err| kernel_err(&d.w.info.name, err));
+        }
+        self.dense(f, pool, d, input, n_tok, out, scratch, acts, None)?;
+        // out + res == res + out (addition commutes): the same bits as adding in place.
+        add_layer_norm_rows(pool, out, res, e, norm, eps);
         Ok(())
     }
 
@@ -898,9 +942,12 @@ struct AttnTask<'a> {
 /// order on every tier, so the same bits; only the vector width differs).
 fn attn_task(isa: Isa, s: &AttnShape, t: &AttnTask, len: usize, out: &mut [f32]) {
     let lenp = len.next_multiple_of(LANES);
-    let mut buf = vec![0f32; lenp * (QB + s.hd)];
-    let (scores, kt) = buf.split_at_mut(QB * lenp);
-    attn_task_tier(isa, s, t, len, scores, kt, out)
+    let mut buf = vec![0f32; lenp * (QB_MAX + s.hd)];
+    let (scores, kt) = buf.split_at_mut(QB_MAX * lenp);
+    // 8 queries at a time need 8 x LANES floats of accumulators: 8 registers with AVX-512,
+    // 16 (all of them) with AVX2, so AVX2 takes 4.
+    let wide = isa == Isa::Avx512;
+    attn_task_tier(isa, s, t, len, wide, scores, kt, out)
 }
 
 per_tier!(
@@ -909,6 +956,7 @@ per_tier!(
         s: &AttnShape,
         t: &AttnTask,
         len: usize,
+        wide: bool,
         scores: &mut [f32],
         kt: &mut [f32],
         out: &mut [f32]
@@ -921,24 +969,27 @@ const LANES: usize = 16;
 /// Queries processed together by the attention loops (independent accumulators: the loops
 /// are bound by FMA throughput instead of add latency).
 const QB: usize = 4;
+/// [`QB`] with 32 vector registers (AVX-512): twice the independent chains.
+const QB_MAX: usize = 8;
 
 /// One task: the rows `out` (query rows `r0..` of the input at `off`, `len` tokens) for every
 /// head. Per head, K is transposed once into `kt` (`hd x lenp`, `lenp` = `len` rounded up to
 /// [`LANES`], the padding zero) so that the scores of a query are accumulated [`LANES`] keys
-/// at a time in registers (`scores`: [`QB`] x `lenp` values), and P V [`LANES`] dimensions at
-/// a time, [`QB`] queries side by side. Every score is `(sum over d ascending of q[d] k[j][d])
+/// at a time in registers (`scores`: [`QB`] or [`QB_MAX`] x `lenp` values), and P V [`LANES`]
+/// dimensions at a time, that many queries side by side (fused multiply-adds). Every score is `(sum over d ascending of q[d] k[j][d])
 /// * scale`, every output `sum over j ascending of p[j] v[j][d]`, on every tier.
 #[inline(always)]
 fn attn_task_body(
     s: &AttnShape,
     t: &AttnTask,
     len: usize,
+    wide: bool,
     scores: &mut [f32],
     kt: &mut [f32],
     out: &mut [f32],
 ) {
     let (ld, hd) = (s.ld, s.hd);
-    let lenp = scores.len() / QB;
+    let lenp = scores.len() / QB_MAX;
     let n_rows = out.len() / s.e;
     for h in 0..s.nh {
         let c0 = h * hd;
@@ -949,6 +1000,12 @@ fn attn_task_body(
             }
         }
         let mut rr = 0;
+        if wide {
+            while rr + QB_MAX <= n_rows {
+                attn_rows::<QB_MAX>(s, t, len, lenp, c0, rr, scores, kt, out);
+                rr += QB_MAX;
+            }
+        }
         while rr + QB <= n_rows {
             attn_rows::<QB>(s, t, len, lenp, c0, rr, scores, kt, out);
             rr += QB;
@@ -983,7 +1040,7 @@ fn attn_rows<const R: usize>(
             for (q, aq) in acc.iter_mut().enumerate() {
                 let qd = t.q[qi[q] + d];
                 for (a, &kv) in aq.iter_mut().zip(kb) {
-                    *a += qd * kv;
+                    *a = qd.mul_add(kv, *a);
                 }
             }
         }
@@ -1008,7 +1065,7 @@ fn attn_rows<const R: usize>(
             for (q, aq) in acc.iter_mut().enumerate() {
                 let pj = scores[q * lenp + j];
                 for (a, &vv) in aq.iter_mut().zip(vb) {
-                    *a += pj * vv;
+                    *a = pj.mul_add(vv, *a);
                 }
             }
         }
@@ -1022,7 +1079,7 @@ fn attn_rows<const R: usize>(
         for q in 0..R {
             let mut a = 0f32;
             for j in 0..len {
-                a += scores[q * lenp + j] * t.v[(t.off + j) * ld + c0 + dd];
+                a = scores[q * lenp + j].mul_add(t.v[(t.off + j) * ld + c0 + dd], a);
             }
             out[(rr + q) * e + c0 + dd] = a;
         }
@@ -1085,13 +1142,15 @@ fn gelu_body(x: &mut [f32]) {
 fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // n = round(x / ln 2) with the 1.5 * 2^23 trick (round-to-nearest without a libm call).
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5;
-    let y = p * (r * r) + r + 1.0;
+    let n = x.mul_add(std::f32::consts::LOG2_E, 12_582_912.0) - 12_582_912.0;
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+    let p = 1.987_569_2e-4f32
+        .mul_add(r, 1.398_2e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 0.166_666_65)
+        .mul_add(r, 0.5);
+    let y = p.mul_add(r * r, r) + 1.0;
     // 2^n: n + 127 is an integer in [1, 254]; adding 2^23 puts it in the low mantissa bits.
     let pow2 = f32::from_bits(((n + 127.0) + 8_388_608.0).to_bits() << 23);
     y * pow2
@@ -1104,12 +1163,16 @@ fn exp_f32(x: f32) -> f32 {
 fn gelu_erf_fast(x: f32) -> f32 {
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let az = z.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * az);
-    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_7) * t - 0.284_496_74) * t
-        + 0.254_829_6)
+    let t = 1.0 / 0.327_591_1f32.mul_add(az, 1.0);
+    let poly = 1.061_405_4f32
+        .mul_add(t, -1.453_152_1)
+        .mul_add(t, 1.421_413_7)
+        .mul_add(t, -0.284_496_74)
+        .mul_add(t, 0.254_829_6)
         * t;
-    let erf_abs = 1.0 - poly * exp_f32(-az * az);
-    0.5 * x * (1.0 + erf_abs.copysign(z))
+    let erf_abs = (-poly).mul_add(exp_f32(-az * az), 1.0);
+    let hx = 0.5 * x;
+    hx.mul_add(erf_abs.copysign(z), hx)
 }
 
 /// In-place LayerNorm of every `e`-wide row of `x`.
