@@ -993,12 +993,7 @@ fn attn_task_body(
     let n_rows = out.len() / s.e;
     for h in 0..s.nh {
         let c0 = h * hd;
-        for j in 0..len {
-            let kr = (t.off + j) * ld + c0;
-            for (d, &kv) in t.k[kr..kr + hd].iter().enumerate() {
-                kt[d * lenp + j] = kv;
-            }
-        }
+        transpose_k(wide, t.k, (t.off * ld + c0, ld), len, hd, kt, lenp);
         let mut rr = 0;
         if wide {
             while rr + QB_MAX <= n_rows {
@@ -1013,6 +1008,109 @@ fn attn_task_body(
         while rr < n_rows {
             attn_rows::<1>(s, t, len, lenp, c0, rr, scores, kt, out);
             rr += 1;
+        }
+    }
+}
+
+/// `kt[d * lenp + j] = k[base + j * ld + d]` for `d < hd`, `j < len` (one head's keys
+/// transposed; `src` = (base, ld)). With `wide` (AVX-512 available) in 16 x 16 blocks of
+/// register shuffles, else element by element; a data move either way (the same values).
+#[inline(always)]
+fn transpose_k(
+    wide: bool,
+    k: &[f32],
+    (base, ld): (usize, usize),
+    len: usize,
+    hd: usize,
+    kt: &mut [f32],
+    lenp: usize,
+) {
+    if len == 0 || hd == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if wide
+        && base + (len - 1) * ld + hd <= k.len()
+        && hd <= ld
+        && (hd - 1) * lenp + len.next_multiple_of(16) <= kt.len()
+    {
+        // SAFETY: `wide` is set only when AVX-512 is available (attn_task); the bounds
+        // checked above are the ones transpose16_avx512 reads and writes.
+        unsafe { transpose16_avx512(k.as_ptr().add(base), ld, len, hd, kt.as_mut_ptr(), lenp) };
+        return;
+    }
+    let _ = wide;
+    for j in 0..len {
+        let kr = base + j * ld;
+        for (d, &kv) in k[kr..kr + hd].iter().enumerate() {
+            kt[d * lenp + j] = kv;
+        }
+    }
+}
+
+/// [`transpose_k`] with AVX-512: blocks of 16 keys x 16 dimensions are loaded (masked at the
+/// edges, missing keys read as 0), transposed with 64 in-register shuffles and stored as 16
+/// rows of 16 values.
+///
+/// # Safety
+/// AVX-512F is available; `k` is readable at `j * ld + d` for `j < len`, `d < hd`; `kt` is
+/// writable at `d * lenp + j` for `d < hd`, `j < len.next_multiple_of(16)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16_avx512(
+    k: *const f32,
+    ld: usize,
+    len: usize,
+    hd: usize,
+    kt: *mut f32,
+    lenp: usize,
+) {
+    use std::arch::x86_64::*;
+    for jb in (0..len).step_by(16) {
+        for d0 in (0..hd).step_by(16) {
+            let nd = (hd - d0).min(16);
+            let mask = ((1u32 << nd) - 1) as __mmask16;
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, ri) in r.iter_mut().enumerate() {
+                if jb + i < len {
+                    // SAFETY: key jb + i < len, dimensions d0.. d0 + nd <= hd (masked).
+                    *ri = unsafe { _mm512_maskz_loadu_ps(mask, k.add((jb + i) * ld + d0)) };
+                }
+            }
+            // Pairs of rows interleaved, then pairs of pairs: in every 128-bit lane L,
+            // u[4g + i] holds rows 4g..4g + 4 at column 4L + i.
+            let mut t = [_mm512_setzero_ps(); 16];
+            for p in 0..8 {
+                t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+                t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+            }
+            let pd = _mm512_castps_pd;
+            let ps = _mm512_castpd_ps;
+            for g in 0..4 {
+                let (a0, a1, b0, b1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+                r[4 * g] = ps(_mm512_unpacklo_pd(pd(a0), pd(b0)));
+                r[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(a0), pd(b0)));
+                r[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(a1), pd(b1)));
+                r[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(a1), pd(b1)));
+            }
+            // Gather the 128-bit lanes: column 4L + i is [u[i].L, u[4+i].L, u[8+i].L,
+            // u[12+i].L].
+            for i in 0..4 {
+                t[i] = _mm512_shuffle_f32x4::<0x88>(r[i], r[4 + i]);
+                t[4 + i] = _mm512_shuffle_f32x4::<0xdd>(r[i], r[4 + i]);
+                t[8 + i] = _mm512_shuffle_f32x4::<0x88>(r[8 + i], r[12 + i]);
+                t[12 + i] = _mm512_shuffle_f32x4::<0xdd>(r[8 + i], r[12 + i]);
+            }
+            for i in 0..4 {
+                r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+                r[4 + i] = _mm512_shuffle_f32x4::<0x88>(t[4 + i], t[12 + i]);
+                r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+                r[12 + i] = _mm512_shuffle_f32x4::<0xdd>(t[4 + i], t[12 + i]);
+            }
+            for (c, rc) in r.iter().enumerate().take(nd) {
+                // SAFETY: dimension d0 + c < hd, keys jb..jb + 16 <= len rounded up to 16.
+                unsafe { _mm512_storeu_ps(kt.add((d0 + c) * lenp + jb), *rc) };
+            }
         }
     }
 }
@@ -1054,7 +1152,9 @@ fn attn_rows<const R: usize>(
         }
     }
     for q in 0..R {
-        softmax_fast(&mut scores[q * lenp..q * lenp + len]);
+        let row = &mut scores[q * lenp..(q + 1) * lenp];
+        row[len..].fill(f32::NEG_INFINITY);
+        softmax_row(row, len);
     }
     let mut db = 0;
     while db + LANES <= hd {
@@ -1086,43 +1186,46 @@ fn attn_rows<const R: usize>(
     }
 }
 
-/// In-place softmax with [`exp_f32`] (vectorisable; no libm call per score). The maximum and
-/// the sum are taken over [`LANES`] partial results, then combined in order.
+/// In-place softmax of the scores `x[..len]` in a row of whole [`LANES`] blocks whose tail
+/// `x[len..]` is -inf (0 on return), with [`exp_f32`] (vectorisable; no libm call per score).
+/// The maximum and the sum are taken over [`LANES`] partial results (block by block), then
+/// combined by halves (a fixed tree: the same order whatever the vector width).
 #[inline(always)]
-fn softmax_fast(x: &mut [f32]) {
+fn softmax_row(x: &mut [f32], len: usize) {
     let mut mx = [f32::NEG_INFINITY; LANES];
-    let ch = x.chunks_exact(LANES);
-    let mut max = ch
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    for c in ch {
+    for c in x.chunks_exact(LANES) {
         for (m, &v) in mx.iter_mut().zip(c) {
             *m = if v > *m { v } else { *m };
         }
     }
-    for m in mx {
-        max = max.max(m);
-    }
+    let max = tree(mx, |a, b| if b > a { b } else { a });
     for v in x.iter_mut() {
         *v = exp_f32(*v - max);
     }
+    x[len..].fill(0.0);
     let mut acc = [0f32; LANES];
-    let ch = x.chunks_exact(LANES);
-    let mut sum: f32 = ch.remainder().iter().sum();
-    for c in ch {
+    for c in x.chunks_exact(LANES) {
         for (a, &v) in acc.iter_mut().zip(c) {
             *a += v;
         }
     }
-    for a in acc {
-        sum += a;
-    }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / tree(acc, |a, b| a + b);
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// `v` folded by halves with `f`: `v[l] = f(v[l], v[l + w])` for w = LANES / 2, ..., 1.
+#[inline(always)]
+fn tree(mut v: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            v[l] = f(v[l], v[l + w]);
+        }
+        w /= 2;
+    }
+    v[0]
 }
 
 per_tier!(
