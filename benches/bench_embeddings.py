@@ -3,14 +3,18 @@ installed, sentence-transformers on torch CPU, side by side, with the ratio.
 
     python benches/bench_embeddings.py                  # threads 1 and 2, batches 1, 32, 256
     python benches/bench_embeddings.py -t 2 -b 32 -r 5 --json out.json
+    python benches/bench_embeddings.py -t 1 -t 2 -b 32 -b 256 -r 3 --rounds 4   # interleaved
 
 Workload: deterministic English-like sentences of about 16 tokens each (counted with the model's
 tokenizer, [CLS] and [SEP] included; the mean is printed). A timed run embeds a fixed number of
 sentences (at least `--min-sentences`, in batches of `batch`) end to end from text: tokenization
 plus one pass per batch (hologram: `Engine.tokenize` + `Engine.embed_batch`; sentence-transformers:
 `model.encode(batch, batch_size=len(batch), normalize_embeddings=True)`). sentences/s is the
-median of `-r` runs after one warm-up. Each engine and thread count runs in its own subprocess
-(torch with `torch.set_num_threads(T)`; OMP/MKL/RAYON thread counts are capped at T too).
+median of `-r` runs after one warm-up; with `--rounds N` every engine runs N times in turn (ST,
+hologram F32, hologram Q8_0, ST, ...) and the median is over all N x `-r` runs, so that a drift in
+the machine's speed (shared vCPUs) hits every engine alike. Each engine and thread count runs in
+its own subprocess (torch with `torch.set_num_threads(T)`; OMP/MKL/RAYON thread counts are capped
+at T too).
 
 Fidelity: the min / mean cosine between hologram's vectors and sentence-transformers' for all
 benchmark sentences is printed (both are L2-normalized mean-pooled vectors).
@@ -228,6 +232,12 @@ def main() -> None:
         "-r", "--reps", type=int, default=5, help="timed runs after one warm-up (default 5)"
     )
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of every engine in turn; the median is over all rounds' runs (default 1)",
+    )
+    ap.add_argument(
         "--min-sentences",
         type=int,
         default=32,
@@ -297,13 +307,32 @@ def main() -> None:
             variants.insert(0, (ST, "F32 (torch)", st_dir))
 
         for t in threads:
-            for engine, typ, model in variants:
-                emb = tdir / f"emb_{engine}_{typ.split()[0]}.npy" if t == threads[0] else None
-                r = run_worker(engine, model, t, a, sent_file, emb)
-                if r is not None:
-                    results.append(
-                        {"engine": engine, "type": typ, "threads": t, "model": model} | r
+            # Rounds alternate the engines so that each engine's runs are spread over the same
+            # stretch of time (on a shared machine the speed drifts by tens of percent).
+            for rnd in range(a.rounds):
+                for engine, typ, model in variants:
+                    first = t == threads[0] and rnd == 0
+                    emb = tdir / f"emb_{engine}_{typ.split()[0]}.npy" if first else None
+                    r = run_worker(engine, model, t, a, sent_file, emb)
+                    if r is None:
+                        continue
+                    prev = next(
+                        (
+                            x
+                            for x in results
+                            if (x["engine"], x["type"], x["threads"]) == (engine, typ, t)
+                        ),
+                        None,
                     )
+                    if prev is None:
+                        results.append(
+                            {"engine": engine, "type": typ, "threads": t, "model": model} | r
+                        )
+                        continue
+                    for b, v in r["results"].items():
+                        pv = prev["results"][b]
+                        pv["runs"] += v["runs"]
+                        pv["median"] = statistics.median(pv["runs"])
 
         if use_st:
             st_emb_path = tdir / f"emb_{ST}_F32.npy"
@@ -321,7 +350,7 @@ def main() -> None:
         return None
 
     print(
-        f"| model | engine | type | threads | batch | sentences/s (median of {a.reps} after 1 warm-up) | ratio vs {ST} |"
+        f"| model | engine | type | threads | batch | sentences/s (median of {a.rounds} x {a.reps} after a warm-up each) | ratio vs {ST} |"
     )
     print("|---|---|---|---|---|---|---|")
     for t in threads:
@@ -358,6 +387,7 @@ def main() -> None:
                     "mean_tokens": mean_tok,
                     "min_sentences_per_run": a.min_sentences,
                     "reps": a.reps,
+                    "rounds": a.rounds,
                     "loadavg_start": load_start,
                     "loadavg_end": load_end,
                     "nproc": os.cpu_count(),
