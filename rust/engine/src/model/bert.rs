@@ -1070,13 +1070,13 @@ unsafe fn transpose16_avx512(
         for d0 in (0..hd).step_by(16) {
             let nd = (hd - d0).min(16);
             let mask = ((1u32 << nd) - 1) as __mmask16;
-            let mut r = [_mm512_setzero_ps(); 16];
-            for (i, ri) in r.iter_mut().enumerate() {
-                if jb + i < len {
-                    // SAFETY: key jb + i < len, dimensions d0.. d0 + nd <= hd (masked).
-                    *ri = unsafe { _mm512_maskz_loadu_ps(mask, k.add((jb + i) * ld + d0)) };
-                }
-            }
+            let mut r: [__m512; 16] = std::array::from_fn(|i| {
+                // Keys past `len` read nothing (an all-zero mask: no access, no fault).
+                let m = if jb + i < len { mask } else { 0 };
+                let p = k.wrapping_add((jb + i) * ld + d0);
+                // SAFETY: the lanes of m are dimensions d0..d0 + nd <= hd of key jb + i < len.
+                unsafe { _mm512_maskz_loadu_ps(m, p) }
+            });
             // Pairs of rows interleaved, then pairs of pairs: in every 128-bit lane L,
             // u[4g + i] holds rows 4g..4g + 4 at column 4L + i.
             let mut t = [_mm512_setzero_ps(); 16];
