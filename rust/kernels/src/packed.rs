@@ -193,12 +193,37 @@ impl PackedMatrix {
         cols: usize,
         k: PackedKernel,
     ) -> Result<Self, KernelError> {
+        Self::pack_for_with(w, t, rows, cols, k, &mut |_| {})
+    }
+
+    /// [`Self::pack`], calling `done(r)` as the rows `..r` of `w` have been read for the last
+    /// time (every [`PACK_PROGRESS_ROWS`] rows or so, and at the end): a caller can then drop
+    /// those source pages (a file mapping) while the rest is packed, so that the source and
+    /// its packed copy are never both resident in full.
+    pub fn pack_with_progress(
+        w: &[u8],
+        t: QuantType,
+        rows: usize,
+        cols: usize,
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Self, KernelError> {
+        Self::pack_for_with(w, t, rows, cols, PackedKernel::preferred(), done)
+    }
+
+    fn pack_for_with(
+        w: &[u8],
+        t: QuantType,
+        rows: usize,
+        cols: usize,
+        k: PackedKernel,
+        done: &mut dyn FnMut(usize),
+    ) -> Result<Self, KernelError> {
         let width = k.width();
         if !Self::supports_kernel(t, k) {
             return Err(KernelError::UnsupportedType(t));
         }
         if !Self::supports(t) {
-            return pack_wide(w, t, rows, cols, width);
+            return pack_wide(w, t, rows, cols, width, done);
         }
         if !cols.is_multiple_of(QK) {
             return Err(KernelError::NotBlockAligned { t, n: cols });
@@ -218,6 +243,7 @@ impl PackedMatrix {
         // sign fix-up (the kernel subtracts 128 x the activation sum).
         let flip = if width == 16 { 0x80 } else { 0 };
         for p in 0..n_panels {
+            progress(p, width, rows, done);
             for b in 0..nb {
                 let dst = &mut data[(p * nb + b) * bb..(p * nb + b + 1) * bb];
                 for r in 0..width {
@@ -264,6 +290,7 @@ impl PackedMatrix {
                 }
             }
         }
+        done(rows);
         Ok(PackedMatrix {
             t,
             rows,
@@ -300,6 +327,18 @@ impl PackedMatrix {
     }
     pub fn bytes(&self) -> usize {
         self.data.len()
+    }
+}
+
+/// Rows between two progress calls of [`PackedMatrix::pack_with_progress`].
+pub const PACK_PROGRESS_ROWS: usize = 1024;
+
+/// Before panel `p` of `width` rows: report the rows before it as done every
+/// [`PACK_PROGRESS_ROWS`] rows.
+fn progress(p: usize, width: usize, rows: usize, done: &mut dyn FnMut(usize)) {
+    let r = p * width;
+    if r > 0 && r.is_multiple_of(PACK_PROGRESS_ROWS) {
+        done(r.min(rows));
     }
 }
 
@@ -375,6 +414,7 @@ fn pack_wide(
     rows: usize,
     cols: usize,
     width: usize,
+    done: &mut dyn FnMut(usize),
 ) -> Result<PackedMatrix, KernelError> {
     use crate::quant::{q4_k, q5_0, q6_k};
     #[allow(non_snake_case)]
@@ -399,6 +439,7 @@ fn pack_wide(
     }; // bytes per source block
     let mut data = zeroed_huge(n_panels * nbs * pb);
     for p in 0..n_panels {
+        progress(p, W, rows, done);
         for b in 0..nbs {
             let dst = &mut data[(p * nbs + b) * pb..(p * nbs + b + 1) * pb];
             for r in 0..W {
@@ -456,6 +497,7 @@ fn pack_wide(
             }
         }
     }
+    done(rows);
     Ok(PackedMatrix {
         t,
         rows,

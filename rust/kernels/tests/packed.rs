@@ -304,3 +304,33 @@ fn packing_refuses_what_it_cannot_pack() {
         assert!(r.is_err());
     }
 }
+
+#[test]
+fn packing_reports_progress_in_row_order() {
+    let pool = Pool::new(1).unwrap();
+    let k = PackedKernel::preferred();
+    if !k.is_available() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(77);
+    // Not a multiple of PACK_PROGRESS_ROWS (nor of a panel): a partial last step.
+    let (rows, cols) = (2 * packed::PACK_PROGRESS_ROWS + 40, 256);
+    for t in PACKED_TYPES {
+        let w = random_weights(t, rows, cols, &mut rng);
+        let mut calls = Vec::new();
+        let m =
+            PackedMatrix::pack_with_progress(&w, t, rows, cols, &mut |r| calls.push(r)).unwrap();
+        let step = packed::PACK_PROGRESS_ROWS;
+        assert_eq!(calls, vec![step, 2 * step, rows], "{t:?}");
+        // The same packing as without progress reports.
+        let plain = PackedMatrix::pack(&w, t, rows, cols).unwrap();
+        let x: Vec<f32> = (0..3 * cols)
+            .map(|i| ((i % 23) as f32 - 11.0) * 0.1)
+            .collect();
+        let (a, b) = (run(&pool, &m, &x, 3, k), run(&pool, &plain, &x, 3, k));
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{t:?}"
+        );
+    }
+}

@@ -480,10 +480,23 @@ impl GgufFile {
     /// cache may drop them. Reading them later is still valid (they are read back from the
     /// file). No-op for owned buffers.
     pub fn release_tensor_pages(&self, t: &TensorInfo) {
+        self.release_tensor_range(t, 0, usize::MAX);
+    }
+
+    /// [`Self::release_tensor_pages`] for bytes `from..to` of the tensor's data (clamped to
+    /// it): only whole pages inside both the range and the tensor are dropped.
+    pub fn release_tensor_range(&self, t: &TensorInfo, from: usize, to: usize) {
         if let Storage::Mmap { map, .. } = &self.storage {
             let page = 4096usize;
-            let (Ok(start), Ok(len)) = (usize::try_from(t.offset), usize::try_from(t.nbytes))
+            let (Ok(off), Ok(nbytes)) = (usize::try_from(t.offset), usize::try_from(t.nbytes))
             else {
+                return;
+            };
+            let to = to.min(nbytes);
+            if from >= to {
+                return;
+            }
+            let (Some(start), len) = (off.checked_add(from), to - from) else {
                 return;
             };
             // Whole pages strictly inside the tensor only.

@@ -119,8 +119,23 @@ impl Linear {
         {
             return Ok(());
         }
-        let m = PackedMatrix::pack(self.bytes(f), self.ttype, self.rows, self.cols)
-            .map_err(|e| EngineError::invalid_model(format!("{}: {e}", self.info.name)))?;
+        // The source pages are dropped as the packing passes them (a large matrix, e.g. a
+        // 262k-row embedding table, is then never resident twice).
+        let rb = self.row_bytes();
+        let mut released = 0usize;
+        let mut done = |r: usize| {
+            let upto = r.saturating_mul(rb);
+            f.release_tensor_range(&self.info, released, upto);
+            released = released.max(upto);
+        };
+        let m = PackedMatrix::pack_with_progress(
+            self.bytes(f),
+            self.ttype,
+            self.rows,
+            self.cols,
+            &mut done,
+        )
+        .map_err(|e| EngineError::invalid_model(format!("{}: {e}", self.info.name)))?;
         self.packed = Some(Arc::new(m));
         f.release_tensor_pages(&self.info);
         Ok(())
