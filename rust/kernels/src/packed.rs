@@ -328,6 +328,42 @@ impl PackedMatrix {
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
+
+    /// Row `r` dequantized from the packed copy into `out` (`cols` values): the values
+    /// `dequantize_row` gives for the source row, so that a table packed for its matmul (a tied
+    /// token embedding) can serve its row lookups without touching the source pages again.
+    /// Q8_0 only: `Ok(false)` (nothing written) for the other formats.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<bool, KernelError> {
+        if self.t != QuantType::Q8_0 {
+            return Ok(false);
+        }
+        check_len("row length", self.cols, out.len())?;
+        if r >= self.rows {
+            return Err(KernelError::LengthMismatch {
+                what: "row index",
+                expected: self.rows,
+                got: r,
+            });
+        }
+        let w = self.width;
+        let nb = self.cols / QK;
+        let bb = block_bytes(self.t, w);
+        let (p, ri) = (r / w, r % w);
+        // As `pack_for` stores them: 16-row panels keep the quants as q + 128.
+        let flip = if w == 16 { 0x80 } else { 0 };
+        let cw = 4 * w;
+        for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+            let blk = &self.data[(p * nb + b) * bb..(p * nb + b + 1) * bb];
+            let d = half::f16::from_le_bytes([blk[2 * ri], blk[2 * ri + 1]]).to_f32();
+            let q = &blk[4 * w..];
+            for (k, o4) in o.chunks_exact_mut(4).enumerate() {
+                for (j, v) in o4.iter_mut().enumerate() {
+                    *v = f32::from((q[k * cw + 4 * ri + j] ^ flip) as i8) * d;
+                }
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Rows between two progress calls of [`PackedMatrix::pack_with_progress`].

@@ -334,3 +334,33 @@ fn packing_reports_progress_in_row_order() {
         );
     }
 }
+
+#[test]
+fn rows_read_back_from_the_packed_copy() {
+    let mut rng = StdRng::seed_from_u64(78);
+    let (rows, cols) = (37, 256);
+    for k in PackedKernel::all_available() {
+        for t in PACKED_TYPES {
+            let w = random_weights(t, rows, cols, &mut rng);
+            let m = PackedMatrix::pack_for(&w, t, rows, cols, k).unwrap();
+            let mut got = vec![f32::NAN; cols];
+            if t != QuantType::Q8_0 {
+                assert!(!m.dequantize_row(0, &mut got).unwrap(), "{t:?}");
+                continue;
+            }
+            let rb = t.row_bytes(cols).unwrap();
+            for r in 0..rows {
+                let mut want = vec![0f32; cols];
+                dequantize_row_isa(Isa::Scalar, t, &w[r * rb..(r + 1) * rb], &mut want).unwrap();
+                assert!(m.dequantize_row(r, &mut got).unwrap());
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{k:?} row {r}");
+            }
+            assert!(m.dequantize_row(rows, &mut got).is_err());
+            assert!(m.dequantize_row(0, &mut got[..cols - 1]).is_err());
+        }
+    }
+}

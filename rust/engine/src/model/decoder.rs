@@ -174,8 +174,8 @@ impl DecoderModel {
             }
         }
         // Repack the matrices for the packed kernel where it runs (see `Linear::pack`) and
-        // release their mapped pages. A tied embedding table too: its rows are still looked up,
-        // but a lookup faults in only the pages of the tokens it reads.
+        // release their mapped pages. A tied embedding table too: a Q8_0 one then serves its row
+        // lookups from the packed copy; other formats read the rows' pages back from the file.
         let mut layers = p.layers;
         for l in &mut layers {
             for w in l.matrices_mut() {
@@ -183,6 +183,11 @@ impl DecoderModel {
             }
         }
         output.pack(f)?;
+        let mut token_embd = token_embd;
+        if tied_output {
+            // One packed table serves both the output projection and the row lookups.
+            token_embd.packed.clone_from(&output.packed);
+        }
         Ok(DecoderModel {
             cfg,
             token_embd,

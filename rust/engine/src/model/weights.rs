@@ -154,6 +154,13 @@ impl Linear {
 
     /// Dequantize row `r` into `out` (embedding lookup).
     pub fn dequantize_row(&self, f: &GgufFile, r: usize, out: &mut [f32]) -> Result<()> {
+        if let Some(pm) = &self.packed {
+            // From the packed copy where its format allows (the source pages stay released).
+            let err = |e| EngineError::InvalidArgument(format!("{}: {e}", self.info.name));
+            if pm.dequantize_row(r, out).map_err(err)? {
+                return Ok(());
+            }
+        }
         let rb = self.row_bytes();
         let data = self.bytes(f);
         let src = data.get(r * rb..(r + 1) * rb).ok_or_else(|| {
