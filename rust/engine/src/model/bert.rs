@@ -976,8 +976,9 @@ const QB_MAX: usize = 8;
 /// head. Per head, K is transposed once into `kt` (`hd x lenp`, `lenp` = `len` rounded up to
 /// [`LANES`], the padding zero) so that the scores of a query are accumulated [`LANES`] keys
 /// at a time in registers (`scores`: [`QB`] or [`QB_MAX`] x `lenp` values), and P V [`LANES`]
-/// dimensions at a time, that many queries side by side (fused multiply-adds). Every score is `(sum over d ascending of q[d] k[j][d])
-/// * scale`, every output `sum over j ascending of p[j] v[j][d]`, on every tier.
+/// dimensions at a time, that many queries side by side (fused multiply-adds). Every score is
+/// `(sum over d ascending of q[d] k[j][d]) * scale`, every output `sum over j ascending of
+/// p[j] v[j][d]`, on every tier.
 #[inline(always)]
 fn attn_task_body(
     s: &AttnShape,
@@ -1077,8 +1078,8 @@ unsafe fn transpose16_avx512(
                 // SAFETY: the lanes of m are dimensions d0..d0 + nd <= hd of key jb + i < len.
                 unsafe { _mm512_maskz_loadu_ps(m, p) }
             });
-            // Pairs of rows interleaved, then pairs of pairs: in every 128-bit lane L,
-            // u[4g + i] holds rows 4g..4g + 4 at column 4L + i.
+            // Pairs of rows interleaved, then pairs of pairs: afterwards, in every 128-bit
+            // lane L, r[4g + i] holds rows 4g..4g + 4 at column 4L + i.
             let mut t = [_mm512_setzero_ps(); 16];
             for p in 0..8 {
                 t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
@@ -1093,8 +1094,8 @@ unsafe fn transpose16_avx512(
                 r[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(a1), pd(b1)));
                 r[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(a1), pd(b1)));
             }
-            // Gather the 128-bit lanes: column 4L + i is [u[i].L, u[4+i].L, u[8+i].L,
-            // u[12+i].L].
+            // Gather the 128-bit lanes: column 4L + i is [r[i].L, r[4+i].L, r[8+i].L,
+            // r[12+i].L].
             for i in 0..4 {
                 t[i] = _mm512_shuffle_f32x4::<0x88>(r[i], r[4 + i]);
                 t[4 + i] = _mm512_shuffle_f32x4::<0xdd>(r[i], r[4 + i]);
