@@ -440,16 +440,12 @@ impl Spread {
     }
 }
 
-/// Prefetch line `kk` of each range of `pf` that has one, into L2 (a hint: it never faults,
-/// whatever the address).
-#[cfg(target_arch = "x86_64")]
+/// Prefetch line `kk` of each range of `pf` that has one, into L2.
 #[inline(always)]
 fn prefetch_step(pf: &[(*const u8, usize); 3], kk: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     for &(p, n) in pf {
         if kk < n {
-            // SAFETY: SSE is part of x86-64; a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(kk * 64).cast()) };
+            simd::prefetch_l2(p.wrapping_add(kk * 64));
         }
     }
 }

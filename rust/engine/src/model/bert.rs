@@ -763,7 +763,12 @@ impl BertModel {
         let e = self.cfg.n_embd;
         if let Some(p) = &d.packed {
             let isa = simd::active();
+            let lines = (e * 4).div_ceil(64);
             let op = |i: usize, row: &mut [f32]| {
+                // The residual row two ahead, into L2 (the rows come in order within a task).
+                if let Some(ahead) = res.get((i + 2) * e..(i + 3) * e) {
+                    simd::prefetch_lines_l2(ahead.as_ptr().cast(), lines);
+                }
                 layer_norm_chunk(isa, row, Some(&res[i * e..(i + 1) * e]), e, norm, eps)
             };
             return gemm_f32_rows(pool, input, n_tok, p, Some(&d.b), out, &op)
@@ -860,11 +865,29 @@ impl BertModel {
                 tasks.push((off, len, c * ATTN_ROWS_PER_TASK, chunk));
             }
         }
-        pool.install(|| {
-            tasks.into_par_iter().for_each(|(off, len, r0, chunk)| {
-                let t = AttnTask { q, k, v, off, r0 };
-                attn_task(isa, &shape, &t, len, chunk);
+        // Each task prefetches the q / k / v rows of the input of the task after it (the pool
+        // gives a thread consecutive tasks) unless they are its own.
+        let nexts: Vec<std::ops::Range<usize>> = (0..tasks.len())
+            .map(|i| match tasks.get(i + 1) {
+                Some(&(off, len, ..)) if off != tasks[i].0 => off..off + len,
+                _ => 0..0,
             })
+            .collect();
+        pool.install(|| {
+            tasks
+                .into_par_iter()
+                .zip(nexts)
+                .for_each(|((off, len, r0, chunk), next)| {
+                    let t = AttnTask {
+                        q,
+                        k,
+                        v,
+                        off,
+                        r0,
+                        next,
+                    };
+                    attn_task(isa, &shape, &t, len, chunk);
+                })
         });
     }
 }
@@ -936,6 +959,8 @@ struct AttnTask<'a> {
     v: &'a [f32],
     off: usize,
     r0: usize,
+    /// Rows (of q, k and v) to prefetch for the next task, a part per head.
+    next: std::ops::Range<usize>,
 }
 
 /// Run one attention task with the loops compiled for `isa` (the same operations in the same
@@ -994,6 +1019,14 @@ fn attn_task_body(
     let n_rows = out.len() / s.e;
     for h in 0..s.nh {
         let c0 = h * hd;
+        // This head's part of the next task's rows, into L2 (they are in L3 at best).
+        let nn = t.next.len();
+        for r in t.next.start + h * nn / s.nh..t.next.start + (h + 1) * nn / s.nh {
+            for x in [t.q, t.k, t.v] {
+                let row = x[r * ld..].as_ptr().cast::<u8>();
+                simd::prefetch_lines_l2(row, (s.e * 4).div_ceil(64));
+            }
+        }
         transpose_k(wide, t.k, (t.off * ld + c0, ld), len, hd, kt, lenp);
         let mut rr = 0;
         if wide {
@@ -1395,6 +1428,8 @@ mod tests {
                     v,
                     off: 0,
                     r0,
+                    // Prefetching (a hint) must leave the values alone: some rows are given.
+                    next: 0..len,
                 };
                 attn_task(isa, &shape, &t, len, chunk);
             }

@@ -121,6 +121,27 @@ pub fn available() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
 }
 
+/// Ask for the 64-byte line holding `p` to be brought into L2 (a hint: nothing happens on
+/// targets without a prefetch instruction, and it never faults, whatever the address).
+#[inline(always)]
+pub fn prefetch_l2(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64; a prefetch never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetch into L2 the `lines` 64-byte lines from `p` ([`prefetch_l2`] on each).
+#[inline(always)]
+pub fn prefetch_lines_l2(p: *const u8, lines: usize) {
+    for l in 0..lines {
+        prefetch_l2(p.wrapping_add(l * 64));
+    }
+}
+
 /// `src` (whole blocks) -> `dst` (block_size * n_blocks floats).
 pub(crate) type DequantFn = unsafe fn(&[u8], &mut [f32]);
 /// Dot of one weight row with one activation row in the weight type's `vec_dot_type`.
